@@ -1,0 +1,283 @@
+//! Command-line flags (each also an `EDGE_AGENT_*` variable) and their checks.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// The node agent of edge-diffusion.
+///
+/// Reads NVIDIA GPUs (NVML), AWS Neuron devices (neuron-monitor), /proc and the
+/// queue reports of the inference workers on this node into one snapshot per
+/// tick. Serves it as Prometheus metrics (dcgm-exporter and
+/// neuron-monitor-prometheus names included) and as a gRPC change stream for
+/// the edge-diffusion scaler, on one port.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "edge-agent", version, about, long_about)]
+pub struct Config {
+    /// Address for HTTP (/metrics, /healthz, /readyz) and the gRPC snapshot
+    /// feed; the one port a DaemonSet exposes.
+    #[arg(long, env = "EDGE_AGENT_LISTEN", default_value = "0.0.0.0:9400")]
+    pub listen: SocketAddr,
+
+    /// Unix socket on which workers on this node report their queues
+    /// (POST /v1/reports), e.g. /run/edge-diffusion/agent.sock on a hostPath
+    /// shared with the worker pods (the Helm chart sets it). Its directory
+    /// must exist. Empty (the default) disables it.
+    #[arg(long, env = "EDGE_AGENT_REPORT_SOCKET", default_value = "")]
+    pub report_socket: String,
+
+    /// Loopback TCP address for worker reports, for local runs. Must be a
+    /// loopback address: reports never leave the node. Empty disables it.
+    #[arg(long, env = "EDGE_AGENT_REPORT_LISTEN", default_value = "127.0.0.1:9401")]
+    pub report_listen: String,
+
+    /// Path of the NVML library. Empty disables the NVML collector; a path
+    /// that does not load turns it off with one log line.
+    #[arg(long, env = "EDGE_AGENT_NVML_LIBRARY", default_value = "libnvidia-ml.so.1")]
+    pub nvml_library: String,
+
+    /// Command that runs neuron-monitor (split on whitespace; the agent adds
+    /// `-c <config>`). Empty disables the Neuron collector.
+    #[arg(long, env = "EDGE_AGENT_NEURON_MONITOR", default_value = "neuron-monitor")]
+    pub neuron_monitor: String,
+
+    /// Where the agent writes the neuron-monitor config file (a writable
+    /// path; the root filesystem is read-only in Kubernetes).
+    #[arg(long, env = "EDGE_AGENT_NEURON_MONITOR_CONFIG", default_value_os_t = default_neuron_config())]
+    pub neuron_monitor_config: PathBuf,
+
+    /// Root of the proc filesystem to read node and agent statistics from.
+    #[arg(long, env = "EDGE_AGENT_PROCFS", default_value = "/proc")]
+    pub procfs: PathBuf,
+
+    /// Collection interval (e.g. 1s, 500ms). Between 100ms and 60s.
+    #[arg(long, env = "EDGE_AGENT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// A worker silent for this long is dropped from the snapshot. At least
+    /// twice the workers' 1 s heartbeat.
+    #[arg(long, env = "EDGE_AGENT_WORKER_EXPIRY", default_value = "5s", value_parser = parse_duration)]
+    pub worker_expiry: Duration,
+
+    /// How often the change stream repeats the latest snapshot when nothing
+    /// changed, so the scaler can tell a quiet agent from a dead one.
+    #[arg(long, env = "EDGE_AGENT_STREAM_HEARTBEAT", default_value = "2s", value_parser = parse_duration)]
+    pub stream_heartbeat: Duration,
+
+    /// Spelling of the host label on the dcgm-exporter series: `Hostname`
+    /// (dcgm-exporter ≥ 2.x) or `hostname` (older dashboards).
+    #[arg(long, env = "EDGE_AGENT_HOSTNAME_LABEL", value_enum, default_value_t = HostnameLabel::Hostname)]
+    pub hostname_label: HostnameLabel,
+
+    /// This node's name; in Kubernetes set from the downward API
+    /// (spec.nodeName). Defaults to the host name.
+    #[arg(long, env = "EDGE_AGENT_NODE_NAME", default_value = "")]
+    pub node_name: String,
+
+    /// This node's EC2 instance type (label node.kubernetes.io/instance-type).
+    #[arg(long, env = "EDGE_AGENT_INSTANCE_TYPE", default_value = "")]
+    pub instance_type: String,
+
+    /// This node's zone (label topology.kubernetes.io/zone), e.g. a Local Zone.
+    #[arg(long, env = "EDGE_AGENT_ZONE", default_value = "")]
+    pub zone: String,
+
+    /// Log format.
+    #[arg(long, env = "EDGE_AGENT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How the dcgm-exporter host label is spelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HostnameLabel {
+    /// `Hostname`, as current dcgm-exporter releases write it.
+    #[value(name = "Hostname")]
+    Hostname,
+    /// `hostname`, as older releases and some dashboards expect.
+    #[value(name = "hostname")]
+    Lowercase,
+}
+
+impl HostnameLabel {
+    /// The label name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hostname => "Hostname",
+            Self::Lowercase => "hostname",
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A flag whose value is not allowed; the message names the flag.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid value for --{flag}: {reason}")]
+pub struct ConfigError {
+    /// The flag, without dashes.
+    pub flag: &'static str,
+    /// What is wrong and what is allowed.
+    pub reason: String,
+}
+
+/// The checked configuration the agent runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// See [`Config::listen`].
+    pub listen: SocketAddr,
+    /// Unix socket for reports, if enabled.
+    pub report_socket: Option<PathBuf>,
+    /// Loopback TCP address for reports, if enabled.
+    pub report_listen: Option<SocketAddr>,
+    /// NVML library, if enabled.
+    pub nvml_library: Option<PathBuf>,
+    /// neuron-monitor program and arguments, if enabled.
+    pub neuron_monitor: Option<Vec<String>>,
+    /// See [`Config::neuron_monitor_config`].
+    pub neuron_monitor_config: PathBuf,
+    /// See [`Config::procfs`].
+    pub procfs: PathBuf,
+    /// See [`Config::interval`].
+    pub interval: Duration,
+    /// See [`Config::worker_expiry`].
+    pub worker_expiry: Duration,
+    /// See [`Config::stream_heartbeat`].
+    pub stream_heartbeat: Duration,
+    /// See [`Config::hostname_label`].
+    pub hostname_label: HostnameLabel,
+    /// Node name, instance type and zone.
+    pub node: edge_telemetry::proto::Node,
+}
+
+impl Config {
+    /// Checks every value and resolves defaults that depend on the host.
+    pub fn validate(self) -> Result<Settings, ConfigError> {
+        let interval = self.interval;
+        if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&interval) {
+            return Err(ConfigError { flag: "interval", reason: format!("{interval:?} is outside 100ms..=60s") });
+        }
+        if self.worker_expiry < Duration::from_secs(2) {
+            return Err(ConfigError {
+                flag: "worker-expiry",
+                reason: format!("{:?} is below the minimum of 2s (twice the workers' heartbeat)", self.worker_expiry),
+            });
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&self.stream_heartbeat) {
+            return Err(ConfigError {
+                flag: "stream-heartbeat",
+                reason: format!("{:?} is outside 100ms..=60s", self.stream_heartbeat),
+            });
+        }
+        let report_listen = non_empty(&self.report_listen)
+            .map(|s| {
+                let addr: SocketAddr = s.parse().map_err(|e| ConfigError {
+                    flag: "report-listen",
+                    reason: format!("{s:?} is not an address like 127.0.0.1:9401 ({e})"),
+                })?;
+                if !addr.ip().is_loopback() {
+                    return Err(ConfigError {
+                        flag: "report-listen",
+                        reason: format!(
+                            "{addr} is not a loopback address; reports must stay on the node (use 127.0.0.1 or [::1])"
+                        ),
+                    });
+                }
+                Ok(addr)
+            })
+            .transpose()?;
+        let neuron_monitor =
+            non_empty(&self.neuron_monitor).map(|s| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>());
+        let node_name = match non_empty(&self.node_name) {
+            Some(n) => n.to_owned(),
+            None => host_name(),
+        };
+        Ok(Settings {
+            listen: self.listen,
+            report_socket: non_empty(&self.report_socket).map(PathBuf::from),
+            report_listen,
+            nvml_library: non_empty(&self.nvml_library).map(PathBuf::from),
+            neuron_monitor,
+            neuron_monitor_config: self.neuron_monitor_config,
+            procfs: self.procfs,
+            interval,
+            worker_expiry: self.worker_expiry,
+            stream_heartbeat: self.stream_heartbeat,
+            hostname_label: self.hostname_label,
+            node: edge_telemetry::proto::Node { name: node_name, instance_type: self.instance_type, zone: self.zone },
+        })
+    }
+}
+
+fn non_empty(s: &str) -> Option<&str> {
+    let s = s.trim();
+    (!s.is_empty()).then_some(s)
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e}; expected a duration such as 1s or 500ms"))
+}
+
+fn default_neuron_config() -> PathBuf {
+    std::env::temp_dir().join("edge-agent-neuron-monitor.json")
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Settings, String> {
+        let cfg = Config::try_parse_from(std::iter::once("edge-agent").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        cfg.validate().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = parse(&[]).unwrap();
+        assert_eq!(s.interval, Duration::from_secs(1));
+        assert_eq!(s.report_listen, Some("127.0.0.1:9401".parse().unwrap()));
+        assert_eq!(s.neuron_monitor, Some(vec!["neuron-monitor".to_owned()]));
+        assert!(!s.node.name.is_empty());
+    }
+
+    #[test]
+    fn empty_values_disable_sources() {
+        let s = parse(&["--nvml-library", "", "--neuron-monitor", "", "--report-listen", ""]).unwrap();
+        assert!(s.nvml_library.is_none() && s.neuron_monitor.is_none());
+        assert!(s.report_socket.is_none() && s.report_listen.is_none());
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--report-listen", "0.0.0.0:9401"], "--report-listen"),
+            (&["--report-listen", "nope"], "--report-listen"),
+            (&["--interval", "10ms"], "--interval"),
+            (&["--interval", "soon"], "--interval"),
+            (&["--worker-expiry", "1s"], "--worker-expiry"),
+            (&["--hostname-label", "HOST"], "--hostname-label"),
+            (&["--listen", "9400"], "--listen"),
+        ];
+        for (args, flag) in cases {
+            let err = parse(args).unwrap_err();
+            assert!(err.contains(flag), "{args:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Our own `edge_` series: worker queues per Deployment, collector health,
+//! the node and the agent itself.
+
+use std::collections::BTreeMap;
+
+use edge_telemetry::catalogue::edge;
+use edge_telemetry::proto::{CollectorState, NodeSnapshot};
+
+use super::{Labels, Samples};
+
+#[derive(Default)]
+struct DeploymentTotals {
+    workers: u32,
+    queue_depth: u64,
+    in_flight: u64,
+    capacity: u64,
+    p50: Option<f64>,
+    p99: Option<f64>,
+}
+
+/// Adds worker, collector, host and agent series.
+pub fn add(samples: &mut Samples, snapshot: &NodeSnapshot) {
+    add_workers(samples, snapshot);
+    for c in &snapshot.collectors {
+        let labels: Labels = vec![(edge::LABEL_COLLECTOR, c.collector.clone())];
+        let state = c.state;
+        samples.add(edge::COLLECTOR_UP, labels.clone(), f64::from(u8::from(state == CollectorState::Ok as i32)));
+        samples.add(
+            edge::COLLECTOR_ABSENT,
+            labels.clone(),
+            f64::from(u8::from(state == CollectorState::Absent as i32)),
+        );
+        samples.add(edge::COLLECTOR_ERRORS, labels.clone(), c.errors as f64);
+        samples.add(edge::COLLECTOR_DURATION_SECONDS, labels, c.last_duration_seconds);
+    }
+    if let Some(h) = &snapshot.host {
+        samples.add_opt(edge::NODE_CPU_UTILIZATION_RATIO, &Vec::new(), h.cpu_utilization_ratio);
+        samples.add_opt(edge::NODE_MEMORY_TOTAL_BYTES, &Vec::new(), h.memory_total_bytes.map(|v| v as f64));
+        samples.add_opt(edge::NODE_MEMORY_AVAILABLE_BYTES, &Vec::new(), h.memory_available_bytes.map(|v| v as f64));
+        samples.add_opt(edge::AGENT_CPU_SECONDS, &Vec::new(), h.agent_cpu_seconds);
+        samples.add_opt(edge::AGENT_RESIDENT_MEMORY_BYTES, &Vec::new(), h.agent_resident_bytes.map(|v| v as f64));
+    }
+    samples.add(edge::AGENT_SNAPSHOT_SEQUENCE, Vec::new(), snapshot.sequence as f64);
+}
+
+/// Sums per (accelerator, namespace, deployment): a per-worker label would be
+/// unbounded as pods come and go.
+fn add_workers(samples: &mut Samples, snapshot: &NodeSnapshot) {
+    let mut totals: BTreeMap<(&str, &str, &str), DeploymentTotals> = BTreeMap::new();
+    for w in &snapshot.workers {
+        let t = totals.entry((&w.accelerator, &w.namespace, &w.deployment)).or_default();
+        t.workers += 1;
+        t.queue_depth += u64::from(w.queue_depth);
+        t.in_flight += u64::from(w.in_flight);
+        t.capacity += u64::from(w.capacity);
+        t.p50 = max_opt(t.p50, w.latency_p50_seconds);
+        t.p99 = max_opt(t.p99, w.latency_p99_seconds);
+    }
+    for ((accelerator, namespace, deployment), t) in totals {
+        let labels: Labels = vec![
+            (edge::LABEL_ACCELERATOR, accelerator.to_owned()),
+            (edge::LABEL_NAMESPACE, namespace.to_owned()),
+            (edge::LABEL_DEPLOYMENT, deployment.to_owned()),
+        ];
+        samples.add(edge::WORKERS, labels.clone(), f64::from(t.workers));
+        samples.add(edge::WORKER_QUEUE_DEPTH, labels.clone(), t.queue_depth as f64);
+        samples.add(edge::WORKER_IN_FLIGHT, labels.clone(), t.in_flight as f64);
+        samples.add(edge::WORKER_CAPACITY, labels.clone(), t.capacity as f64);
+        for (quantile, value) in [("0.5", t.p50), ("0.99", t.p99)] {
+            let mut l = labels.clone();
+            l.push((edge::LABEL_QUANTILE, quantile.to_owned()));
+            samples.add_opt(edge::WORKER_LATENCY_SECONDS, &l, value);
+        }
+    }
+}
+
+fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edge_telemetry::proto::Worker;
+
+    fn worker(id: &str, deployment: &str, queue: u32, p99: Option<f64>) -> Worker {
+        Worker {
+            worker_id: id.into(),
+            deployment: deployment.into(),
+            namespace: "inference".into(),
+            accelerator: "nvidia".into(),
+            queue_depth: queue,
+            in_flight: 1,
+            capacity: 8,
+            latency_p99_seconds: p99,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn workers_are_summed_per_deployment_without_worker_ids() {
+        let snapshot = NodeSnapshot {
+            workers: vec![
+                worker("a", "sd-nvidia", 2, Some(1.5)),
+                worker("b", "sd-nvidia", 3, Some(2.5)),
+                worker("c", "sd-other", 1, None),
+            ],
+            ..Default::default()
+        };
+        let mut s = Samples::default();
+        add(&mut s, &snapshot);
+        let out = s.encode();
+        let l = r#"accelerator="nvidia",namespace="inference",deployment="sd-nvidia""#;
+        assert!(out.contains(&format!("edge_worker_queue_depth{{{l}}} 5")), "{out}");
+        assert!(out.contains(&format!("edge_worker_in_flight{{{l}}} 2")), "{out}");
+        assert!(out.contains(&format!("edge_workers{{{l}}} 2")), "{out}");
+        assert!(out.contains(&format!("edge_worker_latency_seconds{{{l},quantile=\"0.99\"}} 2.5")), "{out}");
+        assert!(!out.contains("quantile=\"0.5\""), "no worker reported p50: {out}");
+        assert!(!out.contains("worker_id") && !out.contains("\"a\""), "{out}");
+    }
+}

@@ -1,0 +1,104 @@
+//! GPU series under dcgm-exporter's names and labels.
+
+use edge_telemetry::catalogue::{dcgm, edge};
+use edge_telemetry::proto::NodeSnapshot;
+
+use super::{Labels, Samples};
+use crate::config::HostnameLabel;
+
+const MIB: u64 = 1024 * 1024;
+
+/// Adds every GPU of `snapshot`.
+pub fn add(samples: &mut Samples, snapshot: &NodeSnapshot, hostname_label: HostnameLabel) {
+    let host = snapshot.node.as_ref().map(|n| n.name.clone()).unwrap_or_default();
+    for g in &snapshot.gpus {
+        let labels: Labels = vec![
+            (dcgm::LABEL_GPU, g.index.to_string()),
+            (dcgm::LABEL_UUID, g.uuid.clone()),
+            (dcgm::LABEL_PCI_BUS_ID, g.pci_bus_id.clone()),
+            (dcgm::LABEL_DEVICE, g.minor_number.map(|m| format!("nvidia{m}")).unwrap_or_default()),
+            (dcgm::LABEL_MODEL_NAME, g.name.clone()),
+            (hostname_label.as_str(), host.clone()),
+        ];
+        samples.add(
+            edge::GPU_HEALTHY,
+            vec![(dcgm::LABEL_GPU, g.index.to_string()), (dcgm::LABEL_UUID, g.uuid.clone())],
+            if g.healthy { 1.0 } else { 0.0 },
+        );
+        let f = |v: Option<u32>| v.map(f64::from);
+        // dcgm-exporter reports framebuffer sizes in whole MiB.
+        let mib = |v: Option<u64>| v.map(|b| (b / MIB) as f64);
+        samples.add_opt(dcgm::GPU_UTIL, &labels, f(g.gpu_utilization_percent));
+        samples.add_opt(dcgm::MEM_COPY_UTIL, &labels, f(g.memory_copy_utilization_percent));
+        samples.add_opt(dcgm::ENC_UTIL, &labels, f(g.encoder_utilization_percent));
+        samples.add_opt(dcgm::DEC_UTIL, &labels, f(g.decoder_utilization_percent));
+        samples.add_opt(dcgm::FB_USED, &labels, mib(g.framebuffer_used_bytes));
+        samples.add_opt(dcgm::FB_FREE, &labels, mib(g.framebuffer_free_bytes));
+        samples.add_opt(dcgm::FB_TOTAL, &labels, mib(g.framebuffer_total_bytes));
+        samples.add_opt(dcgm::POWER_USAGE, &labels, g.power_usage_watts);
+        samples.add_opt(dcgm::GPU_TEMP, &labels, f(g.temperature_celsius));
+        samples.add_opt(dcgm::SM_CLOCK, &labels, f(g.sm_clock_mhz));
+        samples.add_opt(dcgm::MEM_CLOCK, &labels, f(g.memory_clock_mhz));
+        samples.add_opt(dcgm::TOTAL_ENERGY_CONSUMPTION, &labels, g.total_energy_millijoules.map(|v| v as f64));
+        samples.add_opt(dcgm::PCIE_REPLAY_COUNTER, &labels, g.pcie_replay_count.map(|v| v as f64));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edge_telemetry::proto::{Gpu, Node};
+
+    fn snapshot() -> NodeSnapshot {
+        NodeSnapshot {
+            node: Some(Node { name: "ip-10-0-0-1".into(), ..Default::default() }),
+            gpus: vec![
+                Gpu {
+                    index: 0,
+                    uuid: "GPU-aaaa".into(),
+                    name: "NVIDIA A10G".into(),
+                    pci_bus_id: "00000000:00:1E.0".into(),
+                    minor_number: Some(0),
+                    healthy: true,
+                    gpu_utilization_percent: Some(87),
+                    framebuffer_used_bytes: Some(3 * MIB + 5),
+                    power_usage_watts: Some(201.5),
+                    ..Default::default()
+                },
+                Gpu {
+                    index: 1,
+                    uuid: "GPU-bbbb".into(),
+                    healthy: false,
+                    error: "GPU is lost".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    fn rendered(label: HostnameLabel) -> String {
+        let mut s = Samples::default();
+        add(&mut s, &snapshot(), label);
+        s.encode()
+    }
+
+    #[test]
+    fn uses_dcgm_exporter_names_and_labels() {
+        let out = rendered(HostnameLabel::Hostname);
+        let labels = r#"gpu="0",UUID="GPU-aaaa",pci_bus_id="00000000:00:1E.0",device="nvidia0",modelName="NVIDIA A10G",Hostname="ip-10-0-0-1""#;
+        assert!(out.contains(&format!("DCGM_FI_DEV_GPU_UTIL{{{labels}}} 87")), "{out}");
+        assert!(out.contains(&format!("DCGM_FI_DEV_FB_USED{{{labels}}} 3")), "{out}");
+        assert!(out.contains(&format!("DCGM_FI_DEV_POWER_USAGE{{{labels}}} 201.5")), "{out}");
+        assert!(rendered(HostnameLabel::Lowercase).contains(r#"hostname="ip-10-0-0-1""#));
+    }
+
+    #[test]
+    fn unsupported_and_lost_values_are_left_out_not_zero() {
+        let out = rendered(HostnameLabel::Hostname);
+        assert!(!out.contains("DCGM_FI_DEV_ENC_UTIL"), "{out}");
+        assert!(!out.contains(r#"DCGM_FI_DEV_GPU_UTIL{gpu="1""#), "{out}");
+        assert!(out.contains(r#"edge_gpu_healthy{gpu="1",UUID="GPU-bbbb"} 0"#), "{out}");
+        assert!(out.contains(r#"edge_gpu_healthy{gpu="0",UUID="GPU-aaaa"} 1"#), "{out}");
+    }
+}

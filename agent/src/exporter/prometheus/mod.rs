@@ -1,0 +1,193 @@
+//! `GET /metrics`: the snapshot in Prometheus exposition formats.
+//!
+//! Rendering goes through `prometheus-client` (OpenMetrics). The result is
+//! cached per snapshot sequence, so a scrape between two changes costs one
+//! string clone. Scrapers that do not ask for OpenMetrics (curl, promtool,
+//! older agents) get the classic text format 0.0.4, derived from the same
+//! output by [`to_text_format`].
+
+mod edge;
+mod gpu;
+mod neuron;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use edge_telemetry::catalogue::{Kind, Metric};
+use edge_telemetry::proto::NodeSnapshot;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::config::HostnameLabel;
+
+/// OpenMetrics content type.
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Classic Prometheus text format content type.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// A label set: bounded names from the catalogue, values from the snapshot.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// Samples grouped by family, in the order first added. Only families with
+/// samples are rendered: a value a device does not support is left out.
+#[derive(Default)]
+pub struct Samples {
+    families: Vec<(Metric, Vec<(Labels, f64)>)>,
+}
+
+impl Samples {
+    /// Adds one sample.
+    pub fn add(&mut self, metric: Metric, labels: Labels, value: f64) {
+        match self.families.iter_mut().find(|(m, _)| m.name == metric.name) {
+            Some((_, samples)) => samples.push((labels, value)),
+            None => self.families.push((metric, vec![(labels, value)])),
+        }
+    }
+
+    /// Adds a sample if `value` is present.
+    pub fn add_opt(&mut self, metric: Metric, labels: &Labels, value: Option<f64>) {
+        if let Some(v) = value {
+            self.add(metric, labels.clone(), v);
+        }
+    }
+
+    fn encode(self) -> String {
+        let mut registry = Registry::default();
+        for (metric, samples) in self.families {
+            match metric.kind {
+                Kind::Gauge => {
+                    let family = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+                    for (labels, v) in samples {
+                        family.get_or_create(&labels).set(v);
+                    }
+                    registry.register(metric.name, metric.help, family);
+                }
+                Kind::Counter => {
+                    let family = Family::<Labels, Counter<f64, AtomicU64>>::default();
+                    for (labels, v) in samples {
+                        family.get_or_create(&labels).inc_by(v);
+                    }
+                    registry.register(metric.name, metric.help, family);
+                }
+            }
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+}
+
+/// Renders a snapshot as OpenMetrics text.
+pub fn render(snapshot: &NodeSnapshot, hostname_label: HostnameLabel) -> String {
+    let mut samples = Samples::default();
+    gpu::add(&mut samples, snapshot, hostname_label);
+    neuron::add(&mut samples, snapshot);
+    edge::add(&mut samples, snapshot);
+    samples.encode()
+}
+
+/// Converts `prometheus-client`'s OpenMetrics output to text format 0.0.4:
+/// counters' `# HELP`/`# TYPE` lines take the `_total` sample name, `unknown`
+/// becomes `untyped`, and `# UNIT` and `# EOF` go.
+pub fn to_text_format(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let rewritten = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            let tail = if tail == "unknown" { "untyped" } else { tail };
+            let name = if counters.contains(name) { format!("{name}_total") } else { name.to_owned() };
+            Some(format!("{prefix}{name} {tail}"))
+        });
+        match rewritten {
+            Some(l) => out.push_str(&l),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Renders lazily and caches per snapshot sequence.
+pub struct MetricsCache {
+    hostname_label: HostnameLabel,
+    cached: Mutex<Option<Cached>>,
+}
+
+struct Cached {
+    sequence: u64,
+    openmetrics: Arc<str>,
+    text: Option<Arc<str>>,
+}
+
+impl MetricsCache {
+    /// An empty cache.
+    pub fn new(hostname_label: HostnameLabel) -> Self {
+        Self { hostname_label, cached: Mutex::new(None) }
+    }
+
+    /// The exposition of `snapshot`, OpenMetrics or text format.
+    pub fn get(&self, snapshot: &NodeSnapshot, openmetrics: bool) -> Arc<str> {
+        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = match cached.as_mut() {
+            Some(c) if c.sequence == snapshot.sequence => c,
+            _ => cached.insert(Cached {
+                sequence: snapshot.sequence,
+                openmetrics: render(snapshot, self.hostname_label).into(),
+                text: None,
+            }),
+        };
+        if openmetrics {
+            return Arc::clone(&entry.openmetrics);
+        }
+        let om = Arc::clone(&entry.openmetrics);
+        Arc::clone(entry.text.get_or_insert_with(|| to_text_format(&om).into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_format_renames_counter_families_and_drops_openmetrics_lines() {
+        let om = "# HELP a_errors Errors.\n# TYPE a_errors counter\na_errors_total{x=\"1\"} 2\n\
+                  # HELP b_bytes Bytes.\n# TYPE b_bytes gauge\n# UNIT b_bytes bytes\nb_bytes 3\n# EOF\n";
+        let text = to_text_format(om);
+        assert_eq!(
+            text,
+            "# HELP a_errors_total Errors.\n# TYPE a_errors_total counter\na_errors_total{x=\"1\"} 2\n\
+             # HELP b_bytes Bytes.\n# TYPE b_bytes gauge\nb_bytes 3\n"
+        );
+    }
+
+    #[test]
+    fn empty_families_are_left_out() {
+        let snapshot = NodeSnapshot::default();
+        let out = render(&snapshot, HostnameLabel::Hostname);
+        assert!(!out.contains("DCGM_FI_DEV_GPU_UTIL"), "{out}");
+        assert!(!out.contains("neuroncore_utilization_ratio"), "{out}");
+    }
+
+    #[test]
+    fn the_cache_renders_once_per_sequence() {
+        let cache = MetricsCache::new(HostnameLabel::Hostname);
+        let mut snap = NodeSnapshot { sequence: 1, ..Default::default() };
+        let a = cache.get(&snap, true);
+        let b = cache.get(&snap, true);
+        assert!(Arc::ptr_eq(&a, &b));
+        snap.sequence = 2;
+        assert!(!Arc::ptr_eq(&a, &cache.get(&snap, true)));
+    }
+}

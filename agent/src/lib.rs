@@ -1,0 +1,108 @@
+//! edge-agent: one process per node that turns NVML, neuron-monitor, /proc and
+//! the workers' queue reports into one [`NodeSnapshot`] and serves it.
+//!
+//! [`NodeSnapshot`]: edge_telemetry::proto::NodeSnapshot
+
+pub mod collector;
+pub mod config;
+pub mod exporter;
+pub mod server;
+pub mod snapshot;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use crate::collector::Ticker;
+use crate::collector::neuron::{NeuronCollector, NeuronSettings};
+use crate::collector::nvml::NvmlCollector;
+use crate::collector::procfs::ProcCollector;
+use crate::collector::workers::{IntakeError, WorkerIntake};
+use crate::config::Settings;
+use crate::exporter::prometheus::MetricsCache;
+use crate::exporter::stream::FeedService;
+use crate::server::HttpState;
+use crate::snapshot::SnapshotStore;
+
+/// Why the agent could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The public port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address from --listen.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A worker-report endpoint could not be opened.
+    #[error(transparent)]
+    Intake(#[from] IntakeError),
+    /// The server failed while running.
+    #[error("server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Runs the agent until `shutdown` resolves (SIGTERM / Ctrl-C in `main`).
+pub async fn run(
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let store = SnapshotStore::new(settings.node.clone());
+
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| RunError::Listen { addr: settings.listen, source })?;
+    let local = listener.local_addr().map_err(RunError::Serve)?;
+
+    let workers = WorkerIntake::new(store.clone(), settings.worker_expiry);
+    let intake_tasks =
+        workers.serve(settings.report_socket.as_deref(), settings.report_listen, stop_rx.clone()).await?;
+
+    let neuron = NeuronCollector::spawn(NeuronSettings {
+        command: settings.neuron_monitor.clone(),
+        config_path: settings.neuron_monitor_config.clone(),
+        period: settings.interval,
+    });
+    let ticker = Ticker {
+        nvml: Arc::new(Mutex::new(NvmlCollector::new(settings.nvml_library.clone()))),
+        procfs: Arc::new(Mutex::new(ProcCollector::new(settings.procfs.clone()))),
+        neuron,
+        workers,
+        store: store.clone(),
+    };
+    let ready = Arc::new(AtomicBool::new(false));
+    let ready_flag = Arc::clone(&ready);
+    let tick_stop = stop_rx.clone();
+    let interval = settings.interval;
+    let ticks = tokio::spawn(async move {
+        ticker.tick().await;
+        ready_flag.store(true, Ordering::Release);
+        ticker.run(interval, tick_stop).await;
+    });
+
+    let app = server::router(
+        HttpState { store: store.clone(), metrics: Arc::new(MetricsCache::new(settings.hostname_label)), ready },
+        FeedService::new(store, settings.stream_heartbeat, stop_rx.clone()),
+    );
+    tracing::info!(addr = %local, node = %settings.node.name, "agent listening");
+
+    let mut serve_stop = stop_rx.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = serve_stop.wait_for(|s| *s).await;
+    });
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    let result = server.await.map_err(RunError::Serve);
+    let _ = ticks.await;
+    for t in intake_tasks {
+        let _ = t.await;
+    }
+    result
+}

@@ -1,0 +1,55 @@
+//! The agent's one public port: HTTP (`/metrics`, `/healthz`, `/readyz`) and
+//! the gRPC snapshot feed, told apart by path on the same listener.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::exporter::prometheus::{MetricsCache, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
+use crate::exporter::stream::FeedService;
+use crate::snapshot::SnapshotStore;
+
+/// What the HTTP handlers read.
+#[derive(Clone)]
+pub struct HttpState {
+    /// The node snapshot.
+    pub store: SnapshotStore,
+    /// Rendered expositions.
+    pub metrics: Arc<MetricsCache>,
+    /// True once the first collection finished.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// HTTP routes and the gRPC feed in one router.
+pub fn router(state: HttpState, feed: FeedService) -> Router {
+    let http = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state);
+    let grpc = tonic::service::Routes::new(feed.into_server()).prepare().into_axum_router();
+    http.merge(grpc)
+}
+
+async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> impl IntoResponse {
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let body = state.metrics.get(&state.store.latest(), openmetrics);
+    let content_type = if openmetrics { OPENMETRICS_CONTENT_TYPE } else { TEXT_CONTENT_TYPE };
+    ([(header::CONTENT_TYPE, content_type)], body.to_string())
+}
+
+async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "collecting\n")
+    }
+}

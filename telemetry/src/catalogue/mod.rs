@@ -1,0 +1,85 @@
+//! Every metric name the project exposes, defined once.
+//!
+//! Compatibility series keep the names and labels other tools established, so
+//! existing dashboards work unchanged: [`dcgm`] (NVIDIA dcgm-exporter, Grafana
+//! dashboard 12239) and [`neuron`] (neuron-monitor-prometheus). Series of our
+//! own live in [`edge`]: `edge_` prefix, base units, bounded labels.
+//!
+//! Names are registered with `prometheus-client`, which appends `_total` to
+//! counters itself, so counter names here carry no `_total`.
+
+pub mod dcgm;
+pub mod edge;
+pub mod neuron;
+
+/// How a series behaves over time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A value that goes up and down.
+    Gauge,
+    /// A value that only goes up; exposed with a `_total` suffix.
+    Counter,
+}
+
+/// One metric family: its name, help text and kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metric {
+    /// The family name as registered (without `_total` for counters).
+    pub name: &'static str,
+    /// One sentence for `# HELP`.
+    pub help: &'static str,
+    /// Gauge or counter.
+    pub kind: Kind,
+}
+
+impl Metric {
+    /// A gauge.
+    pub const fn gauge(name: &'static str, help: &'static str) -> Self {
+        Self { name, help, kind: Kind::Gauge }
+    }
+
+    /// A counter; `name` without `_total`.
+    pub const fn counter(name: &'static str, help: &'static str) -> Self {
+        Self { name, help, kind: Kind::Counter }
+    }
+
+    /// The name of the sample line as scraped (`_total` added to counters).
+    pub fn sample_name(&self) -> String {
+        match self.kind {
+            Kind::Gauge => self.name.to_owned(),
+            Kind::Counter => format!("{}_total", self.name),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all() -> Vec<Metric> {
+        [dcgm::ALL, neuron::ALL, edge::ALL].concat()
+    }
+
+    #[test]
+    fn names_are_unique_and_valid() {
+        let mut seen = std::collections::HashSet::new();
+        for m in all() {
+            assert!(seen.insert(m.name), "duplicate metric {}", m.name);
+            assert!(
+                m.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !m.name.starts_with(|c: char| c.is_ascii_digit()),
+                "invalid name {}",
+                m.name
+            );
+            assert!(!m.name.ends_with("_total"), "{}: prometheus-client adds _total", m.name);
+            assert!(!m.help.is_empty(), "{} has no help", m.name);
+        }
+    }
+
+    #[test]
+    fn our_own_series_use_the_prefix() {
+        for m in edge::ALL {
+            assert!(m.name.starts_with("edge_"), "{}", m.name);
+        }
+    }
+}

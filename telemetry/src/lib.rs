@@ -1,0 +1,20 @@
+//! Contracts shared by the edge-diffusion agent, scaler and inference worker.
+//!
+//! - [`proto`]: the agent's snapshot and its change feed (gRPC), the one
+//!   in-memory and on-wire shape of a node.
+//! - [`report`]: what an inference worker tells its node's agent.
+//! - [`accelerator`]: the accelerator types we scale on.
+//! - [`catalogue`]: every metric name the project exposes, in one place.
+
+pub mod accelerator;
+pub mod catalogue;
+pub mod report;
+
+/// Generated from `proto/edge/agent/v1/snapshot.proto`.
+pub mod proto {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("edge.agent.v1");
+}
+
+pub use accelerator::AcceleratorType;
+pub use report::{ReportError, WorkerReport};

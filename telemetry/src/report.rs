@@ -1,0 +1,229 @@
+//! The worker → agent report: how an inference server tells its node's agent
+//! how much work is waiting.
+//!
+//! Wire format: `POST /v1/reports` with a JSON body, over the agent's Unix
+//! socket (Kubernetes) or its loopback TCP port (local runs). The agent answers
+//! `204 No Content`, or `4xx` with `{"error": "...", "field": "..."}`.
+//! A worker sends a report on every change and at least once a second; the
+//! agent forgets a worker that has been silent for a few seconds.
+
+use serde::{Deserialize, Serialize};
+
+use crate::AcceleratorType;
+
+/// The path the agent serves reports on.
+pub const REPORT_PATH: &str = "/v1/reports";
+
+/// Largest report body the agent accepts, in bytes.
+pub const MAX_REPORT_BYTES: usize = 16 * 1024;
+
+/// Longest identifier (worker id, pod, namespace, deployment) accepted.
+pub const MAX_ID_LEN: usize = 253;
+
+/// Largest queue, in-flight or capacity value accepted. Far above any real
+/// worker; it keeps a corrupt report from dwarfing every other node.
+pub const MAX_COUNT: u32 = 1_000_000;
+
+/// One worker's state as it reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerReport {
+    /// Unique per worker process on the node (the pod name is a good choice).
+    pub worker_id: String,
+    /// Kubernetes pod name; empty outside Kubernetes.
+    #[serde(default)]
+    pub pod: String,
+    /// Kubernetes namespace; empty outside Kubernetes.
+    #[serde(default)]
+    pub namespace: String,
+    /// The Deployment (or other workload) the worker belongs to: the scaler's
+    /// worker selector matches on it.
+    pub deployment: String,
+    /// The device the worker runs its model on.
+    pub accelerator: AcceleratorType,
+    /// Requests accepted and waiting to start.
+    pub queue_depth: u32,
+    /// Requests running now.
+    pub in_flight: u32,
+    /// How many requests the worker accepts in total (queued + running).
+    pub capacity: u32,
+    /// Median request latency over the worker's recent window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p50_seconds: Option<f64>,
+    /// 99th percentile request latency over the worker's recent window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p99_seconds: Option<f64>,
+}
+
+/// Why a report was refused. `field` names the offending field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ReportError {
+    /// The JSON field at fault, or `body` for the document as a whole.
+    pub field: String,
+    /// What is wrong and what is allowed.
+    pub reason: String,
+}
+
+impl ReportError {
+    fn new(field: &str, reason: impl Into<String>) -> Self {
+        Self { field: field.to_owned(), reason: reason.into() }
+    }
+}
+
+impl WorkerReport {
+    /// Parses and validates a report body.
+    pub fn from_json(body: &[u8]) -> Result<Self, ReportError> {
+        if body.len() > MAX_REPORT_BYTES {
+            return Err(ReportError::new(
+                "body",
+                format!("{} bytes is over the limit of {MAX_REPORT_BYTES} bytes", body.len()),
+            ));
+        }
+        let report: WorkerReport = serde_json::from_slice(body).map_err(json_error)?;
+        report.validate()?;
+        Ok(report)
+    }
+
+    /// Checks the values a well-formed document can still get wrong.
+    pub fn validate(&self) -> Result<(), ReportError> {
+        check_id("worker_id", &self.worker_id, true)?;
+        check_id("pod", &self.pod, false)?;
+        check_id("namespace", &self.namespace, false)?;
+        check_id("deployment", &self.deployment, true)?;
+        for (field, value) in
+            [("queue_depth", self.queue_depth), ("in_flight", self.in_flight), ("capacity", self.capacity)]
+        {
+            if value > MAX_COUNT {
+                return Err(ReportError::new(field, format!("{value} is over the maximum of {MAX_COUNT}")));
+            }
+        }
+        for (field, value) in
+            [("latency_p50_seconds", self.latency_p50_seconds), ("latency_p99_seconds", self.latency_p99_seconds)]
+        {
+            if let Some(v) = value
+                && !(v.is_finite() && v >= 0.0)
+            {
+                return Err(ReportError::new(field, format!("{v} is not a finite number >= 0")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Identifiers become label values: keep them to what Kubernetes names allow.
+fn check_id(field: &str, value: &str, required: bool) -> Result<(), ReportError> {
+    if value.is_empty() {
+        return if required { Err(ReportError::new(field, "must not be empty")) } else { Ok(()) };
+    }
+    if value.len() > MAX_ID_LEN {
+        return Err(ReportError::new(field, format!("longer than {MAX_ID_LEN} characters")));
+    }
+    if let Some(c) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))) {
+        return Err(ReportError::new(
+            field,
+            format!("character {c:?} not allowed; allowed: ASCII letters, digits, '-', '_', '.', ':'"),
+        ));
+    }
+    Ok(())
+}
+
+/// Turns serde's message into one that names the field where serde knows it.
+fn json_error(err: serde_json::Error) -> ReportError {
+    let msg = err.to_string();
+    // serde_json says "missing field `x`", "unknown field `x`, expected one of …",
+    // or "unknown variant `x`, expected one of …" for the accelerator.
+    let field = msg
+        .split('`')
+        .nth(1)
+        .filter(|_| msg.starts_with("missing field") || msg.starts_with("unknown field"))
+        .map(str::to_owned);
+    match field {
+        Some(f) => ReportError::new(&f, msg),
+        None if msg.starts_with("unknown variant") => {
+            ReportError::new("accelerator", format!("{msg}; allowed: {}", AcceleratorType::ALLOWED))
+        }
+        None => ReportError::new("body", msg),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> serde_json::Value {
+        serde_json::json!({
+            "worker_id": "sd-nvidia-7c9f-abcde",
+            "pod": "sd-nvidia-7c9f-abcde",
+            "namespace": "inference",
+            "deployment": "sd-nvidia",
+            "accelerator": "nvidia",
+            "queue_depth": 3,
+            "in_flight": 1,
+            "capacity": 8,
+            "latency_p50_seconds": 0.8,
+            "latency_p99_seconds": 1.9
+        })
+    }
+
+    fn parse(v: &serde_json::Value) -> Result<WorkerReport, ReportError> {
+        WorkerReport::from_json(v.to_string().as_bytes())
+    }
+
+    #[test]
+    fn accepts_a_full_report_and_round_trips() {
+        let r = parse(&valid()).unwrap();
+        assert_eq!(r.accelerator, AcceleratorType::Nvidia);
+        assert_eq!((r.queue_depth, r.in_flight, r.capacity), (3, 1, 8));
+        let again = WorkerReport::from_json(&serde_json::to_vec(&r).unwrap()).unwrap();
+        assert_eq!(again, r);
+    }
+
+    #[test]
+    fn optional_fields_may_be_left_out() {
+        let mut v = valid();
+        for k in ["pod", "namespace", "latency_p50_seconds", "latency_p99_seconds"] {
+            v.as_object_mut().unwrap().remove(k);
+        }
+        let r = parse(&v).unwrap();
+        assert_eq!(r.pod, "");
+        assert_eq!(r.latency_p99_seconds, None);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases: &[(&str, serde_json::Value, &str)] = &[
+            ("accelerator", serde_json::json!("tpu"), "nvidia, neuron, cpu"),
+            ("queue_depth", serde_json::json!(-1), "queue_depth"),
+            ("capacity", serde_json::json!(MAX_COUNT + 1), "maximum"),
+            ("deployment", serde_json::json!(""), "must not be empty"),
+            ("worker_id", serde_json::json!("a b"), "not allowed"),
+            ("latency_p99_seconds", serde_json::json!(-0.5), "finite number"),
+        ];
+        for (field, value, needle) in cases {
+            let mut v = valid();
+            v[*field] = value.clone();
+            let err = parse(&v).unwrap_err();
+            assert_eq!(err.field, *field, "{err}");
+            assert!(err.to_string().contains(needle), "{field}: {err}");
+        }
+    }
+
+    #[test]
+    fn missing_and_unknown_fields_are_named() {
+        let mut v = valid();
+        v.as_object_mut().unwrap().remove("deployment");
+        assert_eq!(parse(&v).unwrap_err().field, "deployment");
+
+        let mut v = valid();
+        v["queue"] = serde_json::json!(1);
+        assert_eq!(parse(&v).unwrap_err().field, "queue");
+    }
+
+    #[test]
+    fn oversized_and_garbage_bodies_are_refused() {
+        let big = vec![b' '; MAX_REPORT_BYTES + 1];
+        assert_eq!(WorkerReport::from_json(&big).unwrap_err().field, "body");
+        assert_eq!(WorkerReport::from_json(b"{not json").unwrap_err().field, "body");
+    }
+}
