@@ -72,7 +72,22 @@ impl ReportError {
 }
 
 impl WorkerReport {
-    /// Parses and validates a report body.
+    /// Every field a report may carry.
+    pub const FIELDS: [&'static str; 10] = [
+        "worker_id",
+        "pod",
+        "namespace",
+        "deployment",
+        "accelerator",
+        "queue_depth",
+        "in_flight",
+        "capacity",
+        "latency_p50_seconds",
+        "latency_p99_seconds",
+    ];
+
+    /// Parses and validates a report body. Each field is read on its own so a
+    /// wrong type is reported against the field that has it.
     pub fn from_json(body: &[u8]) -> Result<Self, ReportError> {
         if body.len() > MAX_REPORT_BYTES {
             return Err(ReportError::new(
@@ -80,7 +95,26 @@ impl WorkerReport {
                 format!("{} bytes is over the limit of {MAX_REPORT_BYTES} bytes", body.len()),
             ));
         }
-        let report: WorkerReport = serde_json::from_slice(body).map_err(json_error)?;
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| ReportError::new("body", format!("not valid JSON: {e}")))?;
+        let serde_json::Value::Object(obj) = value else {
+            return Err(ReportError::new("body", "must be a JSON object"));
+        };
+        if let Some(unknown) = obj.keys().find(|k| !Self::FIELDS.contains(&k.as_str())) {
+            return Err(ReportError::new(unknown, format!("unknown field; allowed: {}", Self::FIELDS.join(", "))));
+        }
+        let report = WorkerReport {
+            worker_id: required(&obj, "worker_id", "a string")?,
+            pod: optional(&obj, "pod", "a string")?.unwrap_or_default(),
+            namespace: optional(&obj, "namespace", "a string")?.unwrap_or_default(),
+            deployment: required(&obj, "deployment", "a string")?,
+            accelerator: required(&obj, "accelerator", AcceleratorType::ALLOWED)?,
+            queue_depth: required(&obj, "queue_depth", "an integer 0..=1000000")?,
+            in_flight: required(&obj, "in_flight", "an integer 0..=1000000")?,
+            capacity: required(&obj, "capacity", "an integer 0..=1000000")?,
+            latency_p50_seconds: optional(&obj, "latency_p50_seconds", "a number of seconds >= 0")?,
+            latency_p99_seconds: optional(&obj, "latency_p99_seconds", "a number of seconds >= 0")?,
+        };
         report.validate()?;
         Ok(report)
     }
@@ -128,23 +162,23 @@ fn check_id(field: &str, value: &str, required: bool) -> Result<(), ReportError>
     Ok(())
 }
 
-/// Turns serde's message into one that names the field where serde knows it.
-fn json_error(err: serde_json::Error) -> ReportError {
-    let msg = err.to_string();
-    // serde_json says "missing field `x`", "unknown field `x`, expected one of …",
-    // or "unknown variant `x`, expected one of …" for the accelerator.
-    let field = msg
-        .split('`')
-        .nth(1)
-        .filter(|_| msg.starts_with("missing field") || msg.starts_with("unknown field"))
-        .map(str::to_owned);
-    match field {
-        Some(f) => ReportError::new(&f, msg),
-        None if msg.starts_with("unknown variant") => {
-            ReportError::new("accelerator", format!("{msg}; allowed: {}", AcceleratorType::ALLOWED))
-        }
-        None => ReportError::new("body", msg),
+type Object = serde_json::Map<String, serde_json::Value>;
+
+fn optional<T: serde::de::DeserializeOwned>(
+    obj: &Object,
+    field: &str,
+    allowed: &str,
+) -> Result<Option<T>, ReportError> {
+    match obj.get(field) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => T::deserialize(v)
+            .map(Some)
+            .map_err(|_| ReportError::new(field, format!("{v} is not allowed; expected {allowed}"))),
     }
+}
+
+fn required<T: serde::de::DeserializeOwned>(obj: &Object, field: &str, allowed: &str) -> Result<T, ReportError> {
+    optional(obj, field, allowed)?.ok_or_else(|| ReportError::new(field, format!("missing; expected {allowed}")))
 }
 
 #[cfg(test)]
@@ -194,7 +228,7 @@ mod tests {
     fn each_bad_field_is_named() {
         let cases: &[(&str, serde_json::Value, &str)] = &[
             ("accelerator", serde_json::json!("tpu"), "nvidia, neuron, cpu"),
-            ("queue_depth", serde_json::json!(-1), "queue_depth"),
+            ("queue_depth", serde_json::json!(-1), "integer"),
             ("capacity", serde_json::json!(MAX_COUNT + 1), "maximum"),
             ("deployment", serde_json::json!(""), "must not be empty"),
             ("worker_id", serde_json::json!("a b"), "not allowed"),

@@ -103,8 +103,9 @@ mod tests {
     fn cpu_ratio_comes_from_the_difference_of_two_readings() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        std::fs::create_dir_all(root.join("self")).unwrap();
-        for f in ["meminfo", "self/stat"] {
+        std::fs::create_dir_all(root.join("4242")).unwrap();
+        std::os::unix::fs::symlink("4242", root.join("self")).unwrap();
+        for f in ["meminfo", "4242/stat"] {
             std::fs::copy(fixture().join(f), root.join(f)).unwrap();
         }
         let stat = |user: u64, idle: u64| {
