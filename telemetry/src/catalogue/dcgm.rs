@@ -22,33 +22,33 @@ pub const LABEL_MODEL_NAME: &str = "modelName";
 pub const HOST_LABEL_SPELLINGS: [&str; 2] = ["Hostname", "hostname"];
 
 /// GPU utilisation, percent.
-pub const GPU_UTIL: Metric = Metric::gauge("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %).");
+pub const GPU_UTIL: Metric = Metric::gauge("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %)");
 /// Memory (copy engine) utilisation, percent.
-pub const MEM_COPY_UTIL: Metric = Metric::gauge("DCGM_FI_DEV_MEM_COPY_UTIL", "Memory utilization (in %).");
+pub const MEM_COPY_UTIL: Metric = Metric::gauge("DCGM_FI_DEV_MEM_COPY_UTIL", "Memory utilization (in %)");
 /// Encoder utilisation, percent.
-pub const ENC_UTIL: Metric = Metric::gauge("DCGM_FI_DEV_ENC_UTIL", "Encoder utilization (in %).");
+pub const ENC_UTIL: Metric = Metric::gauge("DCGM_FI_DEV_ENC_UTIL", "Encoder utilization (in %)");
 /// Decoder utilisation, percent.
-pub const DEC_UTIL: Metric = Metric::gauge("DCGM_FI_DEV_DEC_UTIL", "Decoder utilization (in %).");
+pub const DEC_UTIL: Metric = Metric::gauge("DCGM_FI_DEV_DEC_UTIL", "Decoder utilization (in %)");
 /// Framebuffer used, MiB.
-pub const FB_USED: Metric = Metric::gauge("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).");
+pub const FB_USED: Metric = Metric::gauge("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB)");
 /// Framebuffer free, MiB.
-pub const FB_FREE: Metric = Metric::gauge("DCGM_FI_DEV_FB_FREE", "Framebuffer memory free (in MiB).");
+pub const FB_FREE: Metric = Metric::gauge("DCGM_FI_DEV_FB_FREE", "Framebuffer memory free (in MiB)");
 /// Framebuffer total, MiB.
-pub const FB_TOTAL: Metric = Metric::gauge("DCGM_FI_DEV_FB_TOTAL", "Framebuffer memory total (in MiB).");
+pub const FB_TOTAL: Metric = Metric::gauge("DCGM_FI_DEV_FB_TOTAL", "Framebuffer memory total (in MiB)");
 /// Power draw, watts.
-pub const POWER_USAGE: Metric = Metric::gauge("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).");
+pub const POWER_USAGE: Metric = Metric::gauge("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W)");
 /// GPU temperature, degrees Celsius.
-pub const GPU_TEMP: Metric = Metric::gauge("DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C).");
+pub const GPU_TEMP: Metric = Metric::gauge("DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C)");
 /// SM clock, MHz.
-pub const SM_CLOCK: Metric = Metric::gauge("DCGM_FI_DEV_SM_CLOCK", "SM clock frequency (in MHz).");
+pub const SM_CLOCK: Metric = Metric::gauge("DCGM_FI_DEV_SM_CLOCK", "SM clock frequency (in MHz)");
 /// Memory clock, MHz.
-pub const MEM_CLOCK: Metric = Metric::gauge("DCGM_FI_DEV_MEM_CLOCK", "Memory clock frequency (in MHz).");
+pub const MEM_CLOCK: Metric = Metric::gauge("DCGM_FI_DEV_MEM_CLOCK", "Memory clock frequency (in MHz)");
 /// Energy since boot, millijoules (a counter in dcgm-exporter; see module docs).
 pub const TOTAL_ENERGY_CONSUMPTION: Metric =
-    Metric::gauge("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "Total energy consumption since boot (in mJ).");
+    Metric::gauge("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "Total energy consumption since boot (in mJ)");
 /// PCIe replays (a counter in dcgm-exporter; see module docs).
 pub const PCIE_REPLAY_COUNTER: Metric =
-    Metric::gauge("DCGM_FI_DEV_PCIE_REPLAY_COUNTER", "Total number of PCIe retries.");
+    Metric::gauge("DCGM_FI_DEV_PCIE_REPLAY_COUNTER", "Total number of PCIe retries");
 
 /// Every dcgm-exporter series the agent serves.
 pub const ALL: &[Metric] = &[

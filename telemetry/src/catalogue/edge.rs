@@ -16,50 +16,50 @@ pub const LABEL_QUANTILE: &str = "quantile";
 
 /// Requests waiting, summed over a Deployment's workers on this node.
 pub const WORKER_QUEUE_DEPTH: Metric =
-    Metric::gauge("edge_worker_queue_depth", "Requests waiting in the workers' queues on this node.");
+    Metric::gauge("edge_worker_queue_depth", "Requests waiting in the workers' queues on this node");
 /// Requests running, summed over a Deployment's workers on this node.
 pub const WORKER_IN_FLIGHT: Metric =
-    Metric::gauge("edge_worker_in_flight", "Requests the workers on this node are running now.");
+    Metric::gauge("edge_worker_in_flight", "Requests the workers on this node are running now");
 /// Capacity (queued + running), summed over a Deployment's workers.
 pub const WORKER_CAPACITY: Metric =
-    Metric::gauge("edge_worker_capacity", "Requests the workers on this node accept in total.");
+    Metric::gauge("edge_worker_capacity", "Requests the workers on this node accept in total");
 /// Workers reporting to this agent.
-pub const WORKERS: Metric = Metric::gauge("edge_workers", "Workers currently reporting to this agent.");
+pub const WORKERS: Metric = Metric::gauge("edge_workers", "Workers currently reporting to this agent");
 /// The slowest reporting worker's latency quantile.
 pub const WORKER_LATENCY_SECONDS: Metric = Metric::gauge(
     "edge_worker_latency_seconds",
-    "Request latency quantile reported by the workers (the slowest worker on this node).",
+    "Request latency quantile reported by the workers (the slowest worker on this node)",
 );
 /// 1 while a GPU answers NVML, 0 once it failed (e.g. fell off the bus).
 pub const GPU_HEALTHY: Metric =
-    Metric::gauge("edge_gpu_healthy", "Whether a GPU answers NVML queries (1) or failed (0).");
+    Metric::gauge("edge_gpu_healthy", "Whether a GPU answers NVML queries (1) or failed (0)");
 /// 1 while a collector works, 0 when it is absent or failing.
 pub const COLLECTOR_UP: Metric =
-    Metric::gauge("edge_collector_up", "Whether a collector works on this node (1) or is absent or failing (0).");
+    Metric::gauge("edge_collector_up", "Whether a collector works on this node (1) or is absent or failing (0)");
 /// 1 when a collector's source is not on this node (not an error).
 pub const COLLECTOR_ABSENT: Metric =
-    Metric::gauge("edge_collector_absent", "Whether a collector's source is absent on this node (1).");
+    Metric::gauge("edge_collector_absent", "Whether a collector's source is absent on this node (1)");
 /// Failures per collector: bad lines, failed queries, restarts, rejected reports.
-pub const COLLECTOR_ERRORS: Metric = Metric::counter("edge_collector_errors", "Collector failures since start.");
+pub const COLLECTOR_ERRORS: Metric = Metric::counter("edge_collector_errors", "Collector failures since start");
 /// Duration of a collector's last run.
 pub const COLLECTOR_DURATION_SECONDS: Metric =
-    Metric::gauge("edge_collector_duration_seconds", "How long the collector's last run took.");
+    Metric::gauge("edge_collector_duration_seconds", "How long the collector's last run took");
 /// Node CPU busy ratio over the last tick.
 pub const NODE_CPU_UTILIZATION_RATIO: Metric =
-    Metric::gauge("edge_node_cpu_utilization_ratio", "Node CPU busy ratio over the last collection interval.");
+    Metric::gauge("edge_node_cpu_utilization_ratio", "Node CPU busy ratio over the last collection interval");
 /// Node memory size.
-pub const NODE_MEMORY_TOTAL_BYTES: Metric = Metric::gauge("edge_node_memory_total_bytes", "Node memory size.");
+pub const NODE_MEMORY_TOTAL_BYTES: Metric = Metric::gauge("edge_node_memory_total_bytes", "Node memory size");
 /// Node memory available to new work.
 pub const NODE_MEMORY_AVAILABLE_BYTES: Metric =
-    Metric::gauge("edge_node_memory_available_bytes", "Node memory available (MemAvailable).");
+    Metric::gauge("edge_node_memory_available_bytes", "Node memory available (MemAvailable)");
 /// CPU time the agent used.
-pub const AGENT_CPU_SECONDS: Metric = Metric::counter("edge_agent_cpu_seconds", "CPU time the agent used.");
+pub const AGENT_CPU_SECONDS: Metric = Metric::counter("edge_agent_cpu_seconds", "CPU time the agent used");
 /// The agent's resident memory.
 pub const AGENT_RESIDENT_MEMORY_BYTES: Metric =
-    Metric::gauge("edge_agent_resident_memory_bytes", "The agent's resident set size.");
+    Metric::gauge("edge_agent_resident_memory_bytes", "The agent's resident set size");
 /// Changes of the node snapshot since start.
 pub const AGENT_SNAPSHOT_SEQUENCE: Metric =
-    Metric::counter("edge_agent_snapshot_changes", "Changes of the node snapshot since the agent started.");
+    Metric::counter("edge_agent_snapshot_changes", "Changes of the node snapshot since the agent started");
 
 /// Every `edge_` series.
 pub const ALL: &[Metric] = &[

@@ -26,7 +26,7 @@ pub enum Kind {
 pub struct Metric {
     /// The family name as registered (without `_total` for counters).
     pub name: &'static str,
-    /// One sentence for `# HELP`.
+    /// One sentence for `# HELP`, without the final period (prometheus-client adds it).
     pub help: &'static str,
     /// Gauge or counter.
     pub kind: Kind,
@@ -73,6 +73,8 @@ mod tests {
             );
             assert!(!m.name.ends_with("_total"), "{}: prometheus-client adds _total", m.name);
             assert!(!m.help.is_empty(), "{} has no help", m.name);
+            // prometheus-client ends every help text with a period itself.
+            assert!(!m.help.ends_with('.'), "{}: help must not end with a period", m.name);
         }
     }
 

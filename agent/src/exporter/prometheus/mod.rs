@@ -56,6 +56,24 @@ impl Samples {
     fn encode(self) -> String {
         let mut registry = Registry::default();
         for (metric, samples) in self.families {
+            // A single unlabelled sample is a plain metric, rendered without `{}`.
+            if let [(labels, v)] = samples.as_slice()
+                && labels.is_empty()
+            {
+                match metric.kind {
+                    Kind::Gauge => {
+                        let g = Gauge::<f64, AtomicU64>::default();
+                        g.set(*v);
+                        registry.register(metric.name, metric.help, g);
+                    }
+                    Kind::Counter => {
+                        let c = Counter::<f64, AtomicU64>::default();
+                        c.inc_by(*v);
+                        registry.register(metric.name, metric.help, c);
+                    }
+                }
+                continue;
+            }
             match metric.kind {
                 Kind::Gauge => {
                     let family = Family::<Labels, Gauge<f64, AtomicU64>>::default();

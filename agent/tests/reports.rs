@@ -1,0 +1,157 @@
+//! Worker reports through the real agent process: over loopback TCP and the
+//! Unix socket, into /metrics and the gRPC change feed, and the refusals.
+
+use std::time::Duration;
+
+use edge_testkit::{Agent, AgentBuilder, eventually, http, sample};
+
+fn agent() -> AgentBuilder {
+    AgentBuilder::new(env!("CARGO_BIN_EXE_edge-agent"))
+}
+
+fn report(worker: &str, deployment: &str, accelerator: &str, queue: u32) -> String {
+    serde_json::json!({
+        "worker_id": worker,
+        "pod": worker,
+        "namespace": "inference",
+        "deployment": deployment,
+        "accelerator": accelerator,
+        "queue_depth": queue,
+        "in_flight": 1,
+        "capacity": 8,
+        "latency_p99_seconds": 1.25
+    })
+    .to_string()
+}
+
+fn queue_depth(agent: &Agent, deployment: &str) -> Option<f64> {
+    sample(
+        &agent.metrics(),
+        &format!(r#"edge_worker_queue_depth{{accelerator="nvidia",namespace="inference",deployment="{deployment}""#),
+    )
+}
+
+#[test]
+fn a_report_reaches_metrics_summed_per_deployment() {
+    let agent = agent().start();
+    assert_eq!(agent.report(&report("w-1", "sd-nvidia", "nvidia", 3)).0, 204);
+    assert_eq!(agent.report(&report("w-2", "sd-nvidia", "nvidia", 4)).0, 204);
+    // A report changes the snapshot before the 204 goes out: no tick to wait for.
+    assert_eq!(queue_depth(&agent, "sd-nvidia"), Some(7.0));
+    let metrics = agent.metrics();
+    assert_eq!(
+        sample(&metrics, r#"edge_workers{accelerator="nvidia",namespace="inference",deployment="sd-nvidia""#),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"edge_worker_latency_seconds{accelerator="nvidia",namespace="inference",deployment="sd-nvidia",quantile="0.99""#
+        ),
+        Some(1.25)
+    );
+}
+
+#[test]
+fn reports_over_the_unix_socket_count_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let agent = agent().flag("report-socket", socket.to_str().unwrap()).start();
+    let (status, body) =
+        http::post_json_unix(&socket, "/v1/reports", &report("w-unix", "sd-unix", "nvidia", 5)).unwrap();
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(queue_depth(&agent, "sd-unix"), Some(5.0));
+}
+
+#[test]
+fn bad_reports_are_refused_with_the_field_and_change_nothing() {
+    let agent = agent().start();
+    assert_eq!(agent.report(&report("w-1", "sd-nvidia", "nvidia", 2)).0, 204);
+
+    let mut wrong = serde_json::from_str::<serde_json::Value>(&report("w-1", "sd-nvidia", "nvidia", 9)).unwrap();
+    wrong["accelerator"] = "tpu".into();
+    let (status, body) = agent.report(&wrong.to_string());
+    assert_eq!(status, 400, "{body}");
+    let err: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(err["field"], "accelerator");
+    assert!(err["error"].as_str().unwrap().contains("nvidia, neuron, cpu"), "{body}");
+
+    let (status, body) = agent.report("{not json");
+    assert_eq!((status, serde_json::from_str::<serde_json::Value>(&body).unwrap()["field"].clone()), (400, "body".into()));
+
+    let huge = format!(r#"{{"worker_id":"{}"}}"#, "x".repeat(64 * 1024));
+    let (status, body) = agent.report(&huge);
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["field"], "body");
+
+    assert_eq!(queue_depth(&agent, "sd-nvidia"), Some(2.0), "refused reports must not change the queue");
+    assert_eq!(sample(&agent.metrics(), r#"edge_collector_errors_total{collector="workers""#), Some(3.0));
+}
+
+#[test]
+fn silent_workers_expire() {
+    let agent = agent().flag("worker-expiry", "2s").start();
+    assert_eq!(agent.report(&report("w-gone", "sd-expiring", "nvidia", 1)).0, 204);
+    assert_eq!(queue_depth(&agent, "sd-expiring"), Some(1.0));
+    eventually(Duration::from_secs(10), "the silent worker to expire", || {
+        queue_depth(&agent, "sd-expiring").is_none().then_some(())
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_sends_the_snapshot_then_each_change_then_heartbeats() {
+    let agent = tokio::task::spawn_blocking(|| agent().flag("interval", "10s").flag("stream-heartbeat", "300ms").start()).await.unwrap();
+    let mut feed = agent.watch().await;
+    let first = feed.message().await.unwrap().expect("a first snapshot");
+    assert_eq!(first.node.as_ref().unwrap().name, "test-node");
+
+    let report_addr = agent.report_addr.unwrap();
+    let body = report("w-feed", "sd-feed", "neuron", 6);
+    tokio::task::spawn_blocking(move || http::post_json(report_addr, "/v1/reports", &body).unwrap()).await.unwrap();
+
+    // Collector ticks also change the snapshot; read until the worker shows up.
+    let with_worker = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let snap = feed.message().await.unwrap().expect("stream open");
+            if let Some(w) = snap.workers.iter().find(|w| w.worker_id == "w-feed") {
+                return (snap.sequence, w.clone());
+            }
+        }
+    })
+    .await
+    .expect("the report reaches the feed");
+    assert!(with_worker.0 > first.sequence);
+    assert_eq!((with_worker.1.queue_depth, with_worker.1.accelerator.as_str()), (6, "neuron"));
+
+    // Sequences never go back; a heartbeat repeats the latest sequence.
+    let mut last = with_worker.0;
+    let mut repeated = false;
+    for _ in 0..40 {
+        let snap = tokio::time::timeout(Duration::from_secs(5), feed.message()).await.unwrap().unwrap().unwrap();
+        assert!(snap.sequence >= last);
+        repeated |= snap.sequence == last;
+        last = snap.sequence;
+        if repeated {
+            break;
+        }
+    }
+    assert!(repeated, "no heartbeat repeated the latest snapshot");
+}
+
+#[test]
+fn sigterm_stops_the_agent_cleanly() {
+    let agent = agent().start();
+    let status = agent.terminate();
+    assert!(status.success(), "exit status {status}");
+}
+
+#[test]
+fn bad_flags_fail_at_start_naming_the_flag() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+        .args(["--report-listen", "0.0.0.0:9401"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--report-listen") && stderr.contains("loopback"), "{stderr}");
+}
