@@ -46,7 +46,7 @@ fn a_report_reaches_metrics_summed_per_deployment() {
     assert_eq!(
         sample(
             &metrics,
-            r#"edge_worker_latency_seconds{accelerator="nvidia",namespace="inference",deployment="sd-nvidia",quantile="0.99""#
+            r#"edge_worker_latency_p99_seconds{accelerator="nvidia",namespace="inference",deployment="sd-nvidia""#
         ),
         Some(1.25)
     );
@@ -77,7 +77,10 @@ fn bad_reports_are_refused_with_the_field_and_change_nothing() {
     assert!(err["error"].as_str().unwrap().contains("nvidia, neuron, cpu"), "{body}");
 
     let (status, body) = agent.report("{not json");
-    assert_eq!((status, serde_json::from_str::<serde_json::Value>(&body).unwrap()["field"].clone()), (400, "body".into()));
+    assert_eq!(
+        (status, serde_json::from_str::<serde_json::Value>(&body).unwrap()["field"].clone()),
+        (400, "body".into())
+    );
 
     let huge = format!(r#"{{"worker_id":"{}"}}"#, "x".repeat(64 * 1024));
     let (status, body) = agent.report(&huge);
@@ -100,7 +103,10 @@ fn silent_workers_expire() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_feed_sends_the_snapshot_then_each_change_then_heartbeats() {
-    let agent = tokio::task::spawn_blocking(|| agent().flag("interval", "10s").flag("stream-heartbeat", "300ms").start()).await.unwrap();
+    let agent =
+        tokio::task::spawn_blocking(|| agent().flag("interval", "10s").flag("stream-heartbeat", "300ms").start())
+            .await
+            .unwrap();
     let mut feed = agent.watch().await;
     let first = feed.message().await.unwrap().expect("a first snapshot");
     assert_eq!(first.node.as_ref().unwrap().name, "test-node");

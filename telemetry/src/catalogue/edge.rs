@@ -11,8 +11,6 @@ pub const LABEL_DEPLOYMENT: &str = "deployment";
 pub const LABEL_NAMESPACE: &str = "namespace";
 /// Label: a collector's name (`nvml`, `neuron`, `procfs`, `workers`).
 pub const LABEL_COLLECTOR: &str = "collector";
-/// Label: a latency quantile, `0.5` or `0.99`.
-pub const LABEL_QUANTILE: &str = "quantile";
 
 /// Requests waiting, summed over a Deployment's workers on this node.
 pub const WORKER_QUEUE_DEPTH: Metric =
@@ -25,10 +23,16 @@ pub const WORKER_CAPACITY: Metric =
     Metric::gauge("edge_worker_capacity", "Requests the workers on this node accept in total");
 /// Workers reporting to this agent.
 pub const WORKERS: Metric = Metric::gauge("edge_workers", "Workers currently reporting to this agent");
-/// The slowest reporting worker's latency quantile.
-pub const WORKER_LATENCY_SECONDS: Metric = Metric::gauge(
-    "edge_worker_latency_seconds",
-    "Request latency quantile reported by the workers (the slowest worker on this node)",
+/// Median request latency of the slowest reporting worker. Not a `quantile`
+/// label: that label is reserved for summaries.
+pub const WORKER_LATENCY_P50_SECONDS: Metric = Metric::gauge(
+    "edge_worker_latency_p50_seconds",
+    "Median request latency reported by the workers (the slowest worker on this node)",
+);
+/// 99th percentile request latency of the slowest reporting worker.
+pub const WORKER_LATENCY_P99_SECONDS: Metric = Metric::gauge(
+    "edge_worker_latency_p99_seconds",
+    "99th percentile request latency reported by the workers (the slowest worker on this node)",
 );
 /// 1 while a GPU answers NVML, 0 once it failed (e.g. fell off the bus).
 pub const GPU_HEALTHY: Metric =
@@ -67,7 +71,8 @@ pub const ALL: &[Metric] = &[
     WORKER_IN_FLIGHT,
     WORKER_CAPACITY,
     WORKERS,
-    WORKER_LATENCY_SECONDS,
+    WORKER_LATENCY_P50_SECONDS,
+    WORKER_LATENCY_P99_SECONDS,
     GPU_HEALTHY,
     COLLECTOR_UP,
     COLLECTOR_ABSENT,

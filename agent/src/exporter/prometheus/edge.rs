@@ -66,11 +66,8 @@ fn add_workers(samples: &mut Samples, snapshot: &NodeSnapshot) {
         samples.add(edge::WORKER_QUEUE_DEPTH, labels.clone(), t.queue_depth as f64);
         samples.add(edge::WORKER_IN_FLIGHT, labels.clone(), t.in_flight as f64);
         samples.add(edge::WORKER_CAPACITY, labels.clone(), t.capacity as f64);
-        for (quantile, value) in [("0.5", t.p50), ("0.99", t.p99)] {
-            let mut l = labels.clone();
-            l.push((edge::LABEL_QUANTILE, quantile.to_owned()));
-            samples.add_opt(edge::WORKER_LATENCY_SECONDS, &l, value);
-        }
+        samples.add_opt(edge::WORKER_LATENCY_P50_SECONDS, &labels, t.p50);
+        samples.add_opt(edge::WORKER_LATENCY_P99_SECONDS, &labels, t.p99);
     }
 }
 
@@ -118,8 +115,8 @@ mod tests {
         assert!(out.contains(&format!("edge_worker_queue_depth{{{l}}} 5")), "{out}");
         assert!(out.contains(&format!("edge_worker_in_flight{{{l}}} 2")), "{out}");
         assert!(out.contains(&format!("edge_workers{{{l}}} 2")), "{out}");
-        assert!(out.contains(&format!("edge_worker_latency_seconds{{{l},quantile=\"0.99\"}} 2.5")), "{out}");
-        assert!(!out.contains("quantile=\"0.5\""), "no worker reported p50: {out}");
+        assert!(out.contains(&format!("edge_worker_latency_p99_seconds{{{l}}} 2.5")), "{out}");
+        assert!(!out.contains("edge_worker_latency_p50_seconds"), "no worker reported p50: {out}");
         assert!(!out.contains("worker_id") && !out.contains("\"a\""), "{out}");
     }
 }
