@@ -53,6 +53,18 @@ fn a_report_reaches_metrics_summed_per_deployment() {
 }
 
 #[test]
+fn node_identity_comes_from_flags_or_environment() {
+    let agent = agent().env("EDGE_AGENT_INSTANCE_TYPE", "g5.xlarge").flag("zone", "us-west-2-lax-1a").start();
+    assert_eq!(
+        sample(
+            &agent.metrics(),
+            r#"edge_node_info{node="test-node",instance_type="g5.xlarge",zone="us-west-2-lax-1a"}"#
+        ),
+        Some(1.0)
+    );
+}
+
+#[test]
 fn reports_over_the_unix_socket_count_too() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("agent.sock");

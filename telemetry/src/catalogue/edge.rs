@@ -9,9 +9,18 @@ pub const LABEL_ACCELERATOR: &str = "accelerator";
 pub const LABEL_DEPLOYMENT: &str = "deployment";
 /// Label: the worker's namespace.
 pub const LABEL_NAMESPACE: &str = "namespace";
+/// Label: the node's name.
+pub const LABEL_NODE: &str = "node";
+/// Label: the node's EC2 instance type.
+pub const LABEL_INSTANCE_TYPE: &str = "instance_type";
+/// Label: the node's zone (region zone or Local Zone).
+pub const LABEL_ZONE: &str = "zone";
 /// Label: a collector's name (`nvml`, `neuron`, `procfs`, `workers`).
 pub const LABEL_COLLECTOR: &str = "collector";
 
+/// Always 1; carries the node's name, instance type and zone for joins.
+pub const NODE_INFO: Metric =
+    Metric::gauge("edge_node_info", "The node this agent runs on: name, instance type and zone (always 1)");
 /// Requests waiting, summed over a Deployment's workers on this node.
 pub const WORKER_QUEUE_DEPTH: Metric =
     Metric::gauge("edge_worker_queue_depth", "Requests waiting in the workers' queues on this node");
@@ -67,6 +76,7 @@ pub const AGENT_SNAPSHOT_SEQUENCE: Metric =
 
 /// Every `edge_` series.
 pub const ALL: &[Metric] = &[
+    NODE_INFO,
     WORKER_QUEUE_DEPTH,
     WORKER_IN_FLIGHT,
     WORKER_CAPACITY,

@@ -70,3 +70,53 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// One kept-alive HTTP/1.1 connection, as a Prometheus scraper holds it, for
+/// latency measurements that should not include a TCP handshake each time.
+pub struct KeepAlive {
+    stream: std::io::BufReader<TcpStream>,
+    host: String,
+}
+
+impl KeepAlive {
+    /// Connects to `addr`.
+    pub fn connect(addr: SocketAddr) -> std::io::Result<Self> {
+        let stream = connect(addr)?;
+        stream.set_nodelay(true)?;
+        Ok(Self { stream: std::io::BufReader::new(stream), host: addr.to_string() })
+    }
+
+    /// `GET path` with optional extra header lines; returns status and body.
+    /// The response must carry a Content-Length (axum's do for full bodies).
+    pub fn get(&mut self, path: &str, headers: &[&str]) -> std::io::Result<(u16, String)> {
+        use std::io::BufRead;
+        let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n{extra}\r\n", self.host);
+        self.stream.get_mut().write_all(req.as_bytes())?;
+        let mut status_line = String::new();
+        self.stream.read_line(&mut status_line)?;
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
+        let mut length = None;
+        loop {
+            let mut line = String::new();
+            self.stream.read_line(&mut line)?;
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse::<usize>().ok();
+            }
+        }
+        let length = length.ok_or_else(|| std::io::Error::other("response without Content-Length"))?;
+        let mut body = vec![0; length];
+        self.stream.read_exact(&mut body)?;
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+}

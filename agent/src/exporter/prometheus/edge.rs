@@ -20,6 +20,14 @@ struct DeploymentTotals {
 
 /// Adds worker, collector, host and agent series.
 pub fn add(samples: &mut Samples, snapshot: &NodeSnapshot) {
+    if let Some(node) = &snapshot.node {
+        let labels: Labels = vec![
+            (edge::LABEL_NODE, node.name.clone()),
+            (edge::LABEL_INSTANCE_TYPE, node.instance_type.clone()),
+            (edge::LABEL_ZONE, node.zone.clone()),
+        ];
+        samples.add(edge::NODE_INFO, labels, 1.0);
+    }
     add_workers(samples, snapshot);
     for c in &snapshot.collectors {
         let labels: Labels = vec![(edge::LABEL_COLLECTOR, c.collector.clone())];
