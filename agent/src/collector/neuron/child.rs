@@ -222,10 +222,15 @@ async fn run_once(child: &Child, shared: &Arc<Mutex<Shared>>) -> Outcome {
     Outcome::Exited { message, ran: started.elapsed() }
 }
 
+/// Writes the config through a temporary file and a rename, so neuron-monitor
+/// (or a second agent sharing the default path) never reads half a file.
 async fn write_config(path: &Path, period: Duration) -> std::io::Result<()> {
     let mut text = serde_json::to_string_pretty(&config_json(period)).map_err(std::io::Error::other)?;
     text.push('\n');
-    tokio::fs::write(path, text).await
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    tokio::fs::write(&tmp, text).await?;
+    tokio::fs::rename(&tmp, path).await
 }
 
 fn handle_line(shared: &Arc<Mutex<Shared>>, line: &[u8]) {
@@ -273,4 +278,94 @@ impl Shared {
 
 fn lock(shared: &Arc<Mutex<Shared>>) -> std::sync::MutexGuard<'_, Shared> {
     shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_and_resets_after_a_healthy_run() {
+        let mut b = Backoff::default();
+        let short = Duration::from_millis(300);
+        let delays: Vec<u64> = (0..7).map(|_| b.after_run(short).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(b.after_run(HEALTHY_RUN), BACKOFF_INITIAL);
+        assert_eq!(b.after_run(short), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn the_config_asks_for_every_group_at_the_agents_period() {
+        let c = config_json(Duration::from_millis(200));
+        assert_eq!(c["period"], "200ms");
+        let rt = &c["neuron_runtimes"][0];
+        assert_eq!(rt["tag_filter"], ".*");
+        let types = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array().unwrap().iter().map(|m| m["type"].as_str().unwrap().to_owned()).collect()
+        };
+        assert_eq!(
+            types(&rt["metrics"]),
+            ["neuroncore_counters", "memory_used", "neuron_runtime_vcpu_usage", "execution_stats"]
+        );
+        assert_eq!(types(&c["system_metrics"]), ["memory_info", "vcpu_usage", "neuron_hw_counters"]);
+    }
+
+    #[test]
+    fn periods_use_neuron_monitors_syntax() {
+        let cases = [(1000, "1s"), (60_000, "60s"), (200, "200ms"), (1500, "1500ms"), (0, "1ms")];
+        for (ms, want) in cases {
+            assert_eq!(period_string(Duration::from_millis(ms)), want);
+        }
+    }
+
+    #[tokio::test]
+    async fn lines_are_bounded_and_overlong_ones_skipped_whole() {
+        let input = format!("abc\n{}\nok\n{}", "x".repeat(25), "y".repeat(11));
+        let mut r = BufReader::with_capacity(4, input.as_bytes());
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        loop {
+            let line = read_line(&mut r, &mut buf, 10).await.unwrap();
+            let text = String::from_utf8(buf.clone()).unwrap();
+            got.push((line, text));
+            if got.last().unwrap().0 == Line::Eof {
+                break;
+            }
+        }
+        let want = [
+            (Line::Complete, "abc"),
+            (Line::TooLong, ""),
+            (Line::Complete, "ok"),
+            (Line::TooLong, ""),
+            (Line::Eof, ""),
+        ];
+        assert_eq!(got.len(), want.len(), "{got:?}");
+        for ((line, text), (want_line, want_text)) in got.iter().zip(want) {
+            assert_eq!((line, text.as_str()), (&want_line, want_text));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_line_of_exactly_the_limit_is_kept() {
+        let input = format!("{}\n{}", "a".repeat(10), "b".repeat(10));
+        let mut r = BufReader::new(input.as_bytes());
+        let mut buf = Vec::new();
+        for want in ["a", "b"] {
+            assert_eq!(read_line(&mut r, &mut buf, 10).await.unwrap(), Line::Complete);
+            assert_eq!(buf, want.repeat(10).as_bytes());
+        }
+        assert_eq!(read_line(&mut r, &mut buf, 10).await.unwrap(), Line::Eof);
+    }
+
+    #[tokio::test]
+    async fn the_config_file_is_written_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("monitor.json");
+        write_config(&path, Duration::from_secs(2)).await.unwrap();
+        let written: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(written, config_json(Duration::from_secs(2)));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
+        let missing = dir.path().join("no-such-dir").join("monitor.json");
+        assert!(write_config(&missing, Duration::from_secs(1)).await.is_err());
+    }
 }

@@ -157,3 +157,100 @@ mod fixtures {
     /// events beside it; null, missing and failed groups; no runtime at all.
     pub const FAULTS: &str = include_str!("../../../testdata/neuron-monitor/faults.jsonl");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FAKE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/neuron-monitor/fake-neuron-monitor");
+    const XLARGE_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/neuron-monitor/inf2.xlarge.jsonl");
+
+    fn settings(command: Option<Vec<String>>, dir: &tempfile::TempDir) -> NeuronSettings {
+        NeuronSettings { command, config_path: dir.path().join("monitor.json"), period: Duration::from_millis(100) }
+    }
+
+    /// The fake, through `env` so each test sets its own variables without
+    /// touching this process's environment.
+    fn fake(vars: &[(&str, String)]) -> Vec<String> {
+        let mut c = vec!["env".to_owned()];
+        c.extend(vars.iter().map(|(k, v)| format!("{k}={v}")));
+        c.push(FAKE.to_owned());
+        c
+    }
+
+    async fn until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(v) = check() {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn state(r: &Reading<NeuronReading>) -> CollectorState {
+        CollectorState::try_from(r.health.state).unwrap()
+    }
+
+    #[tokio::test]
+    async fn disabled_is_absent_and_spawns_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = NeuronCollector::spawn(settings(None, &dir));
+        let r = c.latest();
+        assert_eq!(state(&r), CollectorState::Absent);
+        assert!(r.health.message.contains("disabled"), "{}", r.health.message);
+        assert!(c.task.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_absent_not_failing() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-neuron-monitor").display().to_string();
+        let c = NeuronCollector::spawn(settings(Some(vec![missing.clone()]), &dir));
+        let r = until("absent", || Some(c.latest()).filter(|r| state(r) == CollectorState::Absent)).await;
+        assert!(r.health.message.contains(&missing), "{}", r.health.message);
+        assert_eq!(r.health.errors, 0);
+        assert_eq!(r.value, NeuronReading::default());
+    }
+
+    #[tokio::test]
+    async fn a_silent_child_stops_being_served_after_the_stale_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("record.jsonl");
+        // One report, then a minute of silence.
+        let command = fake(&[
+            ("FAKE_NEURON_FIXTURE", XLARGE_PATH.to_owned()),
+            ("FAKE_NEURON_INTERVAL_MS", "60000".to_owned()),
+            ("FAKE_NEURON_RECORD", record.display().to_string()),
+        ]);
+        let c = NeuronCollector::spawn(settings(Some(command), &dir));
+        let r = until("the first report", || Some(c.latest()).filter(|r| r.value.cores.len() == 2)).await;
+        assert_eq!(state(&r), CollectorState::Ok);
+        assert_eq!(r.value.runtimes[0].tag, "2817");
+        let started = Instant::now();
+        let r = until("the reading to go stale", || Some(c.latest()).filter(|r| r.value.cores.is_empty())).await;
+        assert!(started.elapsed() >= Duration::from_secs(2), "dropped too early");
+        assert_eq!(state(&r), CollectorState::Failing);
+        assert!(r.health.message.contains("no report"), "{}", r.health.message);
+        assert!(r.value.runtimes.is_empty() && r.value.devices.is_empty());
+
+        // The child got `-c <config>` and a config asking for our period.
+        let line = std::fs::read_to_string(&record).unwrap();
+        let rec: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+        let config_path = dir.path().join("monitor.json").display().to_string();
+        assert_eq!(rec["argv"], serde_json::json!(["-c", config_path]));
+        assert_eq!(rec["config"]["period"], "100ms");
+
+        // Dropping the collector kills the child.
+        let pid = rec["pid"].as_u64().unwrap();
+        drop(c);
+        until("the child to die", || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Gone, or a zombie waiting to be reaped.
+            let state = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next());
+            matches!(state, None | Some("Z" | "X")).then_some(())
+        })
+        .await;
+    }
+}
