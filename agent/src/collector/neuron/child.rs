@@ -75,7 +75,7 @@ pub fn config_json(period: Duration) -> serde_json::Value {
 /// and fractional periods (`"500ms"`).
 pub fn period_string(period: Duration) -> String {
     let ms = period.as_millis().max(1);
-    if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
+    if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
 }
 
 /// What [`read_line`] found.
