@@ -87,6 +87,7 @@ impl Ticker {
             s.neuron_cores = neuron.value.cores;
             s.neuron_runtimes = neuron.value.runtimes;
             s.neuron_devices = neuron.value.devices;
+            s.neuron_instance = neuron.value.instance;
             set_health(s, neuron.health);
         });
     }
