@@ -153,10 +153,9 @@ impl<T> Field<T> {
 
     fn check_error_name(&self, gpu: usize, key: &str) -> Result<(), String> {
         match self {
-            Field::Error(name) if code::by_name(name).is_none_or(|c| c == code::SUCCESS) => Err(format!(
-                "gpus[{gpu}].{key}: unknown error {name:?}; allowed: {}",
-                code::error_names()
-            )),
+            Field::Error(name) if code::by_name(name).is_none_or(|c| c == code::SUCCESS) => {
+                Err(format!("gpus[{gpu}].{key}: unknown error {name:?}; allowed: {}", code::error_names()))
+            }
             _ => Ok(()),
         }
     }
