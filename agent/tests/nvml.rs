@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use edge_telemetry::proto::Gpu;
+use edge_telemetry::proto::{CollectorHealth, CollectorState, Gpu, NodeSnapshot};
 use edge_testkit::fake_nvml::{CONFIG_ENV, Config};
 use edge_testkit::{Agent, AgentBuilder, eventually, fake_nvml_library, sample};
 
@@ -51,6 +51,39 @@ fn wait_for_gpus(agent: &Agent, nvml: &Config) -> String {
     })
 }
 
+/// The first snapshot on the gRPC feed that satisfies `done`.
+fn feed_until(agent: &Agent, mut done: impl FnMut(&NodeSnapshot) -> bool) -> NodeSnapshot {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut feed = agent.watch().await;
+        loop {
+            let snapshot = tokio::time::timeout(WAIT, feed.message()).await.expect("a snapshot in time");
+            let snapshot = snapshot.expect("feed error").expect("feed open");
+            if done(&snapshot) {
+                return snapshot;
+            }
+        }
+    })
+}
+
+/// The GPUs of the first snapshot on the feed whose GPUs satisfy `done`.
+fn feed_gpus(agent: &Agent, done: impl Fn(&[Gpu]) -> bool) -> Vec<Gpu> {
+    feed_until(agent, |s| done(&s.gpus)).gpus
+}
+
+/// A snapshot taken after `ticks` more changes (each tick changes at least
+/// the collectors' durations); heartbeats repeat a sequence and do not count.
+fn feed_after_ticks(agent: &Agent, ticks: usize) -> NodeSnapshot {
+    let mut seen = std::collections::BTreeSet::new();
+    feed_until(agent, |s| {
+        seen.insert(s.sequence);
+        seen.len() > ticks
+    })
+}
+
+fn nvml_health(snapshot: &NodeSnapshot) -> CollectorHealth {
+    snapshot.collectors.iter().find(|c| c.collector == "nvml").cloned().expect("nvml in the health list")
+}
+
 #[test]
 fn two_gpus_report_every_value_under_dcgm_exporter_names() {
     let dir = tempfile::tempdir().unwrap();
@@ -88,16 +121,7 @@ fn two_gpus_report_every_value_under_dcgm_exporter_names() {
     assert_eq!(m.matches("DCGM_FI_DEV_GPU_UTIL{").count(), 2, "{m}");
 
     // The feed carries exact units: bytes and watts, not dcgm-exporter's MiB.
-    let gpus = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let mut feed = agent.watch().await;
-        loop {
-            let snapshot = tokio::time::timeout(WAIT, feed.message()).await.expect("a snapshot in time");
-            let snapshot = snapshot.expect("feed error").expect("feed open");
-            if snapshot.gpus.len() == 2 {
-                return snapshot.gpus;
-            }
-        }
-    });
+    let gpus = feed_gpus(&agent, |gpus| gpus.len() == 2);
     assert_eq!(
         gpus[1],
         Gpu {
@@ -174,6 +198,13 @@ fn a_gpu_lost_mid_run_is_marked_unhealthy_while_the_others_keep_reporting() {
     assert!(collector(&m, "edge_collector_errors_total").is_some_and(|e| e >= 1.0), "{m}");
     let log = agent.log();
     assert_eq!(log.matches("GPU failed").count(), 1, "one warning, not one per tick:\n{log}");
+    // On the feed the lost GPU keeps its identity from before, with no values.
+    let gpus = feed_gpus(&agent, |g| g.len() == 2 && !g[1].healthy);
+    assert!(gpus[0].healthy, "{gpus:?}");
+    assert_eq!(gpus[1].uuid, nvml.gpus[1].uuid(), "{gpus:?}");
+    assert_eq!((gpus[1].name.as_str(), gpus[1].minor_number), ("NVIDIA A10G", Some(1)), "{gpus:?}");
+    assert!(gpus[1].error.contains("fell off the bus"), "{gpus:?}");
+    assert_eq!((gpus[1].gpu_utilization_percent, gpus[1].power_usage_watts), (None, None), "{gpus:?}");
 
     // A reset brings it back.
     nvml.gpu(1).found();
@@ -186,30 +217,86 @@ fn a_gpu_lost_mid_run_is_marked_unhealthy_while_the_others_keep_reporting() {
 }
 
 #[test]
-fn unsupported_values_are_left_out_not_zero_and_failed_queries_are_counted() {
+fn a_gpu_lost_halfway_through_its_queries_reports_none_of_them() {
     let dir = tempfile::tempdir().unwrap();
     let mut nvml = Config::with_gpus(2);
-    nvml.gpu(0).unsupported("power_usage_mw").unsupported("encoder_utilization").unsupported("total_energy_mj");
-    nvml.gpu(1).error("pcie_replay_counter", "NO_PERMISSION");
+    // Identity and utilisation answer, then the temperature query finds it gone.
+    nvml.gpu(1).error("temperature_gpu_c", "GPU_IS_LOST");
     nvml.write(&config_path(&dir));
     let agent = start(&config_path(&dir));
+    let gpus = feed_gpus(&agent, |g| g.len() == 2);
+    assert!(gpus[0].healthy, "{gpus:?}");
+    let expected = Gpu {
+        index: 1,
+        uuid: nvml.gpus[1].uuid().to_owned(),
+        name: "NVIDIA A10G".into(),
+        pci_bus_id: "00000000:11:00.0".into(),
+        minor_number: Some(1),
+        healthy: false,
+        error: gpus[1].error.clone(),
+        ..Gpu::default()
+    };
+    assert_eq!(gpus[1], expected);
+    assert!(gpus[1].error.contains("fell off the bus"), "{gpus:?}");
+    let m = agent.metrics();
+    assert!(m.lines().filter(|l| l.starts_with("DCGM_")).all(|l| l.contains(r#"gpu="0""#)), "{m}");
+}
+
+#[test]
+fn a_gpu_nvml_stops_listing_stays_visible_as_unhealthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_path(&dir);
+    let mut nvml = Config::with_gpus(3);
+    nvml.write(&path);
+    let agent = start(&path);
+    wait_for_gpus(&agent, &nvml);
+
+    let gone = nvml.gpus.pop().unwrap();
+    nvml.write(&path);
+    let healthy = |i: usize, uuid: &str| format!(r#"edge_gpu_healthy{{gpu="{i}",UUID="{uuid}"}}"#);
+    let m = eventually(WAIT, "GPU 2 unhealthy", || {
+        let m = agent.metrics();
+        (sample(&m, &healthy(2, gone.uuid())) == Some(0.0)).then_some(m)
+    });
+    assert_eq!(sample(&m, &healthy(1, nvml.gpus[1].uuid())), Some(1.0), "{m}");
+    assert!(!m.contains(r#"DCGM_FI_DEV_GPU_UTIL{gpu="2""#), "{m}");
+    assert_eq!(collector(&m, "edge_collector_up"), Some(0.0), "{m}");
+    let gpus = feed_gpus(&agent, |g| g.len() == 3 && !g[2].healthy);
+    assert_eq!(gpus[2].error, "no longer listed by NVML", "{gpus:?}");
+}
+
+#[test]
+fn unsupported_values_are_left_out_not_zero_and_failed_queries_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_path(&dir);
+    let mut nvml = Config::with_gpus(2);
+    nvml.gpu(0).unsupported("power_usage_mw").unsupported("encoder_utilization").unsupported("total_energy_mj");
+    nvml.write(&path);
+    let agent = start(&path);
     let m = wait_for_gpus(&agent, &nvml);
     let (gpu0, gpu1) = (labels(&nvml, 0), labels(&nvml, 1));
-
     for metric in ["DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_ENC_UTIL", "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"] {
         assert_eq!(series(&m, metric, &gpu0), None, "{metric} of GPU 0 must be absent:\n{m}");
         assert!(series(&m, metric, &gpu1).is_some(), "{metric} of GPU 1:\n{m}");
     }
+    assert_eq!(series(&m, "DCGM_FI_DEV_GPU_TEMP", &gpu0), Some(40.0), "{m}");
+    // Unsupported is not an error, however many ticks pass.
+    let health = nvml_health(&feed_after_ticks(&agent, 3));
+    assert_eq!((health.state, health.errors), (CollectorState::Ok as i32, 0), "{health:?}");
+
+    // A refused query is an error, counted every tick; the field is left out
+    // and the GPU stays healthy.
+    nvml.gpu(1).error("pcie_replay_counter", "NO_PERMISSION");
+    nvml.write(&path);
+    let m = eventually(WAIT, "the refused query counted twice", || {
+        let m = agent.metrics();
+        collector(&m, "edge_collector_errors_total").is_some_and(|e| e >= 2.0).then_some(m)
+    });
     assert_eq!(series(&m, "DCGM_FI_DEV_PCIE_REPLAY_COUNTER", &gpu1), None, "{m}");
     assert_eq!(series(&m, "DCGM_FI_DEV_PCIE_REPLAY_COUNTER", &gpu0), Some(0.0), "{m}");
     assert_eq!(series(&m, "DCGM_FI_DEV_GPU_TEMP", &gpu1), Some(41.0), "{m}");
-    // Unsupported is not an error; a refused query is, once per tick, and
-    // neither makes the GPU unhealthy.
     assert!(m.contains(&format!(r#"edge_gpu_healthy{{gpu="1",UUID="{}"}} 1"#, nvml.gpus[1].uuid())), "{m}");
     assert_eq!(collector(&m, "edge_collector_up"), Some(1.0), "{m}");
-    eventually(WAIT, "the refused query counted", || {
-        collector(&agent.metrics(), "edge_collector_errors_total").filter(|e| *e >= 2.0)
-    });
 }
 
 #[test]
@@ -244,4 +331,24 @@ fn a_library_that_fails_to_initialise_is_failing_not_absent() {
     assert!(collector(&m, "edge_collector_errors_total").is_some_and(|e| e >= 1.0), "{m}");
     let log = agent.log();
     assert!(log.contains("not loaded") && log.contains("nvml.json"), "{log}");
+}
+
+/// The real driver on a GPU machine: same assertions as the fake, none of its
+/// values. Run with `cargo test -p edge-agent --test nvml -- --ignored` where
+/// `libnvidia-ml.so.1` and a GPU exist.
+#[test]
+#[ignore = "needs an NVIDIA GPU and its driver (libnvidia-ml.so.1)"]
+fn a_real_gpu_reports_through_the_system_nvml() {
+    let agent = AgentBuilder::new(env!("CARGO_BIN_EXE_edge-agent")).flag("nvml-library", "libnvidia-ml.so.1").start();
+    let m = eventually(WAIT, "a GPU on /metrics", || {
+        let m = agent.metrics();
+        m.contains("DCGM_FI_DEV_GPU_UTIL{").then_some(m)
+    });
+    assert_eq!(collector(&m, "edge_collector_up"), Some(1.0), "{m}\n{}", agent.log());
+    let gpus = feed_gpus(&agent, |g| !g.is_empty());
+    for g in &gpus {
+        assert!(g.healthy && g.uuid.starts_with("GPU-"), "{g:?}");
+        assert!(g.framebuffer_total_bytes.is_some_and(|b| b > 0), "{g:?}");
+        assert!(g.power_usage_watts.is_none_or(|w| w > 0.0 && w < 2_000.0), "watts, not milliwatts: {g:?}");
+    }
 }
