@@ -330,7 +330,7 @@ fn a_library_that_fails_to_initialise_is_failing_not_absent() {
     assert_eq!(collector(&m, "edge_collector_absent"), Some(0.0), "{m}");
     assert!(collector(&m, "edge_collector_errors_total").is_some_and(|e| e >= 1.0), "{m}");
     let log = agent.log();
-    assert!(log.contains("not loaded") && log.contains("nvml.json"), "{log}");
+    assert!(log.contains("failed to initialise") && log.contains("nvml.json"), "{log}");
 }
 
 /// The real driver on a GPU machine: same assertions as the fake, none of its

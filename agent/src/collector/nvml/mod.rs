@@ -133,9 +133,9 @@ impl NvmlCollector {
         if repeated {
             tracing::debug!(attempt = self.load_attempts, "{}", failure.message);
         } else if failure.state == CollectorState::Absent {
-            tracing::info!(retry_in = ?self.retry_interval, "{}; GPU metrics off", failure.message);
+            tracing::info!(retry_every = ?self.retry_interval, "{}; GPU metrics off", failure.message);
         } else {
-            tracing::warn!(retry_in = ?self.retry_interval, "{}; GPU metrics off", failure.message);
+            tracing::warn!(retry_every = ?self.retry_interval, "{}; GPU metrics off", failure.message);
         }
         self.last_load = Some((Instant::now(), failure));
     }
@@ -189,10 +189,19 @@ impl NvmlCollector {
 /// Absent when there is no NVML or no driver on this node; failing when
 /// there is one and it does not work.
 fn load_failure(library: &std::path::Path, e: &NvmlError) -> LoadFailure {
-    let absent = matches!(e, NvmlError::LibloadingError(_) | NvmlError::DriverNotLoaded | NvmlError::LibraryNotFound);
-    LoadFailure {
-        state: if absent { CollectorState::Absent } else { CollectorState::Failing },
-        message: format!("NVML library {} not loaded: {e}", library.display()),
+    match e {
+        // libloading's message names the path and why dlopen refused it.
+        NvmlError::LibloadingError(e) => {
+            LoadFailure { state: CollectorState::Absent, message: format!("no NVML library: {e}") }
+        }
+        NvmlError::DriverNotLoaded | NvmlError::LibraryNotFound => LoadFailure {
+            state: CollectorState::Absent,
+            message: format!("no NVIDIA driver behind {}: {e}", library.display()),
+        },
+        _ => LoadFailure {
+            state: CollectorState::Failing,
+            message: format!("NVML from {} failed to initialise: {e}", library.display()),
+        },
     }
 }
 
@@ -231,6 +240,6 @@ mod tests {
         assert_eq!(load_failure(lib, &NvmlError::DriverNotLoaded).state, CollectorState::Absent);
         let f = load_failure(lib, &NvmlError::LibRmVersionMismatch);
         assert_eq!(f.state, CollectorState::Failing);
-        assert!(f.message.starts_with("NVML library libnvidia-ml.so.1 not loaded: "), "{}", f.message);
+        assert!(f.message.starts_with("NVML from libnvidia-ml.so.1 failed to initialise: "), "{}", f.message);
     }
 }
