@@ -51,18 +51,22 @@ fn wait_for_gpus(agent: &Agent, nvml: &Config) -> String {
     })
 }
 
-/// The first snapshot on the gRPC feed that satisfies `done`.
+/// The first snapshot on the gRPC feed that satisfies `done`, within [`WAIT`].
 fn feed_until(agent: &Agent, mut done: impl FnMut(&NodeSnapshot) -> bool) -> NodeSnapshot {
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
+    let wanted = async {
         let mut feed = agent.watch().await;
         loop {
-            let snapshot = tokio::time::timeout(WAIT, feed.message()).await.expect("a snapshot in time");
-            let snapshot = snapshot.expect("feed error").expect("feed open");
+            let snapshot = feed.message().await.expect("feed error").expect("feed open");
             if done(&snapshot) {
                 return snapshot;
             }
         }
-    })
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // The timer must be created inside the runtime.
+    runtime
+        .block_on(async { tokio::time::timeout(WAIT, wanted).await })
+        .expect("the awaited snapshot on the feed in time")
 }
 
 /// The GPUs of the first snapshot on the feed whose GPUs satisfy `done`.
