@@ -5,6 +5,7 @@
 //! (the NVML library, neuron-monitor) live in their own places under
 //! `testkit/` and `testdata/`.
 
+pub mod fake_nvml;
 pub mod http;
 
 use std::collections::BTreeMap;
