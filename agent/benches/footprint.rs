@@ -35,7 +35,7 @@ fn main() {
 
     let nvml_dir = tempfile::tempdir().expect("tempdir");
     let nvml_config = nvml_dir.path().join("gpus.json");
-    std::fs::write(&nvml_config, gpu_config(GPUS)).expect("write fake NVML config");
+    edge_testkit::fake_nvml::Config::with_gpus(GPUS as u32).write(&nvml_config);
     let neuron_fake = manifest.join("testdata/neuron-monitor/fake-neuron-monitor");
     let neuron_fixture = manifest.join("testdata/neuron-monitor/inf2.48xlarge.jsonl");
 
@@ -43,11 +43,10 @@ fn main() {
     let loaded = AgentBuilder::new(bin)
         .flag("interval", "1s")
         .flag("nvml-library", edge_testkit::fake_nvml_library().to_str().expect("utf-8 path"))
-        .env("FAKE_NVML_CONFIG", nvml_config.to_str().expect("utf-8 path"))
+        .env(edge_testkit::fake_nvml::CONFIG_ENV, nvml_config.to_str().expect("utf-8 path"))
         .flag("neuron-monitor", neuron_fake.to_str().expect("utf-8 path"))
         .env("FAKE_NEURON_FIXTURE", neuron_fixture.to_str().expect("utf-8 path"))
         .env("FAKE_NEURON_INTERVAL_MS", "1000")
-        .env("FAKE_NEURON_LOOP", "1")
         .start();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -168,24 +167,6 @@ fn check_loaded(agent: &Agent) {
     assert_eq!(count("DCGM_FI_DEV_GPU_UTIL{"), GPUS, "the fake GPUs are not all reporting:\n{m}");
     assert!(count("neuroncore_utilization_ratio{") > 0, "no NeuronCore series; agent log:\n{}", agent.log());
     assert!(count("edge_worker_queue_depth{") > 0, "no worker series:\n{m}");
-}
-
-fn gpu_config(n: usize) -> String {
-    let gpus: Vec<_> = (0..n)
-        .map(|i| {
-            serde_json::json!({
-                "uuid": format!("GPU-{i:08x}-bench"), "name": "NVIDIA A10G",
-                "pci_bus_id": format!("00000000:00:{:02X}.0", 0x16 + i), "minor_number": i,
-                "utilization": {"gpu": 40 + i, "memory": 20 + i},
-                "encoder_utilization": 0, "decoder_utilization": 0,
-                "memory": {"total": 24_146_608_128u64, "used": 4_000_000_000u64, "free": 20_146_608_128u64, "reserved": 0},
-                "power_usage_mw": 150_000 + 1000 * i, "temperature_gpu_c": 50 + i,
-                "sm_clock_mhz": 1710, "memory_clock_mhz": 6251,
-                "total_energy_mj": 123_456_789u64, "pcie_replay_counter": 0
-            })
-        })
-        .collect();
-    serde_json::json!({ "gpus": gpus }).to_string()
 }
 
 /// utime + stime of `pid`, in seconds.
