@@ -83,7 +83,10 @@ Local Zones, checked: the list of zone names when localZone.enabled, else empty.
 {{- define "edge-diffusion.localZones" -}}
 {{- $zones := list }}
 {{- if .Values.localZone.enabled }}
-{{- $zones = required "localZone.enabled needs localZone.zones (e.g. [us-west-2-lax-1a])" .Values.localZone.zones }}
+{{- if not .Values.localZone.zones }}
+{{- fail "localZone.enabled needs localZone.zones (e.g. [us-west-2-lax-1a])" }}
+{{- end }}
+{{- $zones = .Values.localZone.zones }}
 {{- range .Values.localZone.accelerators }}
 {{- if not (has . (list "nvidia" "neuron" "cpu")) }}
 {{- fail (printf "localZone.accelerators: %q is not an accelerator type (nvidia, neuron, cpu)" .) }}
