@@ -2,6 +2,7 @@
 //! external tools are, and a real Prometheus server to query.
 
 pub mod chart;
+pub mod dashboard;
 pub mod prometheus;
 pub mod tools;
 
