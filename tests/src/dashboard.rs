@@ -57,7 +57,9 @@ pub fn substitute(expr: &str, values: &BTreeMap<&str, &str>) -> String {
     for name in names {
         out = out.replace(&format!("${{{name}}}"), values[*name]).replace(&format!("${name}"), values[*name]);
     }
-    let left = out.match_indices('$').any(|(i, _)| out[i + 1..].starts_with(|c: char| c.is_ascii_alphabetic() || c == '_' || c == '{'));
+    let left = out
+        .match_indices('$')
+        .any(|(i, _)| out[i + 1..].starts_with(|c: char| c.is_ascii_alphabetic() || c == '_' || c == '{'));
     assert!(!left, "unsubstituted variable in {out}");
     out
 }

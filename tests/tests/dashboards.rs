@@ -177,8 +177,14 @@ fn the_dashboard_names_only_catalogue_metrics() {
     let dash = dashboard();
     let ds = &dash["templating"]["list"][0];
     assert_eq!((ds["name"].as_str(), ds["type"].as_str()), (Some("datasource"), Some("datasource")));
-    assert!(dash["panels"].as_array().unwrap().iter().all(|p| p["type"] == "row"
-        || p["datasource"]["uid"] == "${datasource}"), "every panel uses the data source variable");
+    assert!(
+        dash["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["type"] == "row" || p["datasource"]["uid"] == "${datasource}"),
+        "every panel uses the data source variable"
+    );
 }
 
 /// GPU and Neuron panels, and dashboard 12239's GPU queries unchanged, with

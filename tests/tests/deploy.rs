@@ -34,7 +34,8 @@ fn every_profile_renders_objects_valid_against_kubernetes_and_crd_schemas() {
     for p in chart::profiles() {
         let objects = rendered(&p);
         let kinds: BTreeSet<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
-        for must in ["DaemonSet", "Deployment", "Service", "ScaledObject", "NetworkPolicy", "PodDisruptionBudget", "Role"]
+        for must in
+            ["DaemonSet", "Deployment", "Service", "ScaledObject", "NetworkPolicy", "PodDisruptionBudget", "Role"]
         {
             assert!(kinds.contains(must), "{p} renders no {must}: {kinds:?}");
         }
@@ -51,7 +52,8 @@ fn every_profile_renders_objects_valid_against_kubernetes_and_crd_schemas() {
 fn the_validator_rejects_what_the_api_server_would() {
     // Guards the guard: a typo in a CRD field and in a built-in field must fail.
     let good = chart::template(&["-f", chart::chart_dir().join("ci/cpu-only-values.yaml").to_str().unwrap()]).unwrap();
-    for (from, to) in [("  minReplicaCount: 0", "  minReplicaCnt: 0"), ("readOnlyRootFilesystem: true", "readOnlyRootFs: true")]
+    for (from, to) in
+        [("  minReplicaCount: 0", "  minReplicaCnt: 0"), ("readOnlyRootFilesystem: true", "readOnlyRootFs: true")]
     {
         assert!(good.contains(from), "rendering lacks {from:?}");
         let report = chart::try_validate(&good.replacen(from, to, 1)).expect_err(&format!("accepted {to:?}"));
@@ -67,10 +69,10 @@ fn scaled_objects_match_their_deployments_and_the_scaler() {
     for p in chart::profiles() {
         let objects = rendered(&p);
         let scaler_svc = find(&objects, "Service", "edge-edge-diffusion-scaler");
-        let grpc_port = scaler_svc["spec"]["ports"].as_array().unwrap().iter().find(|p| p["name"] == "grpc").unwrap()
-            ["port"]
-            .as_u64()
-            .unwrap();
+        let grpc_port =
+            scaler_svc["spec"]["ports"].as_array().unwrap().iter().find(|p| p["name"] == "grpc").unwrap()["port"]
+                .as_u64()
+                .unwrap();
         let address = format!("edge-edge-diffusion-scaler.{NAMESPACE}.svc.cluster.local:{grpc_port}");
         let scaled = of_kind(&objects, "ScaledObject");
         let inference: Vec<&Value> = of_kind(&objects, "Deployment")
@@ -102,8 +104,8 @@ fn scaled_objects_match_their_deployments_and_the_scaler() {
             let accelerator = meta["acceleratorType"].as_str().unwrap();
             assert_eq!(env(worker, "EDGE_INFERENCE_ACCELERATOR").unwrap()["value"], accelerator, "{p}/{name}");
             // A zone-pinned ScaledObject counts only its zone, and its pods only run there.
-            let terms = &pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-                ["nodeSelectorTerms"][0]["matchExpressions"];
+            let terms = &pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+                [0]["matchExpressions"];
             let zone_in = terms
                 .as_array()
                 .unwrap()
@@ -121,8 +123,10 @@ fn scaled_objects_match_their_deployments_and_the_scaler() {
         }
     }
     let lz = rendered("all-localzone");
-    let zoned: Vec<_> =
-        of_kind(&lz, "ScaledObject").into_iter().filter(|s| s["spec"]["triggers"][0]["metadata"]["zone"].is_string()).collect();
+    let zoned: Vec<_> = of_kind(&lz, "ScaledObject")
+        .into_iter()
+        .filter(|s| s["spec"]["triggers"][0]["metadata"]["zone"].is_string())
+        .collect();
     assert_eq!(zoned.len(), 2, "nvidia and cpu pinned to the Local Zone");
 }
 
@@ -208,7 +212,11 @@ fn agents_workers_and_scaler_are_wired_together() {
                 "{p}"
             );
             let accel = ds["metadata"]["labels"]["edge-diffusion.io/accelerator"].as_str().unwrap();
-            assert_eq!(flag(agent, "nvml-library").unwrap().is_empty(), accel != "nvidia", "{p}: NVML on GPU nodes only");
+            assert_eq!(
+                flag(agent, "nvml-library").unwrap().is_empty(),
+                accel != "nvidia",
+                "{p}: NVML on GPU nodes only"
+            );
             assert_eq!(flag(agent, "neuron-monitor").unwrap().is_empty(), accel != "neuron", "{p}: neuron-monitor");
             let tolerated: Vec<&str> =
                 pod["tolerations"].as_array().unwrap().iter().filter_map(|t| t["key"].as_str()).collect();
@@ -219,7 +227,10 @@ fn agents_workers_and_scaler_are_wired_together() {
             };
             assert!(tolerated.contains(&taint), "{p}: agent tolerates {taint}");
         }
-        for d in of_kind(&objects, "Deployment").into_iter().filter(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] == "inference") {
+        for d in of_kind(&objects, "Deployment")
+            .into_iter()
+            .filter(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] == "inference")
+        {
             let name = d["metadata"]["name"].as_str().unwrap();
             let pod = pod_specs(d)[0];
             let worker = &pod["containers"][0];
@@ -245,7 +256,10 @@ fn host_path_behind<'a>(pod: &'a Value, container: &Value, file: &str) -> &'a st
 fn inference_pods_drain_size_their_threads_and_get_a_node_port() {
     for p in chart::profiles() {
         let objects = rendered(&p);
-        for d in of_kind(&objects, "Deployment").into_iter().filter(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] == "inference") {
+        for d in of_kind(&objects, "Deployment")
+            .into_iter()
+            .filter(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] == "inference")
+        {
             let name = d["metadata"]["name"].as_str().unwrap();
             let accel = d["metadata"]["labels"]["edge-diffusion.io/accelerator"].as_str().unwrap();
             let pod = pod_specs(d)[0];
@@ -269,7 +283,10 @@ fn inference_pods_drain_size_their_threads_and_get_a_node_port() {
             let model = worker["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == "model");
             if let Some(m) = model {
                 assert_eq!(m["readOnly"], true, "{p}/{name}: the model is read-only");
-                assert_eq!(flag(worker, "model-dir").or(Some(m["mountPath"].as_str().unwrap())), m["mountPath"].as_str());
+                assert_eq!(
+                    flag(worker, "model-dir").or(Some(m["mountPath"].as_str().unwrap())),
+                    m["mountPath"].as_str()
+                );
             }
             let svc = find(&objects, "Service", name);
             assert_eq!(svc["spec"]["type"], "NodePort", "{p}/{name}");
@@ -315,10 +332,22 @@ fn karpenter_pools_cover_each_accelerator_and_the_local_zone() {
 fn bad_values_fail_with_a_message_naming_the_value() {
     let cases: &[(&[&str], &str)] = &[
         (&["--set", "model.source=nfs", "--set", "model.s3.bucket=b"], "model.source"),
-        (&["--set", "accelerators.neuron.enabled=true", "--set", "model.s3.bucket=b"], "accelerators.neuron.image.repository"),
+        (
+            &["--set", "accelerators.neuron.enabled=true", "--set", "model.s3.bucket=b"],
+            "accelerators.neuron.image.repository",
+        ),
         (&["--set", "model.s3.bucket=b", "--set", "localZone.enabled=true"], "localZone.zones"),
         (
-            &["--set", "model.s3.bucket=b", "--set", "localZone.enabled=true", "--set", "localZone.zones={z1}", "--set", "localZone.accelerators={nvidia}"],
+            &[
+                "--set",
+                "model.s3.bucket=b",
+                "--set",
+                "localZone.enabled=true",
+                "--set",
+                "localZone.zones={z1}",
+                "--set",
+                "localZone.accelerators={nvidia}",
+            ],
             "accelerators.nvidia.enabled",
         ),
         (&["--set", "model.s3.bucket=b", "--set", "accelerators.cpu.scaling.metric=latency"], "scaling.metric"),
@@ -393,11 +422,9 @@ fn the_real_agent_runs_with_the_rendered_flags() {
             builder = builder.flag(name, relocate(value));
         }
     }
-    assert_eq!(
-        env(container, "EDGE_AGENT_NODE_NAME").unwrap()["valueFrom"]["fieldRef"]["fieldPath"],
-        "spec.nodeName"
-    );
-    let agent = builder.unset("node-name").env("EDGE_AGENT_NODE_NAME", "ip-10-0-1-23.us-west-2.compute.internal").start();
+    assert_eq!(env(container, "EDGE_AGENT_NODE_NAME").unwrap()["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
+    let agent =
+        builder.unset("node-name").env("EDGE_AGENT_NODE_NAME", "ip-10-0-1-23.us-west-2.compute.internal").start();
     let socket = relocate(flag(container, "report-socket").unwrap());
     let worker_deployment = "edge-edge-diffusion-cpu";
     let report = format!(
@@ -408,7 +435,8 @@ fn the_real_agent_runs_with_the_rendered_flags() {
             .expect("report over the chart's socket path");
     assert_eq!(status, 204, "{body}");
     let metrics = agent.metrics();
-    let series = format!(r#"edge_worker_queue_depth{{accelerator="cpu",namespace="",deployment="{worker_deployment}"}}"#);
+    let series =
+        format!(r#"edge_worker_queue_depth{{accelerator="cpu",namespace="",deployment="{worker_deployment}"}}"#);
     assert_eq!(edge_testkit::sample(&metrics, &series), Some(3.0), "{metrics}");
     assert!(metrics.contains(r#"node="ip-10-0-1-23.us-west-2.compute.internal""#), "node name from the downward API");
 }

@@ -82,7 +82,7 @@ fn images_are_multi_stage_non_root_and_copy_workspace_binaries() {
         // Every stage that ships a binary runs as a numeric non-root user.
         let mut stage_user: Option<String> = None;
         let mut stage_copies = Vec::new();
-        let mut check_stage = |user: &Option<String>, copies: &mut Vec<String>| {
+        let check_stage = |user: &Option<String>, copies: &mut Vec<String>| {
             if !copies.is_empty() {
                 let user = user.as_deref().unwrap_or_else(|| panic!("{f}: a stage ships {copies:?} without USER"));
                 let uid: u32 = user.split(':').next().unwrap().parse().expect("numeric USER");
@@ -132,6 +132,9 @@ fn the_chart_runs_the_paths_the_images_provide() {
         text.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
     }
     for bin in workspace_binaries() {
-        assert!(text.contains(&format!("command: [/usr/local/bin/{bin}]")), "the chart starts {bin} from /usr/local/bin");
+        assert!(
+            text.contains(&format!("command: [/usr/local/bin/{bin}]")),
+            "the chart starts {bin} from /usr/local/bin"
+        );
     }
 }
