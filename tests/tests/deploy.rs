@@ -331,7 +331,21 @@ fn karpenter_pools_cover_each_accelerator_and_the_local_zone() {
 #[test]
 fn bad_values_fail_with_a_message_naming_the_value() {
     let cases: &[(&[&str], &str)] = &[
-        (&["--set", "model.source=nfs", "--set", "model.s3.bucket=b"], "model.source"),
+        (&["--set", "model.source=nfs", "--set", "model.s3.bucket=b"], "/model/source"),
+        (&["--set", "model.s3.bucket=b", "--set", "acclerators.cpu.enabled=true"], "acclerators"),
+        (
+            &[
+                "--set",
+                "model.s3.bucket=b",
+                "--set",
+                "localZone.enabled=true",
+                "--set",
+                "localZone.zones={z1}",
+                "--set",
+                "localZone.scaling.metric=gpu",
+            ],
+            "scaling.metric",
+        ),
         (
             &["--set", "accelerators.neuron.enabled=true", "--set", "model.s3.bucket=b"],
             "accelerators.neuron.image.repository",
@@ -350,7 +364,10 @@ fn bad_values_fail_with_a_message_naming_the_value() {
             ],
             "accelerators.nvidia.enabled",
         ),
-        (&["--set", "model.s3.bucket=b", "--set", "accelerators.cpu.scaling.metric=latency"], "scaling.metric"),
+        (
+            &["--set", "model.s3.bucket=b", "--set", "accelerators.cpu.scaling.metric=latency"],
+            "/accelerators/cpu/scaling/metric",
+        ),
         (&["--set", "model.source=s3"], "model.s3.bucket"),
         (&["--set", "model.s3.bucket=b", "--set", "karpenter.enabled=true"], "karpenter.nodeRole"),
         (&["--set", "model.s3.bucket=b", "--set", "scaler.tls.enabled=true"], "scaler.tls.secretName"),
