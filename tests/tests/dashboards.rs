@@ -188,13 +188,21 @@ fn the_dashboard_names_only_catalogue_metrics() {
 }
 
 /// GPU and Neuron panels, and dashboard 12239's GPU queries unchanged, with
-/// the agent reading the fake NVML library and the fake neuron-monitor.
+/// the agent reading the fake NVML library (two A10G GPUs,
+/// tests/testdata/fake-nvml-2-gpus.json in testkit/fake-nvml's config format)
+/// and the fake neuron-monitor replaying an inf2.xlarge fixture (both from
+/// the nvml and neuron branches).
 #[test]
-#[ignore = "needs the NVML and neuron-monitor collectors and their fakes (testkit/fake-nvml, the fake neuron-monitor), which are being merged from other branches: on main the collectors are placeholders that serve no GPU or Neuron series; drop this ignore after that merge"]
+#[ignore = "needs the NVML and neuron-monitor collectors and their fakes (testkit/fake-nvml's config, agent/testdata/neuron-monitor/), merged on main after this branch forked: on this branch the collectors are placeholders that serve no GPU or Neuron series; drop this ignore after merging"]
 fn gpu_and_neuron_panels_and_dashboard_12239_return_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let neuron = repo_root().join("agent/testdata/neuron-monitor");
     let agent = AgentBuilder::new(artifact("edge-agent"))
         .flag("nvml-library", edge_testkit::fake_nvml_library().display().to_string())
-        .flag("neuron-monitor", artifact("fake-neuron-monitor").display().to_string());
+        .env("FAKE_NVML_CONFIG", repo_root().join("tests/testdata/fake-nvml-2-gpus.json").display().to_string())
+        .flag("neuron-monitor", neuron.join("fake-neuron-monitor").display().to_string())
+        .flag("neuron-monitor-config", dir.path().join("monitor.json").display().to_string())
+        .env("FAKE_NEURON_FIXTURE", neuron.join("inf2.xlarge.jsonl").display().to_string());
     let (_agent, _worker, prometheus) = stack(agent);
     let mut last = Vec::new();
     let ok = (0..60).any(|_| {
