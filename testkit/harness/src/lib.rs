@@ -93,6 +93,14 @@ impl AgentBuilder {
         self
     }
 
+    /// Drops a flag, default included, so the agent falls back to its
+    /// `EDGE_AGENT_*` variable or built-in default (as in a pod whose
+    /// manifest sets it through the environment).
+    pub fn unset(mut self, name: &str) -> Self {
+        self.flags.remove(name);
+        self
+    }
+
     /// Sets an environment variable for the child.
     pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
         self.env.push((key.to_owned(), value.into()));

@@ -1,0 +1,123 @@
+{{/*
+Every command-line flag and environment variable the chart passes to our binaries, in one place,
+so a renamed flag is one edit. Flags where a typo must fail loudly at start (clap rejects unknown
+flags); EDGE_* environment variables for what the downward API fills in.
+  edge-agent:     agent/src/config.rs
+  edge-scaler:    scaler/src/config.rs
+  edge-inference: inference/src/config.rs (issue 4: serve --model-dir --listen --agent
+                  --queue-capacity --drain-timeout; deployment, pod, namespace from the environment)
+*/}}
+
+{{/* edge-agent: (dict "root" $ "group" $group). */}}
+{{- define "edge-diffusion.agent.args" -}}
+{{- $v := .root.Values -}}
+- --listen=0.0.0.0:{{ $v.agent.port }}
+- --report-socket={{ include "edge-diffusion.reportSocket" .root }}
+- --report-listen=
+- --interval={{ $v.agent.interval }}
+- --worker-expiry={{ $v.agent.workerExpiry }}
+- --hostname-label={{ $v.agent.hostnameLabel }}
+- --log-format={{ $v.agent.logFormat }}
+- --procfs=/proc
+{{- if eq .group.accelerator "nvidia" }}
+- --nvml-library=libnvidia-ml.so.1
+{{- else }}
+- --nvml-library=
+{{- end }}
+{{- if eq .group.accelerator "neuron" }}
+- --neuron-monitor={{ $v.agent.neuron.command }}
+{{- else }}
+- --neuron-monitor=
+{{- end }}
+- --neuron-monitor-config=/var/run/neuron-monitor/config.json
+{{- end }}
+
+{{- define "edge-diffusion.agent.env" -}}
+- name: EDGE_AGENT_NODE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: spec.nodeName
+{{- if .group.zone }}
+- name: EDGE_AGENT_ZONE
+  value: {{ .group.zone | quote }}
+{{- else if .root.Values.agent.zoneFromPodLabel }}
+- name: EDGE_AGENT_ZONE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.labels['topology.kubernetes.io/zone']
+{{- end }}
+{{- with .root.Values.agent.cloudwatch.namespace }}
+# CloudWatch publishing (issue 6), opt-in; as variables so an agent without it still starts.
+- name: EDGE_AGENT_CLOUDWATCH_NAMESPACE
+  value: {{ . | quote }}
+- name: EDGE_AGENT_CLUSTER_NAME
+  value: {{ $.root.Values.clusterName | quote }}
+- name: EDGE_AGENT_CLOUDWATCH_FLUSH_INTERVAL
+  value: {{ $.root.Values.agent.cloudwatch.flushInterval | quote }}
+{{- end }}
+{{- if eq .group.accelerator "nvidia" }}
+# The NVIDIA container runtime mounts libnvidia-ml and the device nodes for NVML queries; the
+# agent takes no GPU from the device plugin.
+- name: NVIDIA_VISIBLE_DEVICES
+  value: all
+- name: NVIDIA_DRIVER_CAPABILITIES
+  value: utility
+{{- end }}
+{{- end }}
+
+{{/* edge-scaler. */}}
+{{- define "edge-diffusion.scaler.args" -}}
+{{- $v := .Values -}}
+- --listen=0.0.0.0:{{ $v.scaler.grpcPort }}
+- --metrics-listen=0.0.0.0:{{ $v.scaler.httpPort }}
+- --agent-service={{ include "edge-diffusion.agentServiceName" . }}
+- --agent-namespace={{ .Release.Namespace }}
+- --agent-port=agent
+- --stale-after={{ $v.scaler.staleAfter }}
+- --log-format={{ $v.scaler.logFormat }}
+{{- if $v.scaler.tls.enabled }}
+- --tls-cert=/etc/edge-scaler/tls/tls.crt
+- --tls-key=/etc/edge-scaler/tls/tls.key
+{{- if $v.scaler.tls.clientAuth }}
+- --tls-client-ca=/etc/edge-scaler/tls/ca.crt
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* edge-inference: (dict "root" $ "workload" $w "spec" $spec). */}}
+{{- define "edge-diffusion.inference.args" -}}
+{{- $v := .root.Values -}}
+- serve
+- --model-dir={{ $v.model.path }}
+- --listen=0.0.0.0:{{ $v.inference.port }}
+- --agent={{ include "edge-diffusion.reportSocket" .root }}
+- --queue-capacity={{ .spec.queueCapacity }}
+- --drain-timeout={{ $v.inference.drainTimeoutSeconds }}s
+{{- end }}
+
+{{- define "edge-diffusion.inference.env" -}}
+- name: EDGE_INFERENCE_DEPLOYMENT
+  value: {{ .workload.name | quote }}
+- name: EDGE_INFERENCE_ACCELERATOR
+  value: {{ .workload.accelerator | quote }}
+- name: EDGE_INFERENCE_POD
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: EDGE_INFERENCE_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: EDGE_INFERENCE_LOG_FORMAT
+  value: {{ .root.Values.inference.logFormat | quote }}
+# candle's CPU thread pool follows the container's CPU limit, not the node's cores.
+- name: RAYON_NUM_THREADS
+  valueFrom:
+    resourceFieldRef:
+      containerName: worker
+      resource: limits.cpu
+      divisor: "1"
+{{- with .root.Values.inference.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,189 @@
+{{/* Names, labels and images. */}}
+
+{{- define "edge-diffusion.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "edge-diffusion.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else if contains (include "edge-diffusion.name" .) .Release.Name }}
+{{- .Release.Name | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name (include "edge-diffusion.name" .) | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "edge-diffusion.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "edge-diffusion.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: edge-diffusion
+{{- end }}
+
+{{/* Selector labels of one component: (dict "root" $ "component" "agent"). */}}
+{{- define "edge-diffusion.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "edge-diffusion.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* An image reference: (dict "root" $ "image" .Values.image.edge). */}}
+{{- define "edge-diffusion.image" -}}
+{{- $repo := required "an image repository is empty: set it in values (image.*, accelerators.<type>.image or volcano.image)" .image.repository }}
+{{- $tag := default .root.Chart.AppVersion .image.tag }}
+{{- if .root.Values.image.registry }}
+{{- printf "%s/%s:%s" (trimSuffix "/" .root.Values.image.registry) $repo $tag }}
+{{- else }}
+{{- printf "%s:%s" $repo $tag }}
+{{- end }}
+{{- end }}
+
+{{- define "edge-diffusion.imagePullSecrets" -}}
+{{- with .Values.image.pullSecrets }}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ . }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "edge-diffusion.agentServiceName" -}}
+{{- printf "%s-agent" (include "edge-diffusion.fullname" .) }}
+{{- end }}
+
+{{- define "edge-diffusion.scalerName" -}}
+{{- printf "%s-scaler" (include "edge-diffusion.fullname" .) }}
+{{- end }}
+
+{{/* KEDA's scalerAddress: the scaler Service, cluster DNS name and gRPC port. */}}
+{{- define "edge-diffusion.scalerAddress" -}}
+{{- printf "%s.%s.svc.cluster.local:%d" (include "edge-diffusion.scalerName" .) .Release.Namespace (int .Values.scaler.grpcPort) }}
+{{- end }}
+
+{{/* The report socket as agent and workers see it (the hostPath reportSocketDir is mounted here). */}}
+{{- define "edge-diffusion.reportSocket" -}}
+/run/edge-diffusion/agent.sock
+{{- end }}
+
+{{/* The pod security context every pod starts from. */}}
+{{- define "edge-diffusion.podSecurityContext" -}}
+{{- $ctx := deepCopy .Values.podSecurityContext }}
+{{- $_ := set $ctx "runAsUser" (int .Values.runAsUser) }}
+{{- $_ := set $ctx "runAsGroup" (int .Values.runAsUser) }}
+{{- $_ := set $ctx "fsGroup" (int .Values.runAsUser) }}
+{{- toYaml $ctx }}
+{{- end }}
+
+{{/*
+Local Zones, checked: the list of zone names when localZone.enabled, else empty.
+*/}}
+{{- define "edge-diffusion.localZones" -}}
+{{- $zones := list }}
+{{- if .Values.localZone.enabled }}
+{{- if not .Values.localZone.zones }}
+{{- fail "localZone.enabled needs localZone.zones (e.g. [us-west-2-lax-1a])" }}
+{{- end }}
+{{- $zones = .Values.localZone.zones }}
+{{- range .Values.localZone.accelerators }}
+{{- if not (has . (list "nvidia" "neuron" "cpu")) }}
+{{- fail (printf "localZone.accelerators: %q is not an accelerator type (nvidia, neuron, cpu)" .) }}
+{{- end }}
+{{- if not (index $.Values.accelerators . "enabled") }}
+{{- fail (printf "localZone.accelerators lists %q but accelerators.%s.enabled is false" . .) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toJson (dict "items" $zones) }}
+{{- end }}
+
+{{/*
+Workloads: one per enabled accelerator type in the region, plus one per (Local Zone, accelerator
+type) pair. Each becomes a Deployment, a NodePort Service and a ScaledObject, and its name is the
+`deployment` the workers report and the trigger selects. Returns {"items": [...]} as JSON.
+*/}}
+{{- define "edge-diffusion.workloads" -}}
+{{- $full := include "edge-diffusion.fullname" . }}
+{{- $zones := (fromJson (include "edge-diffusion.localZones" .)).items }}
+{{- $items := list }}
+{{- range $acc := list "nvidia" "neuron" "cpu" }}
+{{- $spec := index $.Values.accelerators $acc }}
+{{- if $spec.enabled }}
+{{- $items = append $items (dict "name" (printf "%s-%s" $full $acc) "accelerator" $acc "zone" "" "excludeZones" $zones "scaling" $spec.scaling) }}
+{{- end }}
+{{- end }}
+{{- range $zone := $zones }}
+{{- range $acc := $.Values.localZone.accelerators }}
+{{- $scaling := merge (deepCopy $.Values.localZone.scaling) (deepCopy (index $.Values.accelerators $acc "scaling")) }}
+{{- $name := printf "%s-%s-%s" $full $acc $zone | trunc 63 | trimSuffix "-" }}
+{{- $items = append $items (dict "name" $name "accelerator" $acc "zone" $zone "excludeZones" (list) "scaling" $scaling) }}
+{{- end }}
+{{- end }}
+{{- toJson (dict "items" $items) }}
+{{- end }}
+
+{{/*
+Agent groups: one DaemonSet per enabled accelerator type in the region, plus one per (Local Zone,
+accelerator type) pair, so each gets only the device access its nodes need and Local Zone agents
+report their zone. Returns {"items": [...]} as JSON.
+*/}}
+{{- define "edge-diffusion.agentGroups" -}}
+{{- $full := include "edge-diffusion.fullname" . }}
+{{- $zones := (fromJson (include "edge-diffusion.localZones" .)).items }}
+{{- $items := list }}
+{{- range $acc := list "nvidia" "neuron" "cpu" }}
+{{- if (index $.Values.accelerators $acc).enabled }}
+{{- $items = append $items (dict "name" (printf "%s-agent-%s" $full $acc) "accelerator" $acc "zone" "" "excludeZones" $zones) }}
+{{- end }}
+{{- end }}
+{{- range $zone := $zones }}
+{{- range $acc := $.Values.localZone.accelerators }}
+{{- $name := printf "%s-agent-%s-%s" $full $acc $zone | trunc 63 | trimSuffix "-" }}
+{{- $items = append $items (dict "name" $name "accelerator" $acc "zone" $zone "excludeZones" (list)) }}
+{{- end }}
+{{- end }}
+{{- toJson (dict "items" $items) }}
+{{- end }}
+
+{{/*
+Node affinity for a workload or agent group: its accelerator label, and its zone (pinned for a
+Local Zone, excluded Local Zones for the region).
+*/}}
+{{- define "edge-diffusion.nodeAffinity" -}}
+nodeAffinity:
+  requiredDuringSchedulingIgnoredDuringExecution:
+    nodeSelectorTerms:
+      - matchExpressions:
+          - key: {{ .root.Values.nodeLabelKey }}
+            operator: In
+            values: [{{ .group.accelerator | quote }}]
+          {{- if .group.zone }}
+          - key: topology.kubernetes.io/zone
+            operator: In
+            values: [{{ .group.zone | quote }}]
+          {{- else if .group.excludeZones }}
+          - key: topology.kubernetes.io/zone
+            operator: NotIn
+            values: {{ toJson .group.excludeZones }}
+          {{- end }}
+          {{- if .arch }}
+          - key: kubernetes.io/arch
+            operator: In
+            values: {{ toJson .arch }}
+          {{- end }}
+{{- end }}
+
+{{/* Tolerations for the taints on our NodePools for one accelerator type (+ Local Zone). */}}
+{{- define "edge-diffusion.tolerations" -}}
+{{- $t := (index .root.Values.accelerators .group.accelerator).karpenter.taint -}}
+- key: {{ $t.key }}
+  operator: Exists
+  effect: {{ $t.effect }}
+{{- if .group.zone }}
+- key: {{ .root.Values.localZone.taint.key }}
+  operator: Exists
+  effect: {{ .root.Values.localZone.taint.effect }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,486 @@
+//! The Helm chart: `helm lint --strict` and `helm template` for every values
+//! profile in `ci/`, every rendered object validated against the Kubernetes
+//! and CRD schemas (deploy/tools/validate_manifests.py), then the contracts
+//! between the objects and our binaries checked on the rendered objects.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use edge_e2e::chart::{self, NAMESPACE, containers, env, find, flag, of_kind, pod_specs, rendered, strings};
+use edge_e2e::tools::{helm, run_ok};
+use serde_json::Value;
+
+/// Trigger metadata keys the scaler reads (scaler/src/trigger.rs `KEYS`) and
+/// KEDA's own keys it accepts (`KEDA_KEYS`); anything else is INVALID_ARGUMENT.
+const SCALER_KEYS: [&str; 8] =
+    ["acceleratorType", "metric", "targetValue", "activationValue", "deployment", "namespace", "zone", "staleAfter"];
+const KEDA_KEYS: [&str; 7] =
+    ["scalerAddress", "enableTLS", "unsafeSsl", "caCert", "tlsCertFile", "tlsClientCert", "tlsClientKey"];
+
+#[test]
+fn every_profile_exists_and_lints_strictly() {
+    let profiles = chart::profiles();
+    assert_eq!(profiles, ["all-localzone", "cpu-only", "neuron", "nvidia"], "the ci/ profiles the issue asks for");
+    for p in &profiles {
+        let values = chart::chart_dir().join(format!("ci/{p}-values.yaml"));
+        let out = run_ok(Command::new(helm()).args(["lint", "--strict"]).arg(chart::chart_dir()).arg("-f").arg(values));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("0 chart(s) failed"), "{p}: {text}");
+    }
+}
+
+#[test]
+fn every_profile_renders_objects_valid_against_kubernetes_and_crd_schemas() {
+    for p in chart::profiles() {
+        let objects = rendered(&p);
+        let kinds: BTreeSet<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
+        for must in
+            ["DaemonSet", "Deployment", "Service", "ScaledObject", "NetworkPolicy", "PodDisruptionBudget", "Role"]
+        {
+            assert!(kinds.contains(must), "{p} renders no {must}: {kinds:?}");
+        }
+    }
+    let all = rendered("all-localzone");
+    for kind in ["NodePool", "EC2NodeClass", "PersistentVolume", "PersistentVolumeClaim"] {
+        assert!(!of_kind(&all, kind).is_empty(), "all-localzone renders no {kind}");
+    }
+    assert_eq!(of_kind(&rendered("neuron"), "Job").len(), 1, "the Volcano job");
+    assert_eq!(of_kind(&rendered("nvidia"), "TriggerAuthentication").len(), 1, "KEDA's TLS material");
+}
+
+#[test]
+fn the_validator_rejects_what_the_api_server_would() {
+    // Guards the guard: a typo in a CRD field and in a built-in field must fail.
+    let good = chart::template(&["-f", chart::chart_dir().join("ci/cpu-only-values.yaml").to_str().unwrap()]).unwrap();
+    for (from, to) in
+        [("  minReplicaCount: 0", "  minReplicaCnt: 0"), ("readOnlyRootFilesystem: true", "readOnlyRootFs: true")]
+    {
+        assert!(good.contains(from), "rendering lacks {from:?}");
+        let report = chart::try_validate(&good.replacen(from, to, 1)).expect_err(&format!("accepted {to:?}"));
+        let field = to.split(':').next().unwrap().trim();
+        assert!(report.contains(&format!("'{field}' was unexpected")), "{report}");
+    }
+}
+
+/// Each ScaledObject targets a rendered Deployment whose workers report that
+/// Deployment's name, reaches the scaler Service, and speaks the scaler's keys.
+#[test]
+fn scaled_objects_match_their_deployments_and_the_scaler() {
+    for p in chart::profiles() {
+        let objects = rendered(&p);
+        let scaler_svc = find(&objects, "Service", "edge-edge-diffusion-scaler");
+        let grpc_port =
+            scaler_svc["spec"]["ports"].as_array().unwrap().iter().find(|p| p["name"] == "grpc").unwrap()["port"]
+                .as_u64()
+                .unwrap();
+        let address = format!("edge-edge-diffusion-scaler.{NAMESPACE}.svc.cluster.local:{grpc_port}");
+        let scaled = of_kind(&objects, "ScaledObject");
+        let inference: Vec<&Value> = of_kind(&objects, "Deployment")
+            .into_iter()
+            .filter(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] == "inference")
+            .collect();
+        assert_eq!(scaled.len(), inference.len(), "{p}: one ScaledObject per inference Deployment");
+        for so in scaled {
+            let name = so["metadata"]["name"].as_str().unwrap();
+            assert_eq!(so["spec"]["scaleTargetRef"]["name"], name, "{p}/{name}");
+            assert_eq!(so["spec"]["minReplicaCount"], 0, "{p}/{name}: scales from zero");
+            assert!(so["spec"]["fallback"]["replicas"].as_u64().unwrap() >= 1, "{p}/{name}: fallback");
+            let trigger = &so["spec"]["triggers"][0];
+            assert_eq!(trigger["type"], "external-push", "{p}/{name}");
+            assert_eq!(trigger["metricType"], "AverageValue", "{p}/{name}: KEDA's fallback needs AverageValue");
+            let meta = trigger["metadata"].as_object().unwrap();
+            for key in meta.keys() {
+                assert!(
+                    SCALER_KEYS.contains(&key.as_str()) || KEDA_KEYS.contains(&key.as_str()),
+                    "{p}/{name}: the scaler rejects metadata key {key}"
+                );
+            }
+            assert_eq!(meta["scalerAddress"], address.as_str(), "{p}/{name}");
+            assert_eq!(meta["deployment"], name, "{p}/{name}");
+            let deploy = find(&objects, "Deployment", name);
+            let pod = pod_specs(deploy)[0];
+            let worker = &pod["containers"][0];
+            assert_eq!(env(worker, "EDGE_INFERENCE_DEPLOYMENT").unwrap()["value"], name, "{p}/{name}");
+            let accelerator = meta["acceleratorType"].as_str().unwrap();
+            assert_eq!(env(worker, "EDGE_INFERENCE_ACCELERATOR").unwrap()["value"], accelerator, "{p}/{name}");
+            // A zone-pinned ScaledObject counts only its zone, and its pods only run there.
+            let terms = &pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+                [0]["matchExpressions"];
+            let zone_in = terms
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["key"] == "topology.kubernetes.io/zone" && e["operator"] == "In")
+                .map(|e| strings(&e["values"]));
+            match meta.get("zone").and_then(Value::as_str) {
+                Some(zone) => assert_eq!(zone_in, Some(vec![zone]), "{p}/{name}: pods pinned to the trigger's zone"),
+                None => assert!(zone_in.is_none(), "{p}/{name}: regional pods are not zone-pinned"),
+            }
+            if meta.contains_key("enableTLS") {
+                let auth = so["spec"]["triggers"][0]["authenticationRef"]["name"].as_str().unwrap();
+                find(&objects, "TriggerAuthentication", auth);
+            }
+        }
+    }
+    let lz = rendered("all-localzone");
+    let zoned: Vec<_> = of_kind(&lz, "ScaledObject")
+        .into_iter()
+        .filter(|s| s["spec"]["triggers"][0]["metadata"]["zone"].is_string())
+        .collect();
+    assert_eq!(zoned.len(), 2, "nvidia and cpu pinned to the Local Zone");
+}
+
+/// Non-root, read-only root filesystem, no privilege escalation, no
+/// capabilities, everywhere but where device access needs it.
+#[test]
+fn every_container_runs_locked_down() {
+    for p in chart::profiles() {
+        let objects = rendered(&p);
+        for o in objects.iter().filter(|o| matches!(o["kind"].as_str(), Some("Deployment" | "DaemonSet" | "Job"))) {
+            let name = o["metadata"]["name"].as_str().unwrap();
+            for pod in pod_specs(o) {
+                assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{p}/{name}");
+                assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault", "{p}/{name}");
+                for c in containers(pod) {
+                    let cname = c["name"].as_str().unwrap();
+                    let sc = &c["securityContext"];
+                    assert_eq!(sc["readOnlyRootFilesystem"], true, "{p}/{name}/{cname}");
+                    if sc["privileged"] == true {
+                        assert!(name.contains("agent-neuron"), "{p}/{name}/{cname}: only neuron-monitor is privileged");
+                        continue;
+                    }
+                    assert_eq!(sc["allowPrivilegeEscalation"], false, "{p}/{name}/{cname}");
+                    assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"], "{p}/{name}/{cname}");
+                    let added = strings(&sc["capabilities"]["add"]);
+                    if cname == "socket-dir" {
+                        assert_eq!(added, ["CHOWN", "FOWNER"], "{p}/{name}: the hostPath chown only");
+                    } else {
+                        assert!(added.is_empty(), "{p}/{name}/{cname} adds {added:?}");
+                        assert_ne!(sc["runAsNonRoot"], false, "{p}/{name}/{cname}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn scaler_rbac_is_list_and_watch_of_endpointslices_only() {
+    for p in chart::profiles() {
+        let objects = rendered(&p);
+        let role = find(&objects, "Role", "edge-edge-diffusion-scaler");
+        assert_eq!(
+            role["rules"],
+            serde_json::json!([{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]}]),
+            "{p}"
+        );
+        let scaler = find(&objects, "Deployment", "edge-edge-diffusion-scaler");
+        assert_eq!(scaler["spec"]["replicas"], 2, "{p}");
+        let pdb = find(&objects, "PodDisruptionBudget", "edge-edge-diffusion-scaler");
+        assert_eq!(pdb["spec"]["selector"]["matchLabels"], scaler["spec"]["selector"]["matchLabels"], "{p}");
+        let nodes: Vec<_> = of_kind(&objects, "ClusterRole");
+        if p == "all-localzone" {
+            assert_eq!(nodes.len(), 1, "{p}: scaler.nodeAccess grants Nodes");
+            assert_eq!(strings(&nodes[0]["rules"][0]["verbs"]), ["get", "list", "watch"]);
+        } else {
+            assert!(nodes.is_empty(), "{p}: no cluster-wide access by default");
+        }
+    }
+}
+
+/// Agents and workers meet at the same socket on the host; the scaler finds
+/// the agents through the headless Service's named port.
+#[test]
+fn agents_workers_and_scaler_are_wired_together() {
+    for p in chart::profiles() {
+        let objects = rendered(&p);
+        let svc = find(&objects, "Service", "edge-edge-diffusion-agent");
+        assert_eq!(svc["spec"]["clusterIP"], "None", "{p}: headless");
+        let port_name = svc["spec"]["ports"][0]["name"].as_str().unwrap();
+        let scaler = &pod_specs(find(&objects, "Deployment", "edge-edge-diffusion-scaler"))[0]["containers"][0];
+        assert_eq!(flag(scaler, "agent-port"), Some(port_name), "{p}");
+        assert_eq!(flag(scaler, "agent-service"), svc["metadata"]["name"].as_str(), "{p}");
+        for ds in of_kind(&objects, "DaemonSet") {
+            let pod = pod_specs(ds)[0];
+            let agent = &pod["containers"][0];
+            let socket = flag(agent, "report-socket").unwrap();
+            let host_dir = host_path_behind(pod, agent, socket);
+            assert_eq!(host_dir, "/run/edge-diffusion", "{p}");
+            assert_eq!(
+                env(agent, "EDGE_AGENT_NODE_NAME").unwrap()["valueFrom"]["fieldRef"]["fieldPath"],
+                "spec.nodeName",
+                "{p}"
+            );
+            let accel = ds["metadata"]["labels"]["edge-diffusion.io/accelerator"].as_str().unwrap();
+            assert_eq!(
+                flag(agent, "nvml-library").unwrap().is_empty(),
+                accel != "nvidia",
+                "{p}: NVML on GPU nodes only"
+            );
+            assert_eq!(flag(agent, "neuron-monitor").unwrap().is_empty(), accel != "neuron", "{p}: neuron-monitor");
+            let tolerated: Vec<&str> =
+                pod["tolerations"].as_array().unwrap().iter().filter_map(|t| t["key"].as_str()).collect();
+            let taint = match accel {
+                "nvidia" => "nvidia.com/gpu",
+                "neuron" => "aws.amazon.com/neuron",
+                _ => "edge-diffusion.io/accelerator",
+            };
+            assert!(tolerated.contains(&taint), "{p}: agent tolerates {taint}");
+        }
+        for d in of_kind(&objects, "Deployment")
+            .into_iter()
+            .filter(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] == "inference")
+        {
+            let name = d["metadata"]["name"].as_str().unwrap();
+            let pod = pod_specs(d)[0];
+            let worker = &pod["containers"][0];
+            if p != "neuron" && !name.contains("neuron") {
+                let socket = flag(worker, "agent").unwrap();
+                assert_eq!(host_path_behind(pod, worker, socket), "/run/edge-diffusion", "{p}/{name}");
+            }
+        }
+    }
+}
+
+/// The hostPath directory that backs the directory of `file` in `container`.
+fn host_path_behind<'a>(pod: &'a Value, container: &Value, file: &str) -> &'a str {
+    let dir = file.rsplit_once('/').unwrap().0;
+    let mount = container["volumeMounts"].as_array().unwrap().iter().find(|m| m["mountPath"] == dir).unwrap();
+    let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == mount["name"]).unwrap();
+    volume["hostPath"]["path"].as_str().unwrap()
+}
+
+/// Readiness on /readyz, a preStop and a grace period that covers the drain,
+/// threads from the CPU limit, the accelerator's device limit, a NodePort.
+#[test]
+fn inference_pods_drain_size_their_threads_and_get_a_node_port() {
+    for p in chart::profiles() {
+        let objects = rendered(&p);
+        for d in of_kind(&objects, "Deployment")
+            .into_iter()
+            .filter(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] == "inference")
+        {
+            let name = d["metadata"]["name"].as_str().unwrap();
+            let accel = d["metadata"]["labels"]["edge-diffusion.io/accelerator"].as_str().unwrap();
+            let pod = pod_specs(d)[0];
+            let worker = &pod["containers"][0];
+            assert_eq!(worker["readinessProbe"]["httpGet"]["path"], "/readyz", "{p}/{name}");
+            let pre_stop = worker["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64().unwrap();
+            let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+            if let Some(drain) = flag(worker, "drain-timeout") {
+                let drain: u64 = drain.trim_end_matches('s').parse().unwrap();
+                assert!(grace > pre_stop + drain, "{p}/{name}: grace {grace}s ≤ preStop {pre_stop}s + drain {drain}s");
+            }
+            let rayon = &env(worker, "RAYON_NUM_THREADS").unwrap()["valueFrom"]["resourceFieldRef"];
+            assert_eq!(rayon["resource"], "limits.cpu", "{p}/{name}");
+            assert_eq!(rayon["containerName"], worker["name"], "{p}/{name}");
+            let limits = &worker["resources"]["limits"];
+            match accel {
+                "nvidia" => assert_eq!(limits["nvidia.com/gpu"], 1, "{p}/{name}"),
+                "neuron" => assert_eq!(limits["aws.amazon.com/neuron"], 1, "{p}/{name}"),
+                _ => assert!(limits.get("nvidia.com/gpu").is_none() && limits.get("aws.amazon.com/neuron").is_none()),
+            }
+            let model = worker["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == "model");
+            if let Some(m) = model {
+                assert_eq!(m["readOnly"], true, "{p}/{name}: the model is read-only");
+                assert_eq!(
+                    flag(worker, "model-dir").or(Some(m["mountPath"].as_str().unwrap())),
+                    m["mountPath"].as_str()
+                );
+            }
+            let svc = find(&objects, "Service", name);
+            assert_eq!(svc["spec"]["type"], "NodePort", "{p}/{name}");
+            for (k, v) in svc["spec"]["selector"].as_object().unwrap() {
+                assert_eq!(&d["spec"]["template"]["metadata"]["labels"][k], v, "{p}/{name}: Service selects the pods");
+            }
+        }
+    }
+}
+
+#[test]
+fn karpenter_pools_cover_each_accelerator_and_the_local_zone() {
+    let objects = rendered("all-localzone");
+    let pools = of_kind(&objects, "NodePool");
+    let names: BTreeSet<&str> = pools.iter().map(|p| p["metadata"]["name"].as_str().unwrap()).collect();
+    for n in ["nvidia", "neuron", "cpu", "nvidia-us-west-2-lax-1a", "cpu-us-west-2-lax-1a"] {
+        assert!(names.contains(format!("edge-edge-diffusion-{n}").as_str()), "NodePool {n}: {names:?}");
+    }
+    for pool in pools {
+        let name = pool["metadata"]["name"].as_str().unwrap();
+        let reqs = pool["spec"]["template"]["spec"]["requirements"].as_array().unwrap();
+        let req = |key: &str| reqs.iter().find(|r| r["key"] == key);
+        assert!(req("karpenter.k8s.aws/instance-family").is_some(), "{name}: explicit families");
+        let zone = req("topology.kubernetes.io/zone").expect("zone requirement");
+        if name.ends_with("lax-1a") {
+            assert_eq!(zone["operator"], "In", "{name}");
+            assert_eq!(pool["spec"]["template"]["spec"]["nodeClassRef"]["name"], "edge-edge-diffusion-local-zone");
+        } else {
+            assert_eq!(zone["operator"], "NotIn", "{name}: regional pools stay out of the Local Zone");
+        }
+        let arch = strings(&req("kubernetes.io/arch").unwrap()["values"]);
+        if name.contains("-cpu") && !name.ends_with("lax-1a") {
+            assert_eq!(arch, ["amd64", "arm64"], "{name}: Graviton and x86");
+        } else if !name.contains("-cpu") {
+            assert_eq!(arch, ["amd64"], "{name}");
+        }
+        assert!(!pool["spec"]["template"]["spec"]["taints"].as_array().unwrap().is_empty(), "{name}: tainted");
+        assert!(pool["spec"]["disruption"]["consolidationPolicy"].is_string(), "{name}: consolidation");
+    }
+}
+
+#[test]
+fn bad_values_fail_with_a_message_naming_the_value() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--set", "model.source=nfs", "--set", "model.s3.bucket=b"], "/model/source"),
+        (&["--set", "model.s3.bucket=b", "--set", "acclerators.cpu.enabled=true"], "acclerators"),
+        (
+            &[
+                "--set",
+                "model.s3.bucket=b",
+                "--set",
+                "localZone.enabled=true",
+                "--set",
+                "localZone.zones={z1}",
+                "--set",
+                "localZone.scaling.metric=gpu",
+            ],
+            "scaling.metric",
+        ),
+        (
+            &["--set", "accelerators.neuron.enabled=true", "--set", "model.s3.bucket=b"],
+            "accelerators.neuron.image.repository",
+        ),
+        (&["--set", "model.s3.bucket=b", "--set", "localZone.enabled=true"], "localZone.zones"),
+        (
+            &[
+                "--set",
+                "model.s3.bucket=b",
+                "--set",
+                "localZone.enabled=true",
+                "--set",
+                "localZone.zones={z1}",
+                "--set",
+                "localZone.accelerators={nvidia}",
+            ],
+            "accelerators.nvidia.enabled",
+        ),
+        (
+            &["--set", "model.s3.bucket=b", "--set", "accelerators.cpu.scaling.metric=latency"],
+            "/accelerators/cpu/scaling/metric",
+        ),
+        (&["--set", "model.source=s3"], "model.s3.bucket"),
+        (&["--set", "model.s3.bucket=b", "--set", "karpenter.enabled=true"], "karpenter.nodeRole"),
+        (&["--set", "model.s3.bucket=b", "--set", "scaler.tls.enabled=true"], "scaler.tls.secretName"),
+    ];
+    for (args, key) in cases {
+        let Err(err) = chart::template(args) else { panic!("{args:?} rendered without an error") };
+        assert!(err.contains(key), "{args:?}: the error does not name {key}: {err}");
+    }
+}
+
+#[test]
+fn iam_policies_are_least_privilege() {
+    let dir = edge_e2e::repo_root().join("deploy/helm/iam");
+    let expect: &[(&str, &[&str])] = &[
+        ("model-read.json", &["s3:GetObject", "s3:ListBucket"]),
+        ("model-stage.json", &["s3:AbortMultipartUpload", "s3:GetObject", "s3:ListBucket", "s3:PutObject"]),
+        ("cloudwatch-put-metrics.json", &["cloudwatch:PutMetricData"]),
+    ];
+    for (file, actions) in expect {
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
+        assert_eq!(doc["Version"], "2012-10-17", "{file}");
+        let mut got = BTreeSet::new();
+        for st in doc["Statement"].as_array().unwrap() {
+            assert_eq!(st["Effect"], "Allow", "{file}");
+            match &st["Action"] {
+                Value::String(a) => {
+                    got.insert(a.as_str());
+                }
+                v => got.extend(strings(v)),
+            }
+            let resource = st["Resource"].as_str().unwrap();
+            if resource == "*" {
+                assert_eq!(
+                    st["Condition"]["StringEquals"]["cloudwatch:namespace"], "${CLOUDWATCH_NAMESPACE}",
+                    "{file}: a wildcard resource only with the namespace condition"
+                );
+            } else {
+                assert!(resource.starts_with("arn:aws:s3:::${MODEL_BUCKET}"), "{file}: {resource}");
+                if resource.contains('/') {
+                    assert!(resource.contains("${MODEL_PREFIX}"), "{file}: objects under the model prefix only");
+                } else {
+                    assert!(st["Condition"]["StringLike"]["s3:prefix"].is_array(), "{file}: listing the prefix only");
+                }
+            }
+        }
+        assert_eq!(got.into_iter().collect::<Vec<_>>(), *actions, "{file}");
+    }
+}
+
+/// The agent DaemonSet's flags, as rendered, start the real edge-agent; a
+/// report on the socket path the chart gives the workers reaches /metrics.
+#[test]
+fn the_real_agent_runs_with_the_rendered_flags() {
+    let objects = rendered("cpu-only");
+    let ds = find(&objects, "DaemonSet", "edge-edge-diffusion-agent-cpu");
+    let container = &pod_specs(ds)[0]["containers"][0];
+    let host = tempfile::tempdir().unwrap();
+    // The pod's mounts, relocated under a temp dir: the hostPath socket dir and the emptyDirs.
+    let relocate = |v: &str| {
+        v.replace("/run/edge-diffusion", &host.path().join("run").display().to_string())
+            .replace("/var/run/neuron-monitor", &host.path().join("neuron").display().to_string())
+    };
+    std::fs::create_dir_all(host.path().join("run")).unwrap();
+    std::fs::create_dir_all(host.path().join("neuron")).unwrap();
+    let mut builder = edge_testkit::AgentBuilder::new(edge_testkit::artifact("edge-agent"));
+    for arg in strings(&container["args"]) {
+        let (name, value) = arg.strip_prefix("--").and_then(|a| a.split_once('=')).expect("--flag=value");
+        if name != "listen" {
+            builder = builder.flag(name, relocate(value));
+        }
+    }
+    assert_eq!(env(container, "EDGE_AGENT_NODE_NAME").unwrap()["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
+    let agent =
+        builder.unset("node-name").env("EDGE_AGENT_NODE_NAME", "ip-10-0-1-23.us-west-2.compute.internal").start();
+    let socket = relocate(flag(container, "report-socket").unwrap());
+    let worker_deployment = "edge-edge-diffusion-cpu";
+    let report = format!(
+        r#"{{"worker_id":"w1","deployment":"{worker_deployment}","accelerator":"cpu","queue_depth":3,"in_flight":1,"capacity":4}}"#
+    );
+    let (status, body) =
+        edge_testkit::http::post_json_unix(std::path::Path::new(&socket), edge_telemetry::report::REPORT_PATH, &report)
+            .expect("report over the chart's socket path");
+    assert_eq!(status, 204, "{body}");
+    let metrics = agent.metrics();
+    let series =
+        format!(r#"edge_worker_queue_depth{{accelerator="cpu",namespace="",deployment="{worker_deployment}"}}"#);
+    assert_eq!(edge_testkit::sample(&metrics, &series), Some(3.0), "{metrics}");
+    assert!(metrics.contains(r#"node="ip-10-0-1-23.us-west-2.compute.internal""#), "node name from the downward API");
+}
+
+/// The scaler's and the worker's rendered flags are ones their binaries
+/// accept (clap stops at the trailing --help only if every flag before it is
+/// known). Until issue 3 and issue 4 land, those binaries are placeholders
+/// that say so; this test then reports the check as pending instead of
+/// passing silently, and runs for real once they are merged.
+#[test]
+fn the_scaler_and_the_worker_accept_the_rendered_flags() {
+    let objects = rendered("all-localzone");
+    let scaler = &pod_specs(find(&objects, "Deployment", "edge-edge-diffusion-scaler"))[0]["containers"][0];
+    let worker = &pod_specs(find(&objects, "Deployment", "edge-edge-diffusion-cpu"))[0]["containers"][0];
+    for (bin, container) in [("edge-scaler", scaler), ("edge-inference", worker)] {
+        let path = edge_testkit::artifact(bin);
+        let probe = Command::new(&path).arg("--help").output().unwrap();
+        if !probe.status.success() && String::from_utf8_lossy(&probe.stderr).contains("not implemented yet") {
+            eprintln!("PENDING: {bin} is still the placeholder binary; its flag check runs once it is merged");
+            continue;
+        }
+        let out = Command::new(&path).args(strings(&container["args"])).arg("--help").output().unwrap();
+        assert!(
+            out.status.success(),
+            "{bin} rejects the chart's flags {:?}: {}",
+            strings(&container["args"]),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
