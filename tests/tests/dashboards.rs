@@ -193,7 +193,6 @@ fn the_dashboard_names_only_catalogue_metrics() {
 /// and the fake neuron-monitor replaying an inf2.xlarge fixture (both from
 /// the nvml and neuron branches).
 #[test]
-#[ignore = "needs the NVML and neuron-monitor collectors and their fakes (testkit/fake-nvml's config, agent/testdata/neuron-monitor/), merged on main after this branch forked: on this branch the collectors are placeholders that serve no GPU or Neuron series; drop this ignore after merging"]
 fn gpu_and_neuron_panels_and_dashboard_12239_return_data() {
     let dir = tempfile::tempdir().unwrap();
     let neuron = repo_root().join("agent/testdata/neuron-monitor");
