@@ -11,6 +11,7 @@
 pub mod dcgm;
 pub mod edge;
 pub mod neuron;
+pub mod scaler;
 
 /// How a series behaves over time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +58,7 @@ mod tests {
     use super::*;
 
     fn all() -> Vec<Metric> {
-        [dcgm::ALL, neuron::ALL, edge::ALL].concat()
+        [dcgm::ALL, neuron::ALL, edge::ALL, scaler::ALL].concat()
     }
 
     #[test]
@@ -80,7 +81,7 @@ mod tests {
 
     #[test]
     fn our_own_series_use_the_prefix() {
-        for m in edge::ALL {
+        for m in edge::ALL.iter().chain(scaler::ALL) {
             assert!(m.name.starts_with("edge_"), "{}", m.name);
         }
     }

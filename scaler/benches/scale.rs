@@ -1,0 +1,371 @@
+//! The scaler at cluster scale: 1,000 simulated agents and 100 ScaledObjects.
+//!
+//! Run: `cargo bench -p edge-scaler --bench scale` (release build). Options:
+//! `-- --agents N --objects M --rounds R --wakes W`.
+//!
+//! - 1,000 in-process `SnapshotFeed` servers (the agent's real wire protocol,
+//!   a full snapshot first, then every change, a 2 s heartbeat), each a node
+//!   with 8 GPUs and 4 Deployments' workers; 200 snapshot changes per second
+//!   of background churn.
+//! - The real `edge-scaler` binary (release) follows all of them (`--agents`).
+//! - A KEDA client drives 100 ScaledObjects: `GetMetricSpec` + `GetMetrics` +
+//!   `IsActive` per object per round, and one open `StreamIsActive` each.
+//!
+//! Prints `GetMetrics` p50/p99 against `GetMetricSpec` (same path without
+//! any state read: the gRPC floor), the queue-wake → `StreamIsActive` latency
+//! p50/p99 against the agent → subscriber hop alone (a direct Watch on the
+//! same simulated agent, measured in the same trial), and the scaler's RSS.
+
+#![allow(clippy::print_stdout)] // a benchmark's report is its output
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use edge_scaler::keda::external_scaler_client::ExternalScalerClient;
+use edge_scaler::keda::{GetMetricsRequest, ScaledObjectRef};
+use edge_telemetry::proto::snapshot_feed_client::SnapshotFeedClient;
+use edge_telemetry::proto::snapshot_feed_server::{SnapshotFeed, SnapshotFeedServer};
+use edge_telemetry::proto::{Gpu, Host, Node, NodeSnapshot, WatchRequest, Worker};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+const ACCELERATORS: [&str; 3] = ["nvidia", "neuron", "cpu"];
+const DEPLOYMENTS_PER_NODE: usize = 4;
+const WORKERS_PER_DEPLOYMENT: usize = 2;
+
+struct Options {
+    agents: usize,
+    objects: usize,
+    rounds: usize,
+    wakes: usize,
+}
+
+fn options() -> Options {
+    let mut o = Options { agents: 1000, objects: 100, rounds: 30, wakes: 200 };
+    let args: Vec<String> = std::env::args().collect();
+    for pair in args.windows(2) {
+        let value = || pair[1].parse().unwrap_or_else(|_| panic!("{} needs a number, not {:?}", pair[0], pair[1]));
+        match pair[0].as_str() {
+            "--agents" => o.agents = value(),
+            "--objects" => o.objects = value(),
+            "--rounds" => o.rounds = value(),
+            "--wakes" => o.wakes = value(),
+            _ => {}
+        }
+    }
+    o
+}
+
+/// One simulated agent: the latest snapshot, changed by the benchmark.
+#[derive(Clone)]
+struct SimAgent {
+    node: usize,
+    objects: usize,
+    tx: Arc<watch::Sender<Arc<NodeSnapshot>>>,
+    queues: Arc<std::sync::Mutex<HashMap<usize, u32>>>,
+}
+
+impl SimAgent {
+    fn new(node: usize, objects: usize) -> Self {
+        let queues = HashMap::new();
+        let tx = Arc::new(watch::Sender::new(Arc::new(snapshot(node, objects, 1, &queues))));
+        Self { node, objects, tx, queues: Arc::new(std::sync::Mutex::new(queues)) }
+    }
+
+    /// Changes this node's queue of deployment `d`, as a worker report would.
+    fn set_queue(&self, d: usize, q: u32) {
+        let mut queues = self.queues.lock().unwrap();
+        queues.insert(d, q);
+        let seq = self.tx.borrow().sequence + 1;
+        self.tx.send_replace(Arc::new(snapshot(self.node, self.objects, seq, &queues)));
+    }
+}
+
+#[tonic::async_trait]
+impl SnapshotFeed for SimAgent {
+    type WatchStream = Pin<Box<dyn Stream<Item = Result<NodeSnapshot, Status>> + Send>>;
+
+    async fn watch(&self, _: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        // The agent's own feed logic: current, then every change, heartbeat after 2 s.
+        let mut rx = self.tx.subscribe();
+        let (out, stream) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut current = rx.borrow_and_update().clone();
+            loop {
+                if out.send(Ok(NodeSnapshot::clone(&current))).await.is_err() {
+                    break;
+                }
+                tokio::select! {
+                    c = rx.changed() => { if c.is_err() { break; } current = rx.borrow_and_update().clone(); }
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
+    }
+}
+
+fn deployments_of(node: usize, objects: usize) -> Vec<usize> {
+    (0..DEPLOYMENTS_PER_NODE).map(|j| (node + j * objects / DEPLOYMENTS_PER_NODE) % objects).collect()
+}
+
+fn snapshot(node: usize, objects: usize, seq: u64, queues: &HashMap<usize, u32>) -> NodeSnapshot {
+    let mut workers = Vec::new();
+    for d in deployments_of(node, objects) {
+        for w in 0..WORKERS_PER_DEPLOYMENT {
+            workers.push(Worker {
+                worker_id: format!("sd-{d}-{node}-{w}"),
+                pod: format!("sd-{d}-{node}-{w}"),
+                namespace: "inference".into(),
+                deployment: format!("sd-{d}"),
+                accelerator: ACCELERATORS[d % 3].into(),
+                queue_depth: if w == 0 { queues.get(&d).copied().unwrap_or(0) } else { 0 },
+                in_flight: 1,
+                capacity: 8,
+                latency_p50_seconds: Some(1.5),
+                latency_p99_seconds: Some(3.0),
+            });
+        }
+    }
+    NodeSnapshot {
+        node: Some(Node { name: format!("node-{node}"), instance_type: "g6.48xlarge".into(), zone: format!("zone-{}", node % 4) }),
+        sequence: seq,
+        updated_at_unix_ms: 0,
+        gpus: (0..8)
+            .map(|i| Gpu {
+                index: i,
+                uuid: format!("GPU-{node}-{i}"),
+                name: "NVIDIA L4".into(),
+                healthy: true,
+                gpu_utilization_percent: Some(((node + i as usize) % 100) as u32),
+                framebuffer_used_bytes: Some(1 << 30),
+                framebuffer_total_bytes: Some(24 << 30),
+                ..Default::default()
+            })
+            .collect(),
+        host: Some(Host {
+            cpu_utilization_ratio: Some(0.3),
+            memory_total_bytes: Some(64 << 30),
+            memory_available_bytes: Some(32 << 30),
+            ..Default::default()
+        }),
+        workers,
+        ..Default::default()
+    }
+}
+
+fn object(d: usize, metric: &str) -> ScaledObjectRef {
+    let pairs = [
+        ("scalerAddress", "edge-scaler:9500".to_owned()),
+        ("acceleratorType", ACCELERATORS[d % 3].to_owned()),
+        ("deployment", format!("sd-{d}")),
+        ("metric", metric.to_owned()),
+        ("targetValue", "4".to_owned()),
+    ];
+    ScaledObjectRef {
+        name: format!("sd-{d}"),
+        namespace: "inference".into(),
+        scaler_metadata: pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+    }
+}
+
+/// Every 10th object scales on GPU utilisation (nvidia) or NeuronCore/CPU
+/// utilisation; the rest on queue depth.
+fn metric_of(d: usize) -> &'static str {
+    if d % 10 == 9 && d % 3 != 1 { "utilization" } else { "queueDepth" }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn summary(mut v: Vec<Duration>) -> (Duration, Duration) {
+    v.sort();
+    (percentile(&v, 0.5), percentile(&v, 0.99))
+}
+
+fn proc_status(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = after.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    // utime and stime are fields 14 and 15 of stat; after "pid (comm) state" they are at 10 and 11.
+    (f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0)) as f64 / 100.0
+}
+
+#[tokio::main]
+async fn main() {
+    let o = options();
+    println!("edge-scaler benchmark: {} agents, {} ScaledObjects", o.agents, o.objects);
+
+    // 1. The simulated agents.
+    let mut agents = Vec::new();
+    let mut addrs = Vec::new();
+    for node in 0..o.agents {
+        let agent = SimAgent::new(node, o.objects);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a simulated agent");
+        addrs.push(listener.local_addr().unwrap());
+        let server = SnapshotFeedServer::new(agent.clone());
+        tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(server)
+                .serve_with_incoming(TcpListenerStream::new(listener))
+                .await;
+        });
+        agents.push(agent);
+    }
+
+    // 2. The real scaler.
+    let port = |l: std::net::TcpListener| l.local_addr().unwrap();
+    let grpc: SocketAddr = port(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let http: SocketAddr = port(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let list = addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edge-scaler"))
+        .env("EDGE_SCALER_AGENTS", list)
+        .env("EDGE_SCALER_LISTEN", grpc.to_string())
+        .env("EDGE_SCALER_METRICS_LISTEN", http.to_string())
+        .env("EDGE_SCALER_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start edge-scaler");
+    let pid = child.id();
+    let started = Instant::now();
+    loop {
+        let connected = edge_testkit::http::get(http, "/metrics")
+            .ok()
+            .and_then(|(_, body)| edge_testkit::sample(&body, "edge_scaler_agents_connected"));
+        if connected == Some(o.agents as f64) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "scaler did not connect to every agent: {connected:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("scaler followed {} agents after {:.2?}", o.agents, started.elapsed());
+
+    let channel = Channel::from_shared(format!("http://{grpc}")).unwrap().tcp_nodelay(true).connect().await.unwrap();
+    let mut keda = ExternalScalerClient::new(channel.clone());
+
+    // 3. Background churn: 200 snapshot changes per second on nodes that do not
+    // take part in the wake trials (deployments 0..objects/2 stay busy).
+    let churn_agents = agents.clone();
+    let objects = o.objects;
+    let churn = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(5));
+        let mut n = 0usize;
+        loop {
+            tick.tick().await;
+            n += 1;
+            let node = (n * 7919) % churn_agents.len();
+            let Some(&d) = deployments_of(node, objects).iter().find(|d| **d < objects / 2) else { continue };
+            let q = (n % 5) as u32 + 1;
+            churn_agents[node].set_queue(d, q);
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // 4. KEDA's polling pattern for every ScaledObject.
+    let cpu_before = (cpu_seconds(pid), Instant::now());
+    let (mut spec_lat, mut metrics_lat, mut errors) = (Vec::new(), Vec::new(), 0usize);
+    for _ in 0..o.rounds {
+        for d in 0..o.objects {
+            let obj = object(d, metric_of(d));
+            let t = Instant::now();
+            let spec = keda.get_metric_spec(obj.clone()).await.expect("GetMetricSpec").into_inner();
+            spec_lat.push(t.elapsed());
+            let name = spec.metric_specs[0].metric_name.clone();
+            let t = Instant::now();
+            let r = keda.get_metrics(GetMetricsRequest { scaled_object_ref: Some(obj.clone()), metric_name: name }).await;
+            metrics_lat.push(t.elapsed());
+            errors += usize::from(r.is_err());
+            let _ = keda.is_active(obj).await;
+        }
+    }
+    let (s50, s99) = summary(spec_lat);
+    let (m50, m99) = summary(metrics_lat.clone());
+    println!();
+    println!("GetMetrics     ({} calls, {} errors): p50 {:>9.1?}  p99 {:>9.1?}", metrics_lat.len(), errors, m50, m99);
+    println!("GetMetricSpec  (baseline, no state read): p50 {:>9.1?}  p99 {:>9.1?}", s50, s99);
+    println!(
+        "  ratio GetMetrics / GetMetricSpec:        p50 {:>6.2}x   p99 {:>6.2}x",
+        m50.as_secs_f64() / s50.as_secs_f64(),
+        m99.as_secs_f64() / s99.as_secs_f64()
+    );
+
+    // 5. Queue wakes: one StreamIsActive per ScaledObject; each trial wakes an
+    // idle Deployment's queue on one node and times the push.
+    let mut streams = Vec::new();
+    for d in 0..o.objects {
+        let mut client = ExternalScalerClient::new(channel.clone());
+        streams.push(client.stream_is_active(object(d, "queueDepth")).await.expect("StreamIsActive").into_inner());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle: Vec<usize> = (o.objects / 2..o.objects).collect();
+    let (mut wake_lat, mut hop_lat) = (Vec::new(), Vec::new());
+    for trial in 0..o.wakes {
+        let d = idle[trial % idle.len()];
+        let node = (0..o.agents).find(|n| deployments_of(*n, o.objects).contains(&d) && n % 7 == trial % 7).unwrap_or(0);
+        let mut direct = SnapshotFeedClient::connect(format!("http://{}", addrs[node])).await.unwrap();
+        let mut hop = direct.watch(WatchRequest {}).await.unwrap().into_inner();
+        hop.message().await.unwrap(); // the current snapshot
+        let t = Instant::now();
+        agents[node].set_queue(d, 1);
+        let (pushed, seen) = tokio::join!(
+            async {
+                let m = tokio::time::timeout(Duration::from_secs(10), streams[d].message()).await;
+                assert!(matches!(m, Ok(Ok(Some(ref r))) if r.result), "no activation for sd-{d}: {m:?}");
+                t.elapsed()
+            },
+            async {
+                hop.message().await.unwrap();
+                t.elapsed()
+            }
+        );
+        wake_lat.push(pushed);
+        hop_lat.push(seen);
+        // Back to idle, and wait until the scaler agrees before the next trial.
+        agents[node].set_queue(d, 0);
+        let obj = object(d, "queueDepth");
+        while keda.is_active(obj.clone()).await.map(|r| r.into_inner().result).unwrap_or(true) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    let (w50, w99) = summary(wake_lat);
+    let (h50, h99) = summary(hop_lat);
+    println!();
+    println!("queue wake -> StreamIsActive ({} wakes): p50 {:>9.1?}  p99 {:>9.1?}", o.wakes, w50, w99);
+    println!("agent -> direct Watch (baseline hop):     p50 {:>9.1?}  p99 {:>9.1?}", h50, h99);
+    println!(
+        "  ratio wake / hop:                        p50 {:>6.2}x   p99 {:>6.2}x",
+        w50.as_secs_f64() / h50.as_secs_f64(),
+        w99.as_secs_f64() / h99.as_secs_f64()
+    );
+
+    let cpu = (cpu_seconds(pid) - cpu_before.0) / cpu_before.1.elapsed().as_secs_f64();
+    println!();
+    println!(
+        "scaler RSS {:.1} MiB (peak {:.1} MiB); CPU {:.1} % of one core during the run (incl. churn of 200 changes/s)",
+        proc_status(pid, "VmRSS:") as f64 / 1024.0,
+        proc_status(pid, "VmHWM:") as f64 / 1024.0,
+        cpu * 100.0
+    );
+    churn.abort();
+    let _ = child.kill();
+    let _ = child.wait();
+}

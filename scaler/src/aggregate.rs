@@ -1,0 +1,401 @@
+//! Pure aggregation: what one node snapshot contributes, and what a trigger's
+//! value is given the contributions of the agents it matches.
+//!
+//! Sums for queue-like metrics (KEDA's default `AverageValue` divides by the
+//! replica count), per-device averages for utilisation. Only fresh agents
+//! count; when every agent a trigger depends on is stale the answer is an
+//! error, so KEDA applies the ScaledObject's `fallback` instead of a 0 that
+//! would scale a busy Deployment to zero.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use edge_telemetry::AcceleratorType;
+use edge_telemetry::proto::NodeSnapshot;
+
+use crate::trigger::{GroupKey, MetricKind, Trigger};
+
+/// The workers of one group on one node, summed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerTotals {
+    /// Number of workers.
+    pub workers: u32,
+    /// Requests waiting.
+    pub queue_depth: u64,
+    /// Requests running.
+    pub in_flight: u64,
+    /// Requests accepted in total.
+    pub capacity: u64,
+}
+
+/// A running mean: sum and count, so means over nodes combine exactly.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Mean {
+    /// Sum of the values.
+    pub sum: f64,
+    /// How many values.
+    pub count: u32,
+}
+
+impl Mean {
+    fn add(&mut self, v: f64) {
+        self.sum += v;
+        self.count += 1;
+    }
+
+    fn merge(&mut self, other: &Mean) {
+        self.sum += other.sum;
+        self.count += other.count;
+    }
+}
+
+/// Per-device usage of one node, in percent (0–100).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct NodeUsage {
+    /// Healthy GPUs' utilisation.
+    pub gpu_utilization: Mean,
+    /// Healthy GPUs' framebuffer used / total.
+    pub gpu_memory: Mean,
+    /// NeuronCores' utilisation.
+    pub neuron_utilization: Mean,
+    /// Node CPU busy.
+    pub cpu_utilization: Mean,
+    /// Node memory used (1 - available / total).
+    pub cpu_memory: Mean,
+}
+
+impl NodeUsage {
+    /// The device mean a utilisation metric reads for an accelerator type.
+    pub fn for_metric(&self, accelerator: AcceleratorType, metric: MetricKind) -> Mean {
+        match (accelerator, metric) {
+            (AcceleratorType::Nvidia, MetricKind::Utilization) => self.gpu_utilization,
+            (AcceleratorType::Nvidia, MetricKind::MemoryUtilization) => self.gpu_memory,
+            (AcceleratorType::Neuron, MetricKind::Utilization) => self.neuron_utilization,
+            (AcceleratorType::Cpu, MetricKind::Utilization) => self.cpu_utilization,
+            (AcceleratorType::Cpu, MetricKind::MemoryUtilization) => self.cpu_memory,
+            _ => Mean::default(),
+        }
+    }
+}
+
+/// What one agent's snapshot contributes; computed once per change.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeContribution {
+    /// The node's zone (empty when the agent was given none).
+    pub zone: String,
+    /// Worker totals per group present on the node.
+    pub groups: HashMap<GroupKey, WorkerTotals>,
+    /// Device usage.
+    pub usage: NodeUsage,
+}
+
+/// Summarises a snapshot. Workers with an accelerator name the scaler does
+/// not know are left out (the agent validates reports, so this means a newer
+/// agent).
+pub fn contribution(snapshot: &NodeSnapshot) -> NodeContribution {
+    let mut groups: HashMap<GroupKey, WorkerTotals> = HashMap::new();
+    for w in &snapshot.workers {
+        let Ok(accelerator) = w.accelerator.parse::<AcceleratorType>() else { continue };
+        let key = GroupKey { accelerator, namespace: w.namespace.clone(), deployment: w.deployment.clone() };
+        let t = groups.entry(key).or_default();
+        t.workers += 1;
+        t.queue_depth += u64::from(w.queue_depth);
+        t.in_flight += u64::from(w.in_flight);
+        t.capacity += u64::from(w.capacity);
+    }
+    let mut usage = NodeUsage::default();
+    for gpu in snapshot.gpus.iter().filter(|g| g.healthy) {
+        if let Some(u) = gpu.gpu_utilization_percent {
+            usage.gpu_utilization.add(f64::from(u));
+        }
+        if let (Some(used), Some(total)) = (gpu.framebuffer_used_bytes, gpu.framebuffer_total_bytes)
+            && total > 0
+        {
+            usage.gpu_memory.add(100.0 * used as f64 / total as f64);
+        }
+    }
+    for core in &snapshot.neuron_cores {
+        if let Some(r) = core.utilization_ratio {
+            usage.neuron_utilization.add(100.0 * r);
+        }
+    }
+    if let Some(host) = &snapshot.host {
+        if let Some(r) = host.cpu_utilization_ratio {
+            usage.cpu_utilization.add(100.0 * r);
+        }
+        if let (Some(total), Some(avail)) = (host.memory_total_bytes, host.memory_available_bytes)
+            && total > 0
+        {
+            usage.cpu_memory.add(100.0 * total.saturating_sub(avail) as f64 / total as f64);
+        }
+    }
+    let zone = snapshot.node.as_ref().map(|n| n.zone.clone()).unwrap_or_default();
+    NodeContribution { zone, groups, usage }
+}
+
+/// One agent holding workers of a trigger's group, as the evaluation sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Member<'a> {
+    /// The agent's zone.
+    pub zone: &'a str,
+    /// How long since the agent last sent anything.
+    pub age: Duration,
+    /// Its workers of the group.
+    pub totals: &'a WorkerTotals,
+    /// Its node's device usage.
+    pub usage: &'a NodeUsage,
+}
+
+/// Why a trigger has no trustworthy value; KEDA then applies `fallback`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EvalError {
+    /// Agents hold workers of the group but none was heard from recently.
+    #[error(
+        "all {agents} agents with workers of {namespace}/{deployment} ({accelerator}) are stale: silent for more than {stale_after:?}"
+    )]
+    Stale {
+        /// How many agents hold such workers.
+        agents: usize,
+        /// The group's accelerator.
+        accelerator: AcceleratorType,
+        /// The group's namespace.
+        namespace: String,
+        /// The group's Deployment.
+        deployment: String,
+        /// The bound that was exceeded.
+        stale_after: Duration,
+    },
+    /// No agent at all (in the zone) was heard from recently, so "no workers"
+    /// cannot be told from "no data".
+    #[error("no agent{} has reported within {stale_after:?}", zone.as_deref().map(|z| format!(" in zone {z}")).unwrap_or_default())]
+    NoFreshAgents {
+        /// The trigger's zone, if any.
+        zone: Option<String>,
+        /// The bound.
+        stale_after: Duration,
+    },
+    /// Fresh agents run the workers but report no usage for this metric
+    /// (e.g. NVML missing); a value a device does not report is never 0.
+    #[error("no fresh agent with workers of {deployment} reports {metric} for {accelerator}")]
+    NoUsage {
+        /// The group's Deployment.
+        deployment: String,
+        /// The metric.
+        metric: MetricKind,
+        /// The accelerator.
+        accelerator: AcceleratorType,
+    },
+}
+
+/// A trigger's value from the agents holding its group's workers.
+/// `any_fresh_agent` answers, only when no member is fresh and none is stale,
+/// whether some agent in the trigger's zone is fresh (then "no workers" is a
+/// fact and the value is 0).
+pub fn evaluate<'a>(
+    trigger: &Trigger,
+    stale_after: Duration,
+    members: impl IntoIterator<Item = Member<'a>>,
+    any_fresh_agent: impl FnOnce() -> bool,
+) -> Result<f64, EvalError> {
+    let mut fresh = 0usize;
+    let mut stale = 0usize;
+    let mut sum = 0u64;
+    let mut mean = Mean::default();
+    for m in members {
+        if trigger.zone.as_deref().is_some_and(|z| z != m.zone) {
+            continue;
+        }
+        if m.age > stale_after {
+            stale += 1;
+            continue;
+        }
+        fresh += 1;
+        match trigger.metric {
+            MetricKind::QueueDepth => sum += m.totals.queue_depth,
+            MetricKind::InFlight => sum += m.totals.in_flight,
+            MetricKind::Backlog => sum += m.totals.queue_depth + m.totals.in_flight,
+            MetricKind::Utilization | MetricKind::MemoryUtilization => {
+                mean.merge(&m.usage.for_metric(trigger.key.accelerator, trigger.metric))
+            }
+        }
+    }
+    if fresh == 0 {
+        if stale > 0 {
+            return Err(EvalError::Stale {
+                agents: stale,
+                accelerator: trigger.key.accelerator,
+                namespace: trigger.key.namespace.clone(),
+                deployment: trigger.key.deployment.clone(),
+                stale_after,
+            });
+        }
+        if !any_fresh_agent() {
+            return Err(EvalError::NoFreshAgents { zone: trigger.zone.clone(), stale_after });
+        }
+        return Ok(0.0);
+    }
+    if trigger.metric.is_sum() {
+        return Ok(sum as f64);
+    }
+    if mean.count == 0 {
+        return Err(EvalError::NoUsage {
+            deployment: trigger.key.deployment.clone(),
+            metric: trigger.metric,
+            accelerator: trigger.key.accelerator,
+        });
+    }
+    Ok(mean.sum / f64::from(mean.count))
+}
+
+#[cfg(test)]
+mod tests {
+    use edge_telemetry::proto::{Gpu, Host, NeuronCore, Node, Worker};
+
+    use super::*;
+
+    fn worker(deployment: &str, accelerator: &str, queue: u32, in_flight: u32) -> Worker {
+        Worker {
+            worker_id: format!("{deployment}-{queue}-{in_flight}"),
+            namespace: "ns".into(),
+            deployment: deployment.into(),
+            accelerator: accelerator.into(),
+            queue_depth: queue,
+            in_flight,
+            capacity: 8,
+            ..Default::default()
+        }
+    }
+
+    fn gpu(util: Option<u32>, used: u64, healthy: bool) -> Gpu {
+        Gpu {
+            healthy,
+            gpu_utilization_percent: util,
+            framebuffer_used_bytes: Some(used),
+            framebuffer_total_bytes: Some(1000),
+            ..Default::default()
+        }
+    }
+
+    fn trigger(accel: &str, metric: &str, zone: Option<&str>) -> Trigger {
+        let mut m: HashMap<String, String> = [
+            ("acceleratorType", accel),
+            ("metric", metric),
+            ("deployment", "sd"),
+            ("targetValue", "1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        if let Some(z) = zone {
+            m.insert("zone".into(), z.into());
+        }
+        Trigger::parse("ns", &m).unwrap()
+    }
+
+    fn key(accel: AcceleratorType) -> GroupKey {
+        GroupKey { accelerator: accel, namespace: "ns".into(), deployment: "sd".into() }
+    }
+
+    #[test]
+    fn contribution_sums_workers_per_group_and_averages_devices() {
+        let snap = NodeSnapshot {
+            node: Some(Node { name: "n1".into(), zone: "lax-1a".into(), ..Default::default() }),
+            workers: vec![
+                worker("sd", "nvidia", 2, 1),
+                worker("sd", "nvidia", 3, 1),
+                worker("sd", "cpu", 7, 0),
+                worker("other", "nvidia", 1, 0),
+                worker("sd", "tpu", 9, 9),
+            ],
+            gpus: vec![gpu(Some(80), 500, true), gpu(Some(40), 250, true), gpu(Some(100), 1000, false), gpu(None, 0, true)],
+            neuron_cores: vec![
+                NeuronCore { utilization_ratio: Some(0.5), ..Default::default() },
+                NeuronCore { utilization_ratio: None, ..Default::default() },
+            ],
+            host: Some(Host {
+                cpu_utilization_ratio: Some(0.25),
+                memory_total_bytes: Some(400),
+                memory_available_bytes: Some(100),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let c = contribution(&snap);
+        assert_eq!(c.zone, "lax-1a");
+        assert_eq!(c.groups.len(), 3, "{:?}", c.groups);
+        assert_eq!(
+            c.groups[&key(AcceleratorType::Nvidia)],
+            WorkerTotals { workers: 2, queue_depth: 5, in_flight: 2, capacity: 16 }
+        );
+        assert_eq!(c.groups[&key(AcceleratorType::Cpu)].queue_depth, 7);
+        // The unhealthy GPU is left out, the one without utilisation only counts for memory.
+        assert_eq!(c.usage.gpu_utilization, Mean { sum: 120.0, count: 2 });
+        assert_eq!(c.usage.gpu_memory, Mean { sum: 50.0 + 25.0, count: 3 });
+        assert_eq!(c.usage.neuron_utilization, Mean { sum: 50.0, count: 1 });
+        assert_eq!(c.usage.cpu_utilization, Mean { sum: 25.0, count: 1 });
+        assert_eq!(c.usage.cpu_memory, Mean { sum: 75.0, count: 1 });
+    }
+
+    fn usage(gpu: &[f64], neuron: &[f64]) -> NodeUsage {
+        let mut u = NodeUsage::default();
+        gpu.iter().for_each(|v| u.gpu_utilization.add(*v));
+        neuron.iter().for_each(|v| u.neuron_utilization.add(*v));
+        u
+    }
+
+    const STALE: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn sums_fresh_members_and_skips_stale_ones_and_other_zones() {
+        let t1 = WorkerTotals { workers: 1, queue_depth: 3, in_flight: 1, capacity: 4 };
+        let t2 = WorkerTotals { workers: 2, queue_depth: 4, in_flight: 2, capacity: 8 };
+        let u = NodeUsage::default();
+        let members = || {
+            vec![
+                Member { zone: "a", age: Duration::from_secs(1), totals: &t1, usage: &u },
+                Member { zone: "b", age: Duration::from_secs(1), totals: &t2, usage: &u },
+                Member { zone: "a", age: Duration::from_secs(9), totals: &t2, usage: &u },
+            ]
+        };
+        let never = || panic!("not needed when members are fresh");
+        assert_eq!(evaluate(&trigger("nvidia", "queueDepth", None), STALE, members(), never), Ok(7.0));
+        assert_eq!(evaluate(&trigger("nvidia", "inFlight", None), STALE, members(), never), Ok(3.0));
+        assert_eq!(evaluate(&trigger("nvidia", "backlog", None), STALE, members(), never), Ok(10.0));
+        assert_eq!(evaluate(&trigger("nvidia", "queueDepth", Some("a")), STALE, members(), never), Ok(3.0));
+        // A longer per-trigger bound counts the third agent.
+        assert_eq!(evaluate(&trigger("nvidia", "queueDepth", None), Duration::from_secs(10), members(), never), Ok(11.0));
+    }
+
+    #[test]
+    fn utilization_is_a_per_device_mean_across_nodes() {
+        let t = WorkerTotals::default();
+        let (u1, u2) = (usage(&[90.0, 70.0], &[]), usage(&[20.0], &[30.0, 50.0]));
+        let members = vec![
+            Member { zone: "", age: Duration::ZERO, totals: &t, usage: &u1 },
+            Member { zone: "", age: Duration::ZERO, totals: &t, usage: &u2 },
+        ];
+        assert_eq!(evaluate(&trigger("nvidia", "utilization", None), STALE, members.clone(), || true), Ok(60.0));
+        assert_eq!(evaluate(&trigger("neuron", "utilization", None), STALE, members.clone(), || true), Ok(40.0));
+        let err = evaluate(&trigger("cpu", "utilization", None), STALE, members, || true).unwrap_err();
+        assert!(matches!(err, EvalError::NoUsage { .. }), "{err}");
+    }
+
+    #[test]
+    fn all_stale_is_an_error_never_zero() {
+        let t = WorkerTotals { workers: 1, queue_depth: 5, ..Default::default() };
+        let u = NodeUsage::default();
+        let members = vec![Member { zone: "", age: Duration::from_secs(6), totals: &t, usage: &u }];
+        let err = evaluate(&trigger("nvidia", "queueDepth", None), STALE, members, || true).unwrap_err();
+        assert!(matches!(err, EvalError::Stale { agents: 1, .. }), "{err:?}");
+        assert!(err.to_string().contains("ns/sd"), "{err}");
+    }
+
+    #[test]
+    fn no_workers_is_zero_only_while_some_agent_is_fresh() {
+        let t = trigger("cpu", "queueDepth", Some("lax"));
+        assert_eq!(evaluate(&t, STALE, Vec::new(), || true), Ok(0.0));
+        let err = evaluate(&t, STALE, Vec::new(), || false).unwrap_err();
+        assert_eq!(err, EvalError::NoFreshAgents { zone: Some("lax".into()), stale_after: STALE });
+        assert!(err.to_string().contains("in zone lax"), "{err}");
+    }
+}

@@ -1,0 +1,388 @@
+//! Command-line flags (each also an `EDGE_SCALER_*` variable) and their checks.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// The KEDA external scaler of edge-diffusion.
+///
+/// Follows the change stream of every edge-agent (found through the agents'
+/// EndpointSlices in Kubernetes, or a static list), keeps the whole cluster's
+/// worker queues and accelerator utilisation in memory, and answers KEDA's
+/// external scaler gRPC calls per accelerator type, pushing activation the
+/// moment a queue wakes.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "edge-scaler", version, about, long_about)]
+pub struct Config {
+    /// Address of the KEDA external scaler gRPC service (the `scalerAddress`
+    /// of the ScaledObjects).
+    #[arg(long, env = "EDGE_SCALER_LISTEN", default_value = "0.0.0.0:9500")]
+    pub listen: SocketAddr,
+
+    /// Address of the scaler's own HTTP endpoints (/metrics, /healthz). Empty
+    /// disables them.
+    #[arg(long, env = "EDGE_SCALER_METRICS_LISTEN", default_value = "0.0.0.0:9501")]
+    pub metrics_listen: String,
+
+    /// Static discovery: comma-separated agent addresses (`host:port`, the
+    /// agents' --listen port). For runs outside Kubernetes; excludes
+    /// --agent-service.
+    #[arg(long, env = "EDGE_SCALER_AGENTS", default_value = "")]
+    pub agents: String,
+
+    /// Kubernetes discovery: the agent DaemonSet's (headless) Service, whose
+    /// EndpointSlices list the agents. Excludes --agents.
+    #[arg(long, env = "EDGE_SCALER_AGENT_SERVICE", default_value = "")]
+    pub agent_service: String,
+
+    /// Namespace of --agent-service. Empty: the namespace of the kubeconfig
+    /// context, or the scaler's own namespace in a pod.
+    #[arg(long, env = "EDGE_SCALER_AGENT_NAMESPACE", default_value = "")]
+    pub agent_namespace: String,
+
+    /// Which EndpointSlice port is the agent's feed: a port name, or a number
+    /// to use regardless of the slice. Empty: the slice's first port.
+    #[arg(long, env = "EDGE_SCALER_AGENT_PORT", default_value = "")]
+    pub agent_port: String,
+
+    /// An agent silent for this long (no snapshot, no heartbeat) stops
+    /// counting. Well above the agents' --stream-heartbeat (2s by default).
+    /// A trigger may shorten or lengthen it with `staleAfter`.
+    #[arg(long, env = "EDGE_SCALER_STALE_AFTER", default_value = "6s", value_parser = parse_duration)]
+    pub stale_after: Duration,
+
+    /// Longest wait between reconnection attempts to an agent (the wait
+    /// starts at 100ms and doubles).
+    #[arg(long, env = "EDGE_SCALER_RECONNECT_MAX", default_value = "5s", value_parser = parse_duration)]
+    pub reconnect_max: Duration,
+
+    /// PEM certificate chain for serving KEDA over TLS. Needs --tls-key.
+    #[arg(long, env = "EDGE_SCALER_TLS_CERT", default_value = "")]
+    pub tls_cert: String,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "EDGE_SCALER_TLS_KEY", default_value = "")]
+    pub tls_key: String,
+
+    /// PEM CA bundle: when set, KEDA must present a client certificate signed
+    /// by it (mutual TLS; KEDA's `tlsClientCert`/`tlsClientKey`). Needs
+    /// --tls-cert.
+    #[arg(long, env = "EDGE_SCALER_TLS_CLIENT_CA", default_value = "")]
+    pub tls_client_ca: String,
+
+    /// Log format.
+    #[arg(long, env = "EDGE_SCALER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A flag whose value is not allowed; the message names the flag.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid value for --{flag}: {reason}")]
+pub struct ConfigError {
+    /// The flag, without dashes.
+    pub flag: &'static str,
+    /// What is wrong and what is allowed.
+    pub reason: String,
+}
+
+fn err(flag: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError { flag, reason: reason.into() }
+}
+
+/// Where the agents are found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discovery {
+    /// A fixed list of `host:port` addresses.
+    Static(Vec<String>),
+    /// The EndpointSlices of a Kubernetes Service.
+    Kubernetes(KubeDiscovery),
+}
+
+/// Kubernetes discovery settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeDiscovery {
+    /// The agents' Service.
+    pub service: String,
+    /// Its namespace; `None`: the client's default namespace.
+    pub namespace: Option<String>,
+    /// Which port of the slice to connect to.
+    pub port: PortSelector,
+}
+
+/// How the agent port is taken from an EndpointSlice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortSelector {
+    /// The slice's first port.
+    First,
+    /// The port with this name.
+    Named(String),
+    /// This number, whatever the slice says.
+    Number(u16),
+}
+
+/// Server TLS material, read at start.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: Vec<u8>,
+    /// PEM private key.
+    pub key: Vec<u8>,
+    /// PEM CA bundle for client certificates; `Some` turns on mutual TLS.
+    pub client_ca: Option<Vec<u8>>,
+}
+
+/// The checked configuration the scaler runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// See [`Config::listen`].
+    pub listen: SocketAddr,
+    /// See [`Config::metrics_listen`]; `None` when disabled.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Where the agents come from.
+    pub discovery: Discovery,
+    /// See [`Config::stale_after`].
+    pub stale_after: Duration,
+    /// See [`Config::reconnect_max`].
+    pub reconnect_max: Duration,
+    /// TLS for the KEDA port, if enabled.
+    pub tls: Option<TlsFiles>,
+}
+
+/// Bounds of --stale-after (and of a trigger's `staleAfter`).
+pub const STALE_AFTER_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(200)..=Duration::from_secs(600);
+
+impl Config {
+    /// Checks every value; reads the TLS files so a bad path fails at start.
+    pub fn validate(self) -> Result<Settings, ConfigError> {
+        if !STALE_AFTER_RANGE.contains(&self.stale_after) {
+            return Err(err("stale-after", format!("{:?} is outside 200ms..=10m", self.stale_after)));
+        }
+        if !(Duration::from_millis(10)..=Duration::from_secs(300)).contains(&self.reconnect_max) {
+            return Err(err("reconnect-max", format!("{:?} is outside 10ms..=5m", self.reconnect_max)));
+        }
+        let metrics_listen = non_empty(&self.metrics_listen)
+            .map(|s| {
+                s.parse::<SocketAddr>()
+                    .map_err(|e| err("metrics-listen", format!("{s:?} is not an address like 0.0.0.0:9501 ({e})")))
+            })
+            .transpose()?;
+        let discovery = self.discovery()?;
+        let tls = self.tls()?;
+        Ok(Settings {
+            listen: self.listen,
+            metrics_listen,
+            discovery,
+            stale_after: self.stale_after,
+            reconnect_max: self.reconnect_max,
+            tls,
+        })
+    }
+
+    fn discovery(&self) -> Result<Discovery, ConfigError> {
+        let agents = non_empty(&self.agents);
+        let service = non_empty(&self.agent_service);
+        match (agents, service) {
+            (Some(_), Some(_)) => Err(err(
+                "agents",
+                "--agents (static list) and --agent-service (Kubernetes discovery) exclude each other; set one",
+            )),
+            (None, None) => Err(err(
+                "agents",
+                "no agents to follow: set --agents host:port,... or --agent-service NAME (Kubernetes discovery)",
+            )),
+            (Some(list), None) => {
+                if non_empty(&self.agent_namespace).is_some() || non_empty(&self.agent_port).is_some() {
+                    return Err(err("agent-namespace", "--agent-namespace and --agent-port need --agent-service"));
+                }
+                parse_agent_list(list).map(Discovery::Static)
+            }
+            (None, Some(service)) => {
+                check_dns_name("agent-service", service)?;
+                let namespace = non_empty(&self.agent_namespace).map(str::to_owned);
+                if let Some(ns) = &namespace {
+                    check_dns_name("agent-namespace", ns)?;
+                }
+                let port = match non_empty(&self.agent_port) {
+                    None => PortSelector::First,
+                    Some(p) if p.bytes().all(|b| b.is_ascii_digit()) => match p.parse::<u16>() {
+                        Ok(n) if n > 0 => PortSelector::Number(n),
+                        _ => return Err(err("agent-port", format!("{p:?} is not a port number in 1..=65535"))),
+                    },
+                    Some(name) => {
+                        check_dns_name("agent-port", name)?;
+                        PortSelector::Named(name.to_owned())
+                    }
+                };
+                Ok(Discovery::Kubernetes(KubeDiscovery { service: service.to_owned(), namespace, port }))
+            }
+        }
+    }
+
+    fn tls(&self) -> Result<Option<TlsFiles>, ConfigError> {
+        let cert = non_empty(&self.tls_cert);
+        let key = non_empty(&self.tls_key);
+        let ca = non_empty(&self.tls_client_ca);
+        match (cert, key) {
+            (None, None) if ca.is_some() => {
+                Err(err("tls-client-ca", "client certificate checks need server TLS: set --tls-cert and --tls-key"))
+            }
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(err("tls-key", "--tls-cert needs --tls-key")),
+            (None, Some(_)) => Err(err("tls-cert", "--tls-key needs --tls-cert")),
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+                cert: read_pem("tls-cert", cert)?,
+                key: read_pem("tls-key", key)?,
+                client_ca: ca.map(|ca| read_pem("tls-client-ca", ca)).transpose()?,
+            })),
+        }
+    }
+}
+
+/// Splits and checks `host:port,host:port`.
+fn parse_agent_list(list: &str) -> Result<Vec<String>, ConfigError> {
+    let mut out: Vec<String> = Vec::new();
+    for item in list.split(',').map(str::trim) {
+        if item.is_empty() {
+            return Err(err("agents", format!("empty entry in {list:?}; expected host:port,host:port")));
+        }
+        let Some((host, port)) = item.rsplit_once(':') else {
+            return Err(err("agents", format!("{item:?} has no port; expected host:port, e.g. 10.0.0.5:9400")));
+        };
+        if !matches!(port.parse::<u16>(), Ok(p) if p > 0) {
+            return Err(err("agents", format!("{item:?}: port {port:?} is not in 1..=65535")));
+        }
+        let bracketed = host.starts_with('[') && host.ends_with(']');
+        if host.is_empty() || (!bracketed && host.contains(':')) || host.contains(|c: char| c.is_whitespace()) {
+            return Err(err(
+                "agents",
+                format!("{item:?}: {host:?} is not a host name or address (IPv6 goes in brackets: [::1]:9400)"),
+            ));
+        }
+        if !out.iter().any(|a| a == item) {
+            out.push(item.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// Kubernetes object names: lowercase letters, digits, `-` and `.`, at most
+/// 253 characters.
+fn check_dns_name(flag: &'static str, name: &str) -> Result<(), ConfigError> {
+    let ok = name.len() <= 253
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(err(flag, format!("{name:?} is not a Kubernetes name (lowercase letters, digits, '-', '.')")))
+    }
+}
+
+fn read_pem(flag: &'static str, path: &str) -> Result<Vec<u8>, ConfigError> {
+    let bytes = std::fs::read(PathBuf::from(path)).map_err(|e| err(flag, format!("cannot read {path:?}: {e}")))?;
+    if !String::from_utf8_lossy(&bytes).contains("-----BEGIN ") {
+        return Err(err(flag, format!("{path:?} is not PEM (no -----BEGIN line)")));
+    }
+    Ok(bytes)
+}
+
+fn non_empty(s: &str) -> Option<&str> {
+    let s = s.trim();
+    (!s.is_empty()).then_some(s)
+}
+
+/// Parses `1s`, `500ms`, … for flags and trigger metadata.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e}; expected a duration such as 6s or 500ms"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Settings, String> {
+        let cfg = Config::try_parse_from(std::iter::once("edge-scaler").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        cfg.validate().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn static_list_is_split_and_deduplicated() {
+        let s = parse(&["--agents", "10.0.0.1:9400, node-b:9400,10.0.0.1:9400,[::1]:9400"]).unwrap();
+        assert_eq!(
+            s.discovery,
+            Discovery::Static(vec!["10.0.0.1:9400".into(), "node-b:9400".into(), "[::1]:9400".into()])
+        );
+        assert_eq!(s.stale_after, Duration::from_secs(6));
+        assert_eq!(s.metrics_listen, Some("0.0.0.0:9501".parse().unwrap()));
+        assert!(s.tls.is_none());
+    }
+
+    #[test]
+    fn kubernetes_discovery_reads_port_selector() {
+        let s = parse(&["--agent-service", "edge-agent", "--agent-namespace", "edge", "--agent-port", "http"]).unwrap();
+        assert_eq!(
+            s.discovery,
+            Discovery::Kubernetes(KubeDiscovery {
+                service: "edge-agent".into(),
+                namespace: Some("edge".into()),
+                port: PortSelector::Named("http".into()),
+            })
+        );
+        let s = parse(&["--agent-service", "edge-agent", "--agent-port", "9400"]).unwrap();
+        assert!(matches!(s.discovery, Discovery::Kubernetes(KubeDiscovery { port: PortSelector::Number(9400), .. })));
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let cases: &[(&[&str], &str)] = &[
+            (&[], "--agents"),
+            (&["--agents", "a:1", "--agent-service", "s"], "--agents"),
+            (&["--agents", "a"], "--agents"),
+            (&["--agents", "a:0"], "--agents"),
+            (&["--agents", "a:1,,b:2"], "--agents"),
+            (&["--agents", "::1:9400"], "--agents"),
+            (&["--agents", "a:1", "--agent-port", "http"], "--agent-namespace"),
+            (&["--agent-service", "Edge_Agent"], "--agent-service"),
+            (&["--agent-service", "a", "--agent-port", "70000"], "--agent-port"),
+            (&["--agents", "a:1", "--stale-after", "10ms"], "--stale-after"),
+            (&["--agents", "a:1", "--stale-after", "soon"], "--stale-after"),
+            (&["--agents", "a:1", "--reconnect-max", "1h"], "--reconnect-max"),
+            (&["--agents", "a:1", "--metrics-listen", "9501"], "--metrics-listen"),
+            (&["--agents", "a:1", "--listen", "nowhere"], "--listen"),
+            (&["--agents", "a:1", "--tls-cert", "/x"], "--tls-key"),
+            (&["--agents", "a:1", "--tls-client-ca", "/x"], "--tls-client-ca"),
+            (&["--agents", "a:1", "--tls-cert", "/nonexistent", "--tls-key", "/nonexistent"], "--tls-cert"),
+        ];
+        for (args, flag) in cases {
+            let err = parse(args).unwrap_err();
+            assert!(err.contains(flag), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn tls_files_must_be_pem() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        std::fs::write(&key, "not a key").unwrap();
+        let err =
+            parse(&["--agents", "a:1", "--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()])
+                .unwrap_err();
+        assert!(err.contains("--tls-key") && err.contains("not PEM"), "{err}");
+    }
+}

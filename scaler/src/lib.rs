@@ -1,0 +1,146 @@
+//! edge-scaler: a KEDA external scaler that sees every node.
+//!
+//! - [`discovery`] finds the agents (static list or Kubernetes EndpointSlices);
+//! - [`sources`] keeps one change stream per agent and feeds [`state`];
+//! - [`aggregate`] turns the agents' contributions and a [`trigger`] into a value;
+//! - [`service`] answers KEDA (`externalscaler.ExternalScaler`, module [`keda`]);
+//! - [`metrics`] is the scaler's own /metrics.
+
+pub mod aggregate;
+pub mod config;
+pub mod discovery;
+pub mod metrics;
+pub mod service;
+pub mod sources;
+pub mod state;
+pub mod trigger;
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use crate::config::{Discovery, Settings, TlsFiles};
+use crate::metrics::ScalerMetrics;
+use crate::service::KedaService;
+use crate::sources::Sources;
+use crate::state::Registry;
+
+/// KEDA's external scaler contract, generated from `proto/externalscaler.proto`
+/// (server and client: tests and other tools drive the scaler with it).
+pub mod keda {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("externalscaler");
+}
+
+/// Why the scaler could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A port could not be bound.
+    #[error("cannot listen on {addr} (--{flag}): {source}")]
+    Listen {
+        /// The flag naming the address.
+        flag: &'static str,
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS certificate, key or client CA was rejected.
+    #[error("invalid TLS material (--tls-cert, --tls-key, --tls-client-ca): {0}")]
+    Tls(#[source] tonic::transport::Error),
+    /// Kubernetes discovery could not start.
+    #[error(transparent)]
+    Discovery(#[from] discovery::DiscoveryError),
+    /// The gRPC server failed.
+    #[error("gRPC server failed: {0}")]
+    Serve(#[source] tonic::transport::Error),
+}
+
+fn tls_config(files: &TlsFiles) -> ServerTlsConfig {
+    let mut cfg = ServerTlsConfig::new().identity(Identity::from_pem(&files.cert, &files.key));
+    if let Some(ca) = &files.client_ca {
+        // With a client CA, tonic requires and verifies a client certificate.
+        cfg = cfg.client_ca_root(Certificate::from_pem(ca));
+    }
+    cfg
+}
+
+async fn bind(flag: &'static str, addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, RunError> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|source| RunError::Listen { flag, addr, source })
+}
+
+/// Runs the scaler until `shutdown` resolves (SIGTERM / Ctrl-C in `main`);
+/// open StreamIsActive calls then end with OK.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let registry = Arc::new(Registry::new(settings.stale_after));
+    let metrics = Arc::new(ScalerMetrics::new());
+
+    let mut server = Server::builder().tcp_nodelay(true);
+    if let Some(files) = &settings.tls {
+        server = server.tls_config(tls_config(files)).map_err(RunError::Tls)?;
+    }
+    let grpc_listener = bind("listen", settings.listen).await?;
+    let metrics_listener = match settings.metrics_listen {
+        Some(addr) => Some(bind("metrics-listen", addr).await?),
+        None => None,
+    };
+    let sources = Sources::new(Arc::clone(&registry), Arc::clone(&metrics), settings.reconnect_max, stop_rx.clone());
+    let discovery_stop = stop_rx.clone();
+    let discovery_task = match settings.discovery.clone() {
+        Discovery::Kubernetes(cfg) => {
+            let client = discovery::client().await?;
+            tokio::spawn(discovery::run_kubernetes(client, cfg, sources, discovery_stop))
+        }
+        Discovery::Static(agents) => {
+            tokio::spawn(async move { discovery::run_static(&agents, sources, discovery_stop).await })
+        }
+    };
+
+    let purge_registry = Arc::clone(&registry);
+    let mut purge_stop = stop_rx.clone();
+    let purge_every = (settings.stale_after / 2).max(std::time::Duration::from_millis(100));
+    let purge_task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(purge_every) => { purge_registry.purge(); }
+                _ = purge_stop.wait_for(|s| *s) => break,
+            }
+        }
+    });
+
+    let metrics_task = metrics_listener.map(|listener| {
+        tokio::spawn(metrics::serve(listener, Arc::clone(&registry), Arc::clone(&metrics), stop_rx.clone()))
+    });
+
+    let local = grpc_listener.local_addr().ok();
+    tracing::info!(addr = ?local, tls = settings.tls.is_some(), "KEDA external scaler listening");
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    let service = KedaService::new(Arc::clone(&registry), Arc::clone(&metrics), stop_rx.clone());
+    let mut serve_stop = stop_rx.clone();
+    let result = server
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+            let _ = serve_stop.wait_for(|s| *s).await;
+        })
+        .await
+        .map_err(RunError::Serve);
+    let _ = discovery_task.await;
+    let _ = purge_task.await;
+    if let Some(t) = metrics_task {
+        if let Ok(Err(e)) = t.await {
+            tracing::warn!(error = %e, "metrics server failed");
+        }
+    }
+    result
+}

@@ -1,0 +1,209 @@
+//! KEDA's `externalscaler.ExternalScaler` service.
+//!
+//! Every call parses the trigger metadata KEDA sends along and reads the
+//! shared [`Registry`]; nothing here waits on the network. `StreamIsActive`
+//! sleeps on the trigger's group channel and pushes `true` only on an
+//! inactive→active transition.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::aggregate::EvalError;
+use crate::keda::external_scaler_server::{ExternalScaler, ExternalScalerServer};
+use crate::keda::{
+    GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec, MetricValue,
+    ScaledObjectRef,
+};
+use crate::metrics::{Method, ScalerMetrics};
+use crate::state::Registry;
+use crate::trigger::{Trigger, TriggerError};
+
+/// The one mapping from the scaler's errors to gRPC statuses.
+fn trigger_status(e: TriggerError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+fn eval_status(e: EvalError) -> Status {
+    // KEDA counts any error towards the ScaledObject's `fallback`.
+    Status::unavailable(e.to_string())
+}
+
+/// The gRPC service.
+#[derive(Clone)]
+pub struct KedaService {
+    registry: Arc<Registry>,
+    metrics: Arc<ScalerMetrics>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl KedaService {
+    /// A service over `registry`; open streams end with OK once `shutdown` is true.
+    pub fn new(registry: Arc<Registry>, metrics: Arc<ScalerMetrics>, shutdown: watch::Receiver<bool>) -> Self {
+        Self { registry, metrics, shutdown }
+    }
+
+    /// The tonic server wrapping this service.
+    pub fn into_server(self) -> ExternalScalerServer<Self> {
+        ExternalScalerServer::new(self)
+    }
+
+    fn timed<T>(&self, method: Method, f: impl FnOnce() -> Result<T, Status>) -> Result<Response<T>, Status> {
+        let started = Instant::now();
+        let result = f();
+        let code = result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
+        self.metrics.observe(method, started, code);
+        if let Err(status) = &result {
+            tracing::debug!(method = ?method, code = ?status.code(), message = status.message(), "call refused");
+        }
+        result.map(Response::new)
+    }
+}
+
+fn parse(r: &ScaledObjectRef) -> Result<Trigger, Status> {
+    Trigger::parse(&r.namespace, &r.scaler_metadata).map_err(trigger_status)
+}
+
+type ActiveStream = Pin<Box<dyn Stream<Item = Result<IsActiveResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ExternalScaler for KedaService {
+    type StreamIsActiveStream = ActiveStream;
+
+    async fn is_active(&self, request: Request<ScaledObjectRef>) -> Result<Response<IsActiveResponse>, Status> {
+        self.timed(Method::IsActive, || {
+            let trigger = parse(request.get_ref())?;
+            let value = self.registry.evaluate(&trigger).map_err(eval_status)?;
+            Ok(IsActiveResponse { result: trigger.is_active(value) })
+        })
+    }
+
+    async fn get_metric_spec(
+        &self,
+        request: Request<ScaledObjectRef>,
+    ) -> Result<Response<GetMetricSpecResponse>, Status> {
+        self.timed(Method::GetMetricSpec, || {
+            let trigger = parse(request.get_ref())?;
+            Ok(GetMetricSpecResponse {
+                metric_specs: vec![MetricSpec {
+                    metric_name: trigger.metric_name(),
+                    // Older KEDA reads the integer; an HPA target of 0 is invalid.
+                    target_size: (trigger.target.round() as i64).max(1),
+                    target_size_float: trigger.target,
+                }],
+            })
+        })
+    }
+
+    async fn get_metrics(&self, request: Request<GetMetricsRequest>) -> Result<Response<GetMetricsResponse>, Status> {
+        self.timed(Method::GetMetrics, || {
+            let req = request.get_ref();
+            let object = req
+                .scaled_object_ref
+                .as_ref()
+                .ok_or_else(|| Status::invalid_argument("scaledObjectRef: missing; KEDA always sends it"))?;
+            let trigger = parse(object)?;
+            let name = trigger.metric_name();
+            if !req.metric_name.is_empty() && req.metric_name != name {
+                return Err(Status::invalid_argument(format!(
+                    "metricName: {:?} is not this trigger's metric; GetMetricSpec answers {name:?}",
+                    req.metric_name
+                )));
+            }
+            let value = self.registry.evaluate(&trigger).map_err(eval_status)?;
+            Ok(GetMetricsResponse {
+                metric_values: vec![MetricValue {
+                    metric_name: name,
+                    metric_value: value.round() as i64,
+                    metric_value_float: value,
+                }],
+            })
+        })
+    }
+
+    async fn stream_is_active(
+        &self,
+        request: Request<ScaledObjectRef>,
+    ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
+        let started = Instant::now();
+        let trigger = match parse(request.get_ref()) {
+            Ok(t) => t,
+            Err(status) => {
+                self.metrics.observe(Method::StreamIsActive, started, status.code());
+                return Err(status);
+            }
+        };
+        let (tx, rx) = mpsc::channel(4);
+        let watcher = ActivationWatch {
+            changes: self.registry.subscribe(&trigger.key),
+            recheck: (trigger.stale_after.unwrap_or(self.registry.stale_after()) / 2).max(Duration::from_millis(100)),
+            trigger,
+            registry: Arc::clone(&self.registry),
+            metrics: Arc::clone(&self.metrics),
+            shutdown: self.shutdown.clone(),
+            tx,
+        };
+        tokio::spawn(watcher.run());
+        self.metrics.observe(Method::StreamIsActive, started, tonic::Code::Ok);
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// One open StreamIsActive.
+struct ActivationWatch {
+    trigger: Trigger,
+    changes: watch::Receiver<u64>,
+    /// Staleness changes with time alone, so the state is also re-read on a timer.
+    recheck: Duration,
+    registry: Arc<Registry>,
+    metrics: Arc<ScalerMetrics>,
+    shutdown: watch::Receiver<bool>,
+    tx: mpsc::Sender<Result<IsActiveResponse, Status>>,
+}
+
+impl ActivationWatch {
+    fn active(&self) -> bool {
+        // No trustworthy value counts as inactive: a later real activation is then pushed.
+        self.registry.evaluate(&self.trigger).is_ok_and(|v| self.trigger.is_active(v))
+    }
+
+    async fn run(mut self) {
+        self.metrics.active_streams.inc();
+        let name = self.trigger.metric_name();
+        tracing::debug!(metric = %name, "activation stream opened");
+        // The state at open is the baseline: only a later transition is pushed
+        // (KEDA's IsActive polling covers a trigger that is already active).
+        self.changes.mark_unchanged();
+        let mut was_active = self.active();
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.wait_for(|s| *s) => break,
+                _ = self.tx.closed() => break,
+                changed = self.changes.changed() => {
+                    if changed.is_err() {
+                        // The group was dropped and made anew: follow the new one.
+                        self.changes = self.registry.subscribe(&self.trigger.key);
+                    }
+                }
+                _ = tokio::time::sleep(self.recheck) => {}
+            }
+            let active = self.active();
+            if active && !was_active {
+                if self.tx.send(Ok(IsActiveResponse { result: true })).await.is_err() {
+                    break;
+                }
+                self.metrics.activations.inc();
+                tracing::debug!(metric = %name, "activation pushed");
+            }
+            was_active = active;
+        }
+        tracing::debug!(metric = %name, "activation stream closed");
+        self.metrics.active_streams.dec();
+    }
+}

@@ -1,0 +1,356 @@
+//! A ScaledObject trigger's `metadata` (KEDA's `scalerMetadata`), checked.
+//!
+//! KEDA sends the whole map with every call, so parsing is on the hot path:
+//! it only looks at a handful of short strings and allocates the group key.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use edge_telemetry::AcceleratorType;
+
+use crate::config::{STALE_AFTER_RANGE, parse_duration};
+
+/// Metadata key: `nvidia`, `neuron` or `cpu` (required).
+pub const ACCELERATOR_TYPE: &str = "acceleratorType";
+/// Metadata key: which value to scale on (default `queueDepth`).
+pub const METRIC: &str = "metric";
+/// Metadata key: the HPA target (per replica with KEDA's default `AverageValue`).
+pub const TARGET_VALUE: &str = "targetValue";
+/// Metadata key: the value above which a Deployment at zero is woken (default 0).
+pub const ACTIVATION_VALUE: &str = "activationValue";
+/// Metadata key: the workers' Deployment (required).
+pub const DEPLOYMENT: &str = "deployment";
+/// Metadata key: the workers' namespace (default: the ScaledObject's).
+pub const NAMESPACE: &str = "namespace";
+/// Metadata key: only agents in this zone count (e.g. a Local Zone).
+pub const ZONE: &str = "zone";
+/// Metadata key: this trigger's own staleness bound.
+pub const STALE_AFTER: &str = "staleAfter";
+
+/// Every key the scaler reads.
+pub const KEYS: [&str; 8] =
+    [ACCELERATOR_TYPE, METRIC, TARGET_VALUE, ACTIVATION_VALUE, DEPLOYMENT, NAMESPACE, ZONE, STALE_AFTER];
+
+/// KEDA's own keys for external scalers: accepted and ignored (KEDA uses them
+/// to reach us; `scalerAddress` is always in the map).
+pub const KEDA_KEYS: [&str; 7] =
+    ["scalerAddress", "enableTLS", "unsafeSsl", "caCert", "tlsCertFile", "tlsClientCert", "tlsClientKey"];
+
+/// Which value of the workers or their nodes a trigger scales on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MetricKind {
+    /// Requests waiting, summed over the matching workers.
+    QueueDepth,
+    /// Requests running, summed.
+    InFlight,
+    /// Waiting plus running, summed.
+    Backlog,
+    /// Accelerator busy percent (0–100), averaged per device over the nodes
+    /// running matching workers: GPUs (nvidia), NeuronCores (neuron), node CPU (cpu).
+    Utilization,
+    /// Memory used percent (0–100), averaged: GPU framebuffer (nvidia), node
+    /// memory (cpu). neuron-monitor reports no device memory size, so not for neuron.
+    MemoryUtilization,
+}
+
+impl MetricKind {
+    /// Every metric.
+    pub const ALL: [MetricKind; 5] =
+        [Self::QueueDepth, Self::InFlight, Self::Backlog, Self::Utilization, Self::MemoryUtilization];
+
+    /// The spelling in trigger metadata.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::QueueDepth => "queueDepth",
+            Self::InFlight => "inFlight",
+            Self::Backlog => "backlog",
+            Self::Utilization => "utilization",
+            Self::MemoryUtilization => "memoryUtilization",
+        }
+    }
+
+    /// Whether the metric is a sum over workers (KEDA's `AverageValue` then
+    /// divides by replicas) rather than an average over devices.
+    pub fn is_sum(self) -> bool {
+        matches!(self, Self::QueueDepth | Self::InFlight | Self::Backlog)
+    }
+
+    /// The metrics that exist for an accelerator type.
+    pub fn allowed_for(accelerator: AcceleratorType) -> &'static [MetricKind] {
+        match accelerator {
+            AcceleratorType::Neuron => &Self::ALL[..4],
+            AcceleratorType::Nvidia | AcceleratorType::Cpu => &Self::ALL,
+        }
+    }
+}
+
+impl fmt::Display for MetricKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which workers a trigger counts: one Deployment of one accelerator type in
+/// one namespace. The scaler's state is indexed by it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupKey {
+    /// The workers' accelerator type.
+    pub accelerator: AcceleratorType,
+    /// The workers' namespace as they report it (empty outside Kubernetes).
+    pub namespace: String,
+    /// The workers' Deployment.
+    pub deployment: String,
+}
+
+/// One checked trigger.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trigger {
+    /// The workers it counts.
+    pub key: GroupKey,
+    /// The value it scales on.
+    pub metric: MetricKind,
+    /// HPA target.
+    pub target: f64,
+    /// Active when the value is above this.
+    pub activation: f64,
+    /// Only agents in this zone count.
+    pub zone: Option<String>,
+    /// Overrides the scaler's --stale-after.
+    pub stale_after: Option<Duration>,
+    /// Whether `namespace` was given in the metadata (it then shows in the metric name).
+    namespace_explicit: bool,
+}
+
+/// Bad trigger metadata; answered with `INVALID_ARGUMENT`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("scalerMetadata.{key}: {reason}")]
+pub struct TriggerError {
+    /// The offending key.
+    pub key: String,
+    /// What is wrong and what is allowed.
+    pub reason: String,
+}
+
+fn bad(key: &str, reason: impl Into<String>) -> TriggerError {
+    TriggerError { key: key.to_owned(), reason: reason.into() }
+}
+
+impl Trigger {
+    /// Checks `metadata` of a ScaledObject in `namespace`.
+    pub fn parse(namespace: &str, metadata: &HashMap<String, String>) -> Result<Self, TriggerError> {
+        for key in metadata.keys() {
+            if !KEYS.contains(&key.as_str()) && !KEDA_KEYS.contains(&key.as_str()) {
+                return Err(bad(
+                    key,
+                    format!(
+                        "unknown key; allowed: {} (KEDA's {} are accepted and ignored)",
+                        KEYS.join(", "),
+                        KEDA_KEYS.join(", ")
+                    ),
+                ));
+            }
+        }
+        let get = |key: &str| metadata.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
+
+        let accelerator = match get(ACCELERATOR_TYPE) {
+            None => return Err(bad(ACCELERATOR_TYPE, format!("missing; allowed: {}", AcceleratorType::ALLOWED))),
+            Some(v) => v.parse::<AcceleratorType>().map_err(|_| {
+                bad(ACCELERATOR_TYPE, format!("unknown accelerator {v:?}; allowed: {}", AcceleratorType::ALLOWED))
+            })?,
+        };
+        let allowed = MetricKind::allowed_for(accelerator);
+        let allowed_list = || allowed.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ");
+        let metric = match get(METRIC) {
+            None => MetricKind::QueueDepth,
+            Some(v) => *allowed.iter().find(|m| m.as_str() == v).ok_or_else(|| {
+                bad(METRIC, format!("unknown metric {v:?} for acceleratorType {accelerator}; allowed: {}", allowed_list()))
+            })?,
+        };
+        let target = match get(TARGET_VALUE) {
+            None => return Err(bad(TARGET_VALUE, "missing; a number > 0, e.g. 4")),
+            Some(v) => number(TARGET_VALUE, v)?,
+        };
+        if target <= 0.0 {
+            return Err(bad(TARGET_VALUE, format!("{target} is not > 0")));
+        }
+        let activation = get(ACTIVATION_VALUE).map(|v| number(ACTIVATION_VALUE, v)).transpose()?.unwrap_or(0.0);
+        if activation < 0.0 {
+            return Err(bad(ACTIVATION_VALUE, format!("{activation} is negative; a number >= 0")));
+        }
+        let deployment = match get(DEPLOYMENT) {
+            None => return Err(bad(DEPLOYMENT, "missing; the name of the workers' Deployment")),
+            Some(v) => name(DEPLOYMENT, v)?,
+        };
+        let namespace_explicit = get(NAMESPACE).is_some();
+        let namespace = match get(NAMESPACE) {
+            Some(v) => name(NAMESPACE, v)?,
+            None => namespace.to_owned(),
+        };
+        let zone = get(ZONE).map(|v| name(ZONE, v)).transpose()?;
+        let stale_after = get(STALE_AFTER)
+            .map(|v| {
+                let d = parse_duration(v).map_err(|e| bad(STALE_AFTER, format!("{v:?}: {e}")))?;
+                if STALE_AFTER_RANGE.contains(&d) {
+                    Ok(d)
+                } else {
+                    Err(bad(STALE_AFTER, format!("{v:?} is outside 200ms..=10m")))
+                }
+            })
+            .transpose()?;
+        Ok(Self {
+            key: GroupKey { accelerator, namespace, deployment },
+            metric,
+            target,
+            activation,
+            zone,
+            stale_after,
+            namespace_explicit,
+        })
+    }
+
+    /// The metric name KEDA asks for: stable, made of `[a-z0-9-]`, and
+    /// distinct for every (accelerator, metric, namespace override,
+    /// deployment, zone): `edge-<accelerator>-<metric>[-<namespace>]-<deployment>[-<zone>]`.
+    pub fn metric_name(&self) -> String {
+        let mut name = format!("edge-{}-{}", self.key.accelerator, self.metric.as_str().to_ascii_lowercase());
+        let mut push = |part: &str| {
+            name.push('-');
+            name.extend(part.chars().map(|c| match c.to_ascii_lowercase() {
+                c @ ('a'..='z' | '0'..='9' | '-') => c,
+                _ => '-',
+            }));
+        };
+        if self.namespace_explicit {
+            push(&self.key.namespace);
+        }
+        push(&self.key.deployment);
+        if let Some(zone) = &self.zone {
+            push(zone);
+        }
+        name
+    }
+
+    /// KEDA's activation rule: active when the value is above `activationValue`.
+    pub fn is_active(&self, value: f64) -> bool {
+        value > self.activation
+    }
+}
+
+fn number(key: &str, v: &str) -> Result<f64, TriggerError> {
+    match v.parse::<f64>() {
+        Ok(n) if n.is_finite() => Ok(n),
+        _ => Err(bad(key, format!("{v:?} is not a number; e.g. 4 or 0.5"))),
+    }
+}
+
+/// Names of Kubernetes objects and zones: printable, no spaces, at most 253.
+fn name(key: &str, v: &str) -> Result<String, TriggerError> {
+    if v.len() > 253 || !v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')) {
+        return Err(bad(key, format!("{v:?} is not a name (letters, digits, '-', '.', '_'; at most 253)")));
+    }
+    Ok(v.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn base() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("scalerAddress", "edge-scaler.edge:9500"),
+            ("acceleratorType", "nvidia"),
+            ("deployment", "sd-nvidia"),
+            ("targetValue", "4"),
+        ]
+    }
+
+    fn parse_with(extra: &[(&'static str, &'static str)]) -> Result<Trigger, TriggerError> {
+        let mut pairs = base();
+        for (k, v) in extra {
+            pairs.retain(|(bk, _)| bk != k);
+            pairs.push((k, v));
+        }
+        Trigger::parse("inference", &meta(&pairs))
+    }
+
+    #[test]
+    fn minimal_trigger_has_defaults() {
+        let t = parse_with(&[]).unwrap();
+        assert_eq!(
+            t.key,
+            GroupKey {
+                accelerator: AcceleratorType::Nvidia,
+                namespace: "inference".into(),
+                deployment: "sd-nvidia".into()
+            }
+        );
+        assert_eq!((t.metric, t.target, t.activation, t.zone.clone(), t.stale_after), (MetricKind::QueueDepth, 4.0, 0.0, None, None));
+        assert_eq!(t.metric_name(), "edge-nvidia-queuedepth-sd-nvidia");
+        assert!(t.is_active(1.0) && !t.is_active(0.0));
+    }
+
+    #[test]
+    fn keda_keys_are_accepted() {
+        let t = parse_with(&[("enableTLS", "true"), ("unsafeSsl", "false"), ("caCert", "x"), ("tlsClientCert", "y")]);
+        assert!(t.is_ok(), "{t:?}");
+    }
+
+    #[test]
+    fn every_error_names_its_key_and_the_allowed_values() {
+        let cases: &[(&[(&str, &str)], &str, &str)] = &[
+            (&[("queue", "1")], "queue", "allowed: acceleratorType"),
+            (&[("acceleratorType", "gpu")], "acceleratorType", "nvidia, neuron, cpu"),
+            (&[("acceleratorType", "")], "acceleratorType", "missing"),
+            (&[("metric", "latency")], "metric", "queueDepth, inFlight, backlog, utilization, memoryUtilization"),
+            (&[("acceleratorType", "neuron"), ("metric", "memoryUtilization")], "metric", "allowed: queueDepth"),
+            (&[("targetValue", "four")], "targetValue", "not a number"),
+            (&[("targetValue", "0")], "targetValue", "not > 0"),
+            (&[("targetValue", "NaN")], "targetValue", "not a number"),
+            (&[("activationValue", "-1")], "activationValue", "negative"),
+            (&[("activationValue", "x")], "activationValue", "not a number"),
+            (&[("deployment", "a b")], "deployment", "not a name"),
+            (&[("zone", "us/west")], "zone", "not a name"),
+            (&[("staleAfter", "1ms")], "staleAfter", "outside"),
+            (&[("staleAfter", "later")], "staleAfter", "duration"),
+        ];
+        for (extra, key, needle) in cases {
+            let err = parse_with(extra).unwrap_err();
+            assert_eq!(err.key, *key, "{extra:?}");
+            let msg = err.to_string();
+            assert!(msg.starts_with(&format!("scalerMetadata.{key}:")) && msg.contains(needle), "{extra:?}: {msg}");
+        }
+        let mut pairs = base();
+        pairs.retain(|(k, _)| *k != "deployment");
+        assert_eq!(Trigger::parse("ns", &meta(&pairs)).unwrap_err().key, "deployment");
+    }
+
+    #[test]
+    fn metric_names_are_valid_and_distinct_per_configuration() {
+        let configs: Vec<Vec<(&str, &str)>> = vec![
+            vec![],
+            vec![("metric", "inFlight")],
+            vec![("metric", "utilization")],
+            vec![("acceleratorType", "neuron")],
+            vec![("acceleratorType", "cpu")],
+            vec![("deployment", "sd-other")],
+            vec![("zone", "us-west-2-lax-1a")],
+            vec![("namespace", "other")],
+            vec![("zone", "us-west-2-lax-1a"), ("metric", "backlog")],
+        ];
+        let mut names = std::collections::HashSet::new();
+        for extra in &configs {
+            let name = parse_with(extra).unwrap().metric_name();
+            assert!(name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{name}");
+            assert!(names.insert(name.clone()), "duplicate {name} for {extra:?}");
+        }
+        // Stable: the same configuration always gives the same name.
+        assert_eq!(parse_with(&configs[6]).unwrap().metric_name(), "edge-nvidia-queuedepth-sd-nvidia-us-west-2-lax-1a");
+        // Target and activation do not change the value, so not the name either.
+        assert_eq!(parse_with(&[("targetValue", "9")]).unwrap().metric_name(), parse_with(&[]).unwrap().metric_name());
+    }
+}

@@ -1,0 +1,81 @@
+//! The scaler's own series (`edge-scaler`'s /metrics): how many agents it
+//! follows, how fresh they are, and how it answers KEDA.
+
+use super::Metric;
+
+/// Label: a KEDA RPC, e.g. `GetMetrics`.
+pub const LABEL_METHOD: &str = "method";
+/// Label: the gRPC status code name, e.g. `Ok`, `InvalidArgument`.
+pub const LABEL_CODE: &str = "code";
+
+/// Agents followed (discovered and not dropped).
+pub const AGENTS: Metric = Metric::gauge("edge_scaler_agents", "Agents the scaler follows.");
+/// Agents with an open change stream.
+pub const AGENTS_CONNECTED: Metric =
+    Metric::gauge("edge_scaler_agents_connected", "Agents whose change stream is open.");
+/// Agents silent for longer than --stale-after; their data does not count.
+pub const AGENTS_STALE: Metric =
+    Metric::gauge("edge_scaler_agents_stale", "Agents silent for longer than --stale-after (their data does not count).");
+/// Worker groups (accelerator, namespace, Deployment) known.
+pub const WORKER_GROUPS: Metric =
+    Metric::gauge("edge_scaler_worker_groups", "Worker groups (accelerator, namespace, Deployment) known.");
+/// Snapshot messages received from agents, heartbeats included.
+pub const SNAPSHOTS: Metric = Metric::counter("edge_scaler_snapshots", "Snapshot messages received from agents.");
+/// Agent streams that failed or ended (each is followed by a reconnect).
+pub const AGENT_DISCONNECTS: Metric =
+    Metric::counter("edge_scaler_agent_disconnects", "Agent change streams that failed or ended.");
+/// KEDA calls answered, by method and status code.
+pub const GRPC_REQUESTS: Metric = Metric::counter("edge_scaler_grpc_requests", "KEDA calls answered.");
+/// `true`s pushed on StreamIsActive (inactive -> active transitions).
+pub const ACTIVATIONS: Metric =
+    Metric::counter("edge_scaler_activations", "Activations pushed on StreamIsActive (inactive to active).");
+/// StreamIsActive streams open now.
+pub const ACTIVE_STREAMS: Metric = Metric::gauge("edge_scaler_active_streams", "StreamIsActive streams open now.");
+
+/// A histogram family: name, help and bucket bounds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Histogram {
+    /// The family name (no `_seconds_bucket` etc. added by hand).
+    pub name: &'static str,
+    /// One sentence for `# HELP`.
+    pub help: &'static str,
+    /// Upper bucket bounds.
+    pub buckets: &'static [f64],
+}
+
+/// How long KEDA calls take, by method (unary calls; StreamIsActive until it is set up).
+pub const GRPC_REQUEST_DURATION_SECONDS: Histogram = Histogram {
+    name: "edge_scaler_grpc_request_duration_seconds",
+    help: "Time to answer a KEDA call.",
+    buckets: &[0.000_05, 0.0001, 0.000_25, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5],
+};
+
+/// Every gauge and counter of the scaler.
+pub const ALL: &[Metric] = &[
+    AGENTS,
+    AGENTS_CONNECTED,
+    AGENTS_STALE,
+    WORKER_GROUPS,
+    SNAPSHOTS,
+    AGENT_DISCONNECTS,
+    GRPC_REQUESTS,
+    ACTIVATIONS,
+    ACTIVE_STREAMS,
+];
+
+/// Every histogram of the scaler.
+pub const HISTOGRAMS: &[Histogram] = &[GRPC_REQUEST_DURATION_SECONDS];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_use_the_prefix_and_sorted_buckets() {
+        for h in HISTOGRAMS {
+            assert!(h.name.starts_with("edge_scaler_") && h.name.ends_with("_seconds"), "{}", h.name);
+            assert!(ALL.iter().all(|m| m.name != h.name), "{} twice", h.name);
+            assert!(h.buckets.windows(2).all(|w| w[0] < w[1]), "{} buckets unsorted", h.name);
+        }
+    }
+}
