@@ -148,12 +148,15 @@ fn storable(values: Vec<(f64, u32)>) -> (Vec<(f64, u32)>, u64) {
     (out, invalid)
 }
 
-// Upper bounds of the serialised size. The SDK sends CBOR, which is smaller
-// than the JSON and query encodings of the same request; the bounds hold for
-// JSON (tested below) and so for CBOR too.
+// Upper bounds of the serialised size. The SDK sends CBOR, which is no
+// larger than the JSON encoding of the same request (a number is at most 9
+// bytes in CBOR, at least 1 character plus a comma in JSON); the bounds are
+// for JSON, exact per number, and tested against a real JSON rendering.
 
-/// A number in JSON: at most 24 characters (`-1.7976931348623157e308`) and a comma.
-const NUMBER_BYTES: usize = 25;
+/// Characters of `v` in JSON (as serde_json writes it) plus a comma.
+fn number_bytes(v: f64) -> usize {
+    serde_json::to_string(&v).map_or(25, |s| s.len()) + 1
+}
 
 fn request_overhead(namespace: &str) -> usize {
     // {"Namespace":"…","MetricData":[…]}
@@ -164,10 +167,8 @@ fn request_overhead(namespace: &str) -> usize {
 pub fn datum_bytes(d: &Datum) -> usize {
     // {"MetricName":"…","Unit":"…","StorageResolution":1,"Timestamp":…,"Dimensions":[…],"Values":[…],"Counts":[…]},
     let dims: usize = d.key.dimensions.iter().map(|(n, v)| 22 + json_string_len(n) + json_string_len(v)).sum();
-    110 + json_string_len(d.key.metric.name)
-        + json_string_len(d.key.metric.unit)
-        + dims
-        + 2 * NUMBER_BYTES * d.values.len()
+    let numbers: usize = d.values.iter().chain(&d.counts).map(|v| number_bytes(*v)).sum();
+    110 + json_string_len(d.key.metric.name) + json_string_len(d.key.metric.unit) + dims + numbers
 }
 
 fn json_string_len(s: &str) -> usize {

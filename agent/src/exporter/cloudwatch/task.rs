@@ -37,7 +37,10 @@ pub fn spawn(
         tokio::spawn(sample_loop(store, dims, interval, Arc::clone(&buffer), Arc::clone(&stats), stop.clone()));
     let flusher = Flusher { settings, buffer, stats: Arc::clone(&stats), failing_since: None, last_warning: None };
     let handle = tokio::spawn(async move {
-        flusher.run(stop).await;
+        if !flusher.run(stop).await {
+            // Nothing will ever send what the sampler collects.
+            sampler.abort();
+        }
         let _ = sampler.await;
     });
     (stats, handle)
@@ -79,18 +82,19 @@ struct Flusher {
 }
 
 impl Flusher {
-    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    /// Returns false when the publisher could not be set up.
+    async fn run(mut self, mut stop: watch::Receiver<bool>) -> bool {
         // The SDK's config may look up the region on instance metadata: it
         // runs here, while the sampler already buffers.
         let publisher = tokio::select! {
             p = Publisher::from_env() => p,
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.wait_for(|s| *s) => return true,
         };
         let publisher = match publisher {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "CloudWatch publishing is off");
-                return;
+                return false;
             }
         };
         tracing::info!(
@@ -104,16 +108,23 @@ impl Flusher {
         );
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                _ = ticker.tick() => self.flush(&publisher).await,
-                _ = stop.wait_for(|s| *s) => break,
+            // The flush runs outside `select!`: the stop branch's output
+            // borrows the watch channel and must not live across an await.
+            let stopping = tokio::select! {
+                _ = ticker.tick() => false,
+                _ = stop.wait_for(|s| *s) => true,
+            };
+            if stopping {
+                break;
             }
+            self.flush(&publisher).await;
         }
         if tokio::time::timeout(FINAL_FLUSH_TIMEOUT, self.flush(&publisher)).await.is_err() {
             tracing::warn!("last CloudWatch flush did not finish in time");
         }
         let (sampled, published, dropped, buffered) = self.stats.totals();
         tracing::info!(sampled, published, dropped, buffered, "CloudWatch exporter stopped");
+        true
     }
 
     fn buffer(&self) -> std::sync::MutexGuard<'_, Buffer> {

@@ -47,11 +47,12 @@ fn total_samples(e: &Encoded) -> u64 {
 #[test]
 fn a_thousand_datums_per_call_at_most_and_nothing_lost() {
     let input: Vec<_> =
-        (0..2500).map(|i| pending(key(i, 6, 8), minute(), (0..60).map(|v| (f64::from(v), 1)).collect())).collect();
+        (0..2500).map(|i| pending(key(i, 5, 1), minute(), (0..20).map(|v| (f64::from(v), 3)).collect())).collect();
     let e = encode(input, "EdgeDiffusion", NOW);
     let sizes: Vec<_> = e.requests.iter().map(|r| r.datums.len()).collect();
     assert_eq!(sizes, [1000, 1000, 500]);
-    assert_eq!(total_samples(&e), 2500 * 60);
+    assert_eq!(total_samples(&e), 2500 * 20 * 3);
+    assert!(e.requests.iter().all(|r| r.estimated_bytes <= MAX_REQUEST_BYTES));
     assert_eq!((e.expired, e.invalid), (0, 0));
 }
 

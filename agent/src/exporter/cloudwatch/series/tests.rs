@@ -51,7 +51,7 @@ fn gpus_map_per_device_and_per_node_with_container_insights_names() {
         ..Default::default()
     };
     let s = sample(&snapshot, &dims());
-    let dev = |i: &str| [(cw::DIM_GPU_DEVICE, i)];
+    let dev = |i: &'static str| [(cw::DIM_GPU_DEVICE, i)];
     assert_eq!(value(&s, "node_gpu_utilization", &dev("nvidia0")), Some(80.0));
     assert_eq!(value(&s, "node_gpu_utilization", &dev("nvidia1")), Some(40.0));
     assert_eq!(value(&s, "node_gpu_utilization", &dev("nvidia2")), None, "unsupported is left out, not 0");
@@ -91,7 +91,7 @@ fn neuroncores_map_as_percent_with_memory_summed() {
         ..Default::default()
     };
     let s = sample(&snapshot, &dims());
-    let nc = |i: &str| [(cw::DIM_NEURON_CORE, i)];
+    let nc = |i: &'static str| [(cw::DIM_NEURON_CORE, i)];
     assert_eq!(value(&s, "node_neuroncore_utilization", &nc("neuroncore0")), Some(50.0));
     assert_eq!(value(&s, "node_neuroncore_utilization", &nc("neuroncore1")), Some(25.0));
     assert_eq!(value(&s, "node_neuroncore_utilization", &[]), Some(37.5));
@@ -130,7 +130,7 @@ fn workers_are_summed_per_deployment_with_their_own_accelerator() {
         ..Default::default()
     };
     let s = sample(&snapshot, &dims());
-    let dep = |d: &str| [(cw::DIM_NAMESPACE, "inference"), (cw::DIM_DEPLOYMENT, d)];
+    let dep = |d: &'static str| [(cw::DIM_NAMESPACE, "inference"), (cw::DIM_DEPLOYMENT, d)];
     assert_eq!(value(&s, "edge_worker_queue_depth", &dep("sd-cpu")), Some(5.0));
     assert_eq!(value(&s, "edge_worker_in_flight", &dep("sd-cpu")), Some(2.0));
     assert_eq!(value(&s, "edge_worker_capacity", &dep("sd-cpu")), Some(8.0));
