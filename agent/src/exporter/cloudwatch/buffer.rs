@@ -35,10 +35,13 @@ impl Pending {
     }
 }
 
+/// One window's series, each with its distinct values and counts.
+type Window = HashMap<Arc<SeriesKey>, Vec<(f64, u32)>>;
+
 /// Samples waiting to be published, at most `capacity` of them.
 #[derive(Debug)]
 pub struct Buffer {
-    windows: BTreeMap<i64, HashMap<Arc<SeriesKey>, Vec<(f64, u32)>>>,
+    windows: BTreeMap<i64, Window>,
     buffered: u64,
     in_flight: u64,
     capacity: u64,
