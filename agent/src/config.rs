@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::exporter::cloudwatch::{self, CloudWatchSettings};
+
 /// The node agent of edge-diffusion.
 ///
 /// Reads NVIDIA GPUs (NVML), AWS Neuron devices (neuron-monitor), /proc and the
@@ -84,6 +86,29 @@ pub struct Config {
     #[arg(long, env = "EDGE_AGENT_ZONE", default_value = "")]
     pub zone: String,
 
+    /// CloudWatch namespace to publish the node's metrics to, e.g.
+    /// EdgeDiffusion. Empty (the default) turns CloudWatch off: no AWS code
+    /// runs. Credentials and region come from the AWS SDK's default chain
+    /// (IRSA, EKS Pod Identity, instance profile); AWS_ENDPOINT_URL_CLOUDWATCH
+    /// overrides the endpoint.
+    #[arg(long, env = "EDGE_AGENT_CLOUDWATCH_NAMESPACE", default_value = "")]
+    pub cloudwatch_namespace: String,
+
+    /// How often buffered samples go to CloudWatch in one PutMetricData call
+    /// (samples are taken every --interval and kept). Between 1s and 10m.
+    #[arg(long, env = "EDGE_AGENT_CLOUDWATCH_FLUSH_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub cloudwatch_flush_interval: Duration,
+
+    /// The most samples kept for CloudWatch while it cannot be reached; the
+    /// oldest go first when full (16 bytes each). Between 100 and 10000000.
+    #[arg(long, env = "EDGE_AGENT_CLOUDWATCH_BUFFER_SAMPLES", default_value_t = 100_000)]
+    pub cloudwatch_buffer_samples: u64,
+
+    /// The EKS cluster's name: the ClusterName dimension of every CloudWatch
+    /// metric. Required with --cloudwatch-namespace.
+    #[arg(long, env = "EDGE_AGENT_CLUSTER_NAME", default_value = "")]
+    pub cluster_name: String,
+
     /// Log format.
     #[arg(long, env = "EDGE_AGENT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -156,6 +181,8 @@ pub struct Settings {
     pub hostname_label: HostnameLabel,
     /// Node name, instance type and zone.
     pub node: edge_telemetry::proto::Node,
+    /// CloudWatch publishing, if on.
+    pub cloudwatch: Option<CloudWatchSettings>,
 }
 
 impl Config {
@@ -196,6 +223,7 @@ impl Config {
             .transpose()?;
         let neuron_monitor =
             non_empty(&self.neuron_monitor).map(|s| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>());
+        let cloudwatch = self.cloudwatch()?;
         let node_name = match non_empty(&self.node_name) {
             Some(n) => n.to_owned(),
             None => host_name(),
@@ -213,7 +241,40 @@ impl Config {
             stream_heartbeat: self.stream_heartbeat,
             hostname_label: self.hostname_label,
             node: edge_telemetry::proto::Node { name: node_name, instance_type: self.instance_type, zone: self.zone },
+            cloudwatch,
         })
+    }
+
+    fn cloudwatch(&self) -> Result<Option<CloudWatchSettings>, ConfigError> {
+        let Some(namespace) = non_empty(&self.cloudwatch_namespace) else { return Ok(None) };
+        let err = |flag, reason| ConfigError { flag, reason };
+        if !cfg!(feature = "cloudwatch") {
+            return Err(err(
+                "cloudwatch-namespace",
+                "this edge-agent was built without the `cloudwatch` feature; leave it empty".to_owned(),
+            ));
+        }
+        cloudwatch::check_namespace(namespace).map_err(|r| err("cloudwatch-namespace", r))?;
+        let flush_interval = self.cloudwatch_flush_interval;
+        if !cloudwatch::FLUSH_INTERVAL_RANGE.contains(&flush_interval) {
+            return Err(err("cloudwatch-flush-interval", format!("{flush_interval:?} is outside 1s..=10m")));
+        }
+        let buffer_samples = self.cloudwatch_buffer_samples;
+        if !cloudwatch::BUFFER_SAMPLES_RANGE.contains(&buffer_samples) {
+            return Err(err("cloudwatch-buffer-samples", format!("{buffer_samples} is outside 100..=10000000")));
+        }
+        let Some(cluster_name) = non_empty(&self.cluster_name) else {
+            return Err(err(
+                "cluster-name",
+                "required with --cloudwatch-namespace (the ClusterName dimension)".to_owned(),
+            ));
+        };
+        Ok(Some(CloudWatchSettings {
+            namespace: namespace.to_owned(),
+            flush_interval,
+            cluster_name: cloudwatch::series::dimension_value(cluster_name),
+            buffer_samples,
+        }))
     }
 }
 
@@ -264,6 +325,16 @@ mod tests {
         assert!(s.report_socket.is_none() && s.report_listen.is_none());
     }
 
+    #[cfg(feature = "cloudwatch")]
+    #[test]
+    fn cloudwatch_is_off_unless_a_namespace_is_given() {
+        assert_eq!(parse(&["--cluster-name", "edge"]).unwrap().cloudwatch, None);
+        let s = parse(&["--cloudwatch-namespace", "EdgeDiffusion", "--cluster-name", "edge"]).unwrap();
+        let cw = s.cloudwatch.expect("on");
+        assert_eq!((cw.namespace.as_str(), cw.cluster_name.as_str()), ("EdgeDiffusion", "edge"));
+        assert_eq!(cw.flush_interval, Duration::from_secs(60));
+    }
+
     #[test]
     fn bad_values_name_the_flag() {
         let cases: &[(&[&str], &str)] = &[
@@ -274,6 +345,16 @@ mod tests {
             (&["--worker-expiry", "1s"], "--worker-expiry"),
             (&["--hostname-label", "HOST"], "--hostname-label"),
             (&["--listen", "9400"], "--listen"),
+            (&["--cloudwatch-namespace", "AWS/EC2", "--cluster-name", "c"], "--cloudwatch-namespace"),
+            (&["--cloudwatch-namespace", "Edge"], "--cluster-name"),
+            (
+                &["--cloudwatch-namespace", "Edge", "--cluster-name", "c", "--cloudwatch-flush-interval", "500ms"],
+                "--cloudwatch-flush-interval",
+            ),
+            (
+                &["--cloudwatch-namespace", "Edge", "--cluster-name", "c", "--cloudwatch-buffer-samples", "5"],
+                "--cloudwatch-buffer-samples",
+            ),
         ];
         for (args, flag) in cases {
             let err = parse(args).unwrap_err();

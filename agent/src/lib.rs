@@ -74,6 +74,14 @@ pub async fn run(
         workers,
         store: store.clone(),
     };
+    #[cfg(feature = "cloudwatch")]
+    let cloudwatch = settings
+        .cloudwatch
+        .clone()
+        .map(|cw| exporter::cloudwatch::spawn(cw, settings.interval, store.clone(), stop_rx.clone()));
+    #[cfg(not(feature = "cloudwatch"))]
+    let cloudwatch: Option<(Arc<exporter::cloudwatch::stats::Stats>, tokio::task::JoinHandle<()>)> = None;
+    let (cloudwatch_stats, cloudwatch_task) = cloudwatch.unzip();
     let ready = Arc::new(AtomicBool::new(false));
     let ready_flag = Arc::clone(&ready);
     let tick_stop = stop_rx.clone();
@@ -85,7 +93,12 @@ pub async fn run(
     });
 
     let app = server::router(
-        HttpState { store: store.clone(), metrics: Arc::new(MetricsCache::new(settings.hostname_label)), ready },
+        HttpState {
+            store: store.clone(),
+            metrics: Arc::new(MetricsCache::new(settings.hostname_label)),
+            ready,
+            cloudwatch: cloudwatch_stats,
+        },
         FeedService::new(store, settings.stream_heartbeat, stop_rx.clone()),
     );
     tracing::info!(addr = %local, node = %settings.node.name, "agent listening");
@@ -101,6 +114,9 @@ pub async fn run(
     });
     let result = server.await.map_err(RunError::Serve);
     let _ = ticks.await;
+    if let Some(t) = cloudwatch_task {
+        let _ = t.await;
+    }
     for t in intake_tasks {
         let _ = t.await;
     }

@@ -10,6 +10,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use crate::exporter::cloudwatch::append_metrics;
+use crate::exporter::cloudwatch::stats::Stats;
 use crate::exporter::prometheus::{MetricsCache, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 use crate::exporter::stream::FeedService;
 use crate::snapshot::SnapshotStore;
@@ -23,6 +25,8 @@ pub struct HttpState {
     pub metrics: Arc<MetricsCache>,
     /// True once the first collection finished.
     pub ready: Arc<AtomicBool>,
+    /// The CloudWatch exporter's counters, when it runs.
+    pub cloudwatch: Option<Arc<Stats>>,
 }
 
 /// HTTP routes and the gRPC feed in one router.
@@ -43,7 +47,11 @@ async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> impl Int
         .is_some_and(|v| v.contains("application/openmetrics-text"));
     let body = state.metrics.get(&state.store.latest(), openmetrics);
     let content_type = if openmetrics { OPENMETRICS_CONTENT_TYPE } else { TEXT_CONTENT_TYPE };
-    ([(header::CONTENT_TYPE, content_type)], body.to_string())
+    let body = match &state.cloudwatch {
+        Some(stats) => append_metrics(&body, openmetrics, stats),
+        None => body.to_string(),
+    };
+    ([(header::CONTENT_TYPE, content_type)], body)
 }
 
 async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {

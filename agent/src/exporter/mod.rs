@@ -1,5 +1,6 @@
 //! Exporters: each renders the node snapshot for one kind of reader. None of
 //! them polls a device; they only read what the collectors stored.
 
+pub mod cloudwatch;
 pub mod prometheus;
 pub mod stream;

@@ -3,11 +3,13 @@
 //! Compatibility series keep the names and labels other tools established, so
 //! existing dashboards work unchanged: [`dcgm`] (NVIDIA dcgm-exporter, Grafana
 //! dashboard 12239) and [`neuron`] (neuron-monitor-prometheus). Series of our
-//! own live in [`edge`]: `edge_` prefix, base units, bounded labels.
+//! own live in [`edge`]: `edge_` prefix, base units, bounded labels. What goes
+//! to CloudWatch, and the CloudWatch exporter's own series, are in [`cloudwatch`].
 //!
 //! Names are registered with `prometheus-client`, which appends `_total` to
 //! counters itself, so counter names here carry no `_total`.
 
+pub mod cloudwatch;
 pub mod dcgm;
 pub mod edge;
 pub mod neuron;
@@ -58,7 +60,7 @@ mod tests {
     use super::*;
 
     fn all() -> Vec<Metric> {
-        [dcgm::ALL, neuron::ALL, edge::ALL, scaler::ALL].concat()
+        [dcgm::ALL, neuron::ALL, edge::ALL, scaler::ALL, cloudwatch::EXPORTER].concat()
     }
 
     #[test]

@@ -53,7 +53,7 @@ impl Samples {
         }
     }
 
-    fn encode(self) -> String {
+    pub(crate) fn encode(self) -> String {
         let mut registry = Registry::default();
         for (metric, samples) in self.families {
             // A single unlabelled sample is a plain metric, rendered without `{}`.

@@ -1,0 +1,212 @@
+//! Pure mapping: one [`NodeSnapshot`] → one value per CloudWatch series.
+//!
+//! Every series starts with the node dimensions in a fixed order; device and
+//! workload dimensions follow. Dimension values are made valid here (never
+//! empty, at most 1024 characters) so that nothing later can be refused for
+//! them. A value a device does not support is left out, never sent as 0.
+
+use std::collections::BTreeMap;
+
+use edge_telemetry::AcceleratorType;
+use edge_telemetry::catalogue::cloudwatch::{self as cw, CloudWatchMetric};
+use edge_telemetry::proto::NodeSnapshot;
+
+/// CloudWatch refuses empty dimension values; a node run without
+/// `--instance-type` or `--zone` publishes this instead.
+pub const UNKNOWN: &str = "unknown";
+/// CloudWatch's limit on a dimension value's length.
+pub const MAX_DIMENSION_VALUE_CHARS: usize = 1024;
+
+/// One CloudWatch time series: metric (name and unit) and dimensions in the
+/// order they are sent.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeriesKey {
+    /// Name and unit.
+    pub metric: CloudWatchMetric,
+    /// Dimension names and values, node dimensions first.
+    pub dimensions: Vec<(&'static str, String)>,
+}
+
+/// The node's dimension values, taken once from the settings and snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeDimensions {
+    /// `--cluster-name`.
+    pub cluster: String,
+}
+
+/// Every series of `snapshot` with its current value.
+pub fn sample(snapshot: &NodeSnapshot, dims: &NodeDimensions) -> Vec<(SeriesKey, f64)> {
+    let node = snapshot.node.clone().unwrap_or_default();
+    let base = |accelerator: &str| -> Vec<(&'static str, String)> {
+        vec![
+            (cw::DIM_CLUSTER_NAME, dimension_value(&dims.cluster)),
+            (cw::DIM_NODE_NAME, dimension_value(&node.name)),
+            (cw::DIM_INSTANCE_TYPE, dimension_value(&node.instance_type)),
+            (cw::DIM_ACCELERATOR_TYPE, dimension_value(accelerator)),
+            (cw::DIM_ZONE, dimension_value(&node.zone)),
+        ]
+    };
+    let node_dims = base(node_accelerator(snapshot).as_str());
+    let mut out = Out(Vec::new());
+    gpus(&mut out, snapshot, &node_dims);
+    neuron(&mut out, snapshot, &node_dims);
+    if let Some(h) = &snapshot.host {
+        out.opt(cw::NODE_CPU_UTILIZATION, &node_dims, &[], h.cpu_utilization_ratio.map(|r| r * 100.0));
+        let used = match (h.memory_total_bytes, h.memory_available_bytes) {
+            (Some(t), Some(a)) if t > 0 => Some(t.saturating_sub(a) as f64 / t as f64 * 100.0),
+            _ => None,
+        };
+        out.opt(cw::NODE_MEMORY_UTILIZATION, &node_dims, &[], used);
+    }
+    out.opt(cw::AGENT_UP, &node_dims, &[], Some(1.0));
+    workers(&mut out, snapshot, base);
+    out.0
+}
+
+/// A GPU node is `nvidia`, a node with NeuronCores `neuron`, anything else `cpu`.
+pub fn node_accelerator(snapshot: &NodeSnapshot) -> AcceleratorType {
+    if !snapshot.gpus.is_empty() {
+        AcceleratorType::Nvidia
+    } else if !snapshot.neuron_cores.is_empty() {
+        AcceleratorType::Neuron
+    } else {
+        AcceleratorType::Cpu
+    }
+}
+
+struct Out(Vec<(SeriesKey, f64)>);
+
+impl Out {
+    fn opt(
+        &mut self,
+        metric: CloudWatchMetric,
+        base: &[(&'static str, String)],
+        extra: &[(&'static str, String)],
+        value: Option<f64>,
+    ) {
+        if let Some(v) = value {
+            let dimensions = base.iter().chain(extra).cloned().collect();
+            self.0.push((SeriesKey { metric, dimensions }, v));
+        }
+    }
+}
+
+fn gpus(out: &mut Out, snapshot: &NodeSnapshot, node_dims: &[(&'static str, String)]) {
+    if snapshot.gpus.is_empty() {
+        return;
+    }
+    let (mut util_sum, mut util_n, mut used_sum, mut total_sum) = (0.0, 0u32, 0u64, 0u64);
+    for g in &snapshot.gpus {
+        let device = g.minor_number.unwrap_or(g.index);
+        let extra = [(cw::DIM_GPU_DEVICE, format!("nvidia{device}"))];
+        let util = g.gpu_utilization_percent.map(f64::from);
+        let mem_util = match (g.framebuffer_used_bytes, g.framebuffer_total_bytes) {
+            (Some(u), Some(t)) if t > 0 => {
+                used_sum += u;
+                total_sum += t;
+                Some(u as f64 / t as f64 * 100.0)
+            }
+            _ => None,
+        };
+        if let Some(u) = util {
+            util_sum += u;
+            util_n += 1;
+        }
+        out.opt(cw::NODE_GPU_UTILIZATION, node_dims, &extra, util);
+        out.opt(cw::NODE_GPU_MEMORY_UTILIZATION, node_dims, &extra, mem_util);
+        out.opt(cw::NODE_GPU_MEMORY_USED, node_dims, &extra, g.framebuffer_used_bytes.map(|b| b as f64));
+        out.opt(cw::NODE_GPU_MEMORY_TOTAL, node_dims, &extra, g.framebuffer_total_bytes.map(|b| b as f64));
+        out.opt(cw::NODE_GPU_POWER_DRAW, node_dims, &extra, g.power_usage_watts);
+        out.opt(cw::NODE_GPU_TEMPERATURE, node_dims, &extra, g.temperature_celsius.map(f64::from));
+    }
+    out.opt(cw::NODE_GPU_UTILIZATION, node_dims, &[], (util_n > 0).then(|| util_sum / f64::from(util_n)));
+    out.opt(
+        cw::NODE_GPU_MEMORY_UTILIZATION,
+        node_dims,
+        &[],
+        (total_sum > 0).then(|| used_sum as f64 / total_sum as f64 * 100.0),
+    );
+    out.opt(cw::NODE_GPU_LIMIT, node_dims, &[], Some(snapshot.gpus.len() as f64));
+}
+
+fn neuron(out: &mut Out, snapshot: &NodeSnapshot, node_dims: &[(&'static str, String)]) {
+    let (mut sum, mut n) = (0.0, 0u32);
+    for c in &snapshot.neuron_cores {
+        let extra = [(cw::DIM_NEURON_CORE, format!("neuroncore{}", c.index))];
+        let util = c.utilization_ratio.map(|r| r * 100.0);
+        if let Some(u) = util {
+            sum += u;
+            n += 1;
+        }
+        out.opt(cw::NODE_NEURONCORE_UTILIZATION, node_dims, &extra, util);
+        let memory = c.memory.as_ref().and_then(|m| {
+            let parts = [
+                m.constants_bytes,
+                m.model_code_bytes,
+                m.model_shared_scratchpad_bytes,
+                m.runtime_memory_bytes,
+                m.tensors_bytes,
+            ];
+            parts.iter().any(Option::is_some).then(|| parts.iter().flatten().sum::<u64>() as f64)
+        });
+        out.opt(cw::NODE_NEURONCORE_MEMORY_USAGE_TOTAL, node_dims, &extra, memory);
+    }
+    out.opt(cw::NODE_NEURONCORE_UTILIZATION, node_dims, &[], (n > 0).then(|| sum / f64::from(n)));
+}
+
+#[derive(Default)]
+struct Totals {
+    workers: u32,
+    queue_depth: u64,
+    in_flight: u64,
+    capacity: u64,
+    p50: Option<f64>,
+    p99: Option<f64>,
+}
+
+/// Summed per (accelerator, namespace, deployment), like `/metrics`: a worker
+/// dimension would make a new (billed) metric for every pod.
+fn workers(out: &mut Out, snapshot: &NodeSnapshot, base: impl Fn(&str) -> Vec<(&'static str, String)>) {
+    let mut totals: BTreeMap<(&str, &str, &str), Totals> = BTreeMap::new();
+    for w in &snapshot.workers {
+        let t = totals.entry((&w.accelerator, &w.namespace, &w.deployment)).or_default();
+        t.workers += 1;
+        t.queue_depth += u64::from(w.queue_depth);
+        t.in_flight += u64::from(w.in_flight);
+        t.capacity += u64::from(w.capacity);
+        t.p50 = max_opt(t.p50, w.latency_p50_seconds);
+        t.p99 = max_opt(t.p99, w.latency_p99_seconds);
+    }
+    for ((accelerator, namespace, deployment), t) in totals {
+        let dims = base(accelerator);
+        let extra =
+            [(cw::DIM_NAMESPACE, dimension_value(namespace)), (cw::DIM_DEPLOYMENT, dimension_value(deployment))];
+        out.opt(cw::WORKERS, &dims, &extra, Some(f64::from(t.workers)));
+        out.opt(cw::WORKER_QUEUE_DEPTH, &dims, &extra, Some(t.queue_depth as f64));
+        out.opt(cw::WORKER_IN_FLIGHT, &dims, &extra, Some(t.in_flight as f64));
+        out.opt(cw::WORKER_CAPACITY, &dims, &extra, Some(t.capacity as f64));
+        out.opt(cw::WORKER_LATENCY_P50_SECONDS, &dims, &extra, t.p50);
+        out.opt(cw::WORKER_LATENCY_P99_SECONDS, &dims, &extra, t.p99);
+    }
+}
+
+fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+/// A valid CloudWatch dimension value: trimmed, [`UNKNOWN`] when empty, cut
+/// to [`MAX_DIMENSION_VALUE_CHARS`] characters.
+pub fn dimension_value(s: &str) -> String {
+    let s = s.trim();
+    if s.is_empty() {
+        return UNKNOWN.to_owned();
+    }
+    s.chars().take(MAX_DIMENSION_VALUE_CHARS).collect()
+}
+
+#[cfg(test)]
+mod tests;
