@@ -135,7 +135,11 @@ fn snapshot(node: usize, objects: usize, seq: u64, queues: &HashMap<usize, u32>)
         }
     }
     NodeSnapshot {
-        node: Some(Node { name: format!("node-{node}"), instance_type: "g6.48xlarge".into(), zone: format!("zone-{}", node % 4) }),
+        node: Some(Node {
+            name: format!("node-{node}"),
+            instance_type: "g6.48xlarge".into(),
+            zone: format!("zone-{}", node % 4),
+        }),
         sequence: seq,
         updated_at_unix_ms: 0,
         gpus: (0..8)
@@ -291,7 +295,8 @@ async fn main() {
             spec_lat.push(t.elapsed());
             let name = spec.metric_specs[0].metric_name.clone();
             let t = Instant::now();
-            let r = keda.get_metrics(GetMetricsRequest { scaled_object_ref: Some(obj.clone()), metric_name: name }).await;
+            let r =
+                keda.get_metrics(GetMetricsRequest { scaled_object_ref: Some(obj.clone()), metric_name: name }).await;
             metrics_lat.push(t.elapsed());
             errors += usize::from(r.is_err());
             let _ = keda.is_active(obj).await;
@@ -320,7 +325,8 @@ async fn main() {
     let (mut wake_lat, mut hop_lat) = (Vec::new(), Vec::new());
     for trial in 0..o.wakes {
         let d = idle[trial % idle.len()];
-        let node = (0..o.agents).find(|n| deployments_of(*n, o.objects).contains(&d) && n % 7 == trial % 7).unwrap_or(0);
+        let node =
+            (0..o.agents).find(|n| deployments_of(*n, o.objects).contains(&d) && n % 7 == trial % 7).unwrap_or(0);
         let mut direct = SnapshotFeedClient::connect(format!("http://{}", addrs[node])).await.unwrap();
         let mut hop = direct.watch(WatchRequest {}).await.unwrap().into_inner();
         hop.message().await.unwrap(); // the current snapshot

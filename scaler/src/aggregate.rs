@@ -277,15 +277,11 @@ mod tests {
     }
 
     fn trigger(accel: &str, metric: &str, zone: Option<&str>) -> Trigger {
-        let mut m: HashMap<String, String> = [
-            ("acceleratorType", accel),
-            ("metric", metric),
-            ("deployment", "sd"),
-            ("targetValue", "1"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+        let mut m: HashMap<String, String> =
+            [("acceleratorType", accel), ("metric", metric), ("deployment", "sd"), ("targetValue", "1")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
         if let Some(z) = zone {
             m.insert("zone".into(), z.into());
         }
@@ -307,7 +303,12 @@ mod tests {
                 worker("other", "nvidia", 1, 0),
                 worker("sd", "tpu", 9, 9),
             ],
-            gpus: vec![gpu(Some(80), 500, true), gpu(Some(40), 250, true), gpu(Some(100), 1000, false), gpu(None, 0, true)],
+            gpus: vec![
+                gpu(Some(80), 500, true),
+                gpu(Some(40), 250, true),
+                gpu(Some(100), 1000, false),
+                gpu(None, 0, true),
+            ],
             neuron_cores: vec![
                 NeuronCore { utilization_ratio: Some(0.5), ..Default::default() },
                 NeuronCore { utilization_ratio: None, ..Default::default() },
@@ -363,7 +364,10 @@ mod tests {
         assert_eq!(evaluate(&trigger("nvidia", "backlog", None), STALE, members(), never), Ok(10.0));
         assert_eq!(evaluate(&trigger("nvidia", "queueDepth", Some("a")), STALE, members(), never), Ok(3.0));
         // A longer per-trigger bound counts the third agent.
-        assert_eq!(evaluate(&trigger("nvidia", "queueDepth", None), Duration::from_secs(10), members(), never), Ok(11.0));
+        assert_eq!(
+            evaluate(&trigger("nvidia", "queueDepth", None), Duration::from_secs(10), members(), never),
+            Ok(11.0)
+        );
     }
 
     #[test]

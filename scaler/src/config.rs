@@ -160,8 +160,7 @@ pub struct Settings {
 }
 
 /// Bounds of --stale-after (and of a trigger's `staleAfter`).
-pub const STALE_AFTER_RANGE: std::ops::RangeInclusive<Duration> =
-    Duration::from_millis(200)..=Duration::from_secs(600);
+pub const STALE_AFTER_RANGE: std::ops::RangeInclusive<Duration> = Duration::from_millis(200)..=Duration::from_secs(600);
 
 impl Config {
     /// Checks every value; reads the TLS files so a bad path fails at start.
@@ -380,9 +379,8 @@ mod tests {
         let key = dir.path().join("key.pem");
         std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\n").unwrap();
         std::fs::write(&key, "not a key").unwrap();
-        let err =
-            parse(&["--agents", "a:1", "--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()])
-                .unwrap_err();
+        let err = parse(&["--agents", "a:1", "--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()])
+            .unwrap_err();
         assert!(err.contains("--tls-key") && err.contains("not PEM"), "{err}");
     }
 }

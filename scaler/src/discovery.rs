@@ -137,22 +137,25 @@ mod tests {
             ),
             endpoints: Some(
                 endpoints
-                .iter()
-                .map(|(a, ready)| Endpoint {
-                    addresses: vec![(*a).into()],
-                    conditions: ready.map(|r| EndpointConditions { ready: Some(r), ..Default::default() }),
-                    ..Default::default()
-                })
-                .collect(),
+                    .iter()
+                    .map(|(a, ready)| Endpoint {
+                        addresses: vec![(*a).into()],
+                        conditions: ready.map(|r| EndpointConditions { ready: Some(r), ..Default::default() }),
+                        ..Default::default()
+                    })
+                    .collect(),
             ),
-            ..Default::default()
         })
     }
 
     #[test]
     fn ready_endpoints_with_the_selected_port() {
         let slices = vec![
-            slice("a", &[("http", 9400), ("other", 1)], &[("10.0.0.1", Some(true)), ("10.0.0.2", None), ("10.0.0.3", Some(false))]),
+            slice(
+                "a",
+                &[("http", 9400), ("other", 1)],
+                &[("10.0.0.1", Some(true)), ("10.0.0.2", None), ("10.0.0.3", Some(false))],
+            ),
             slice("b", &[("other", 2)], &[("fd00::5", Some(true))]),
         ];
         let set = |sel| agent_addresses(&slices, &sel).into_iter().collect::<Vec<_>>();

@@ -137,10 +137,10 @@ pub async fn run(
         .map_err(RunError::Serve);
     let _ = discovery_task.await;
     let _ = purge_task.await;
-    if let Some(t) = metrics_task {
-        if let Ok(Err(e)) = t.await {
-            tracing::warn!(error = %e, "metrics server failed");
-        }
+    if let Some(t) = metrics_task
+        && let Ok(Err(e)) = t.await
+    {
+        tracing::warn!(error = %e, "metrics server failed");
     }
     result
 }

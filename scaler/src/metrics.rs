@@ -212,7 +212,10 @@ mod tests {
             assert!(text.contains(&format!("# TYPE {} ", metric.name)), "{} missing:\n{text}", metric.name);
         }
         assert!(text.contains("edge_scaler_agents_stale 1\n"), "{text}");
-        assert!(text.contains(r#"edge_scaler_grpc_requests_total{method="GetMetrics",code="InvalidArgument"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"edge_scaler_grpc_requests_total{method="GetMetrics",code="InvalidArgument"} 1"#),
+            "{text}"
+        );
         assert!(text.contains(r#"edge_scaler_grpc_request_duration_seconds_count{method="GetMetrics"} 2"#), "{text}");
     }
 }

@@ -222,8 +222,8 @@ impl Registry {
         let stale_after = trigger.stale_after.unwrap_or(self.stale_after);
         let now = self.now_ms();
         let inner = self.read();
-        let members = inner.groups.get(&trigger.key).into_iter().flat_map(|g| g.members.iter()).filter_map(
-            |(id, totals)| {
+        let members =
+            inner.groups.get(&trigger.key).into_iter().flat_map(|g| g.members.iter()).filter_map(|(id, totals)| {
                 let agent = inner.agents.get(id)?;
                 Some(Member {
                     zone: &agent.contribution.zone,
@@ -231,8 +231,7 @@ impl Registry {
                     totals,
                     usage: &agent.contribution.usage,
                 })
-            },
-        );
+            });
         let any_fresh = || {
             inner.agents.values().any(|a| {
                 trigger.zone.as_deref().is_none_or(|z| z == a.contribution.zone) && self.age(a, now) <= stale_after
@@ -360,7 +359,7 @@ mod tests {
         let a = reg.add_agent("a:1");
         reg.ingest(a, &snapshot(1, "", &[("sd", 1)]));
         let t = trigger("sd", &[]);
-        let mut rx = reg.subscribe(&t.key);
+        let rx = reg.subscribe(&t.key);
         std::thread::sleep(Duration::from_millis(300));
         assert!(reg.evaluate(&t).is_err());
         assert_eq!(reg.stats().stale, 1);

@@ -164,7 +164,10 @@ impl Trigger {
         let metric = match get(METRIC) {
             None => MetricKind::QueueDepth,
             Some(v) => *allowed.iter().find(|m| m.as_str() == v).ok_or_else(|| {
-                bad(METRIC, format!("unknown metric {v:?} for acceleratorType {accelerator}; allowed: {}", allowed_list()))
+                bad(
+                    METRIC,
+                    format!("unknown metric {v:?} for acceleratorType {accelerator}; allowed: {}", allowed_list()),
+                )
             })?,
         };
         let target = match get(TARGET_VALUE) {
@@ -289,7 +292,10 @@ mod tests {
                 deployment: "sd-nvidia".into()
             }
         );
-        assert_eq!((t.metric, t.target, t.activation, t.zone.clone(), t.stale_after), (MetricKind::QueueDepth, 4.0, 0.0, None, None));
+        assert_eq!(
+            (t.metric, t.target, t.activation, t.zone.clone(), t.stale_after),
+            (MetricKind::QueueDepth, 4.0, 0.0, None, None)
+        );
         assert_eq!(t.metric_name(), "edge-nvidia-queuedepth-sd-nvidia");
         assert!(t.is_active(1.0) && !t.is_active(0.0));
     }
@@ -300,9 +306,12 @@ mod tests {
         assert!(t.is_ok(), "{t:?}");
     }
 
+    /// Extra metadata, the key the error must name, a word the message must contain.
+    type Case = (&'static [(&'static str, &'static str)], &'static str, &'static str);
+
     #[test]
     fn every_error_names_its_key_and_the_allowed_values() {
-        let cases: &[(&[(&str, &str)], &str, &str)] = &[
+        let cases: &[Case] = &[
             (&[("queue", "1")], "queue", "allowed: acceleratorType"),
             (&[("acceleratorType", "gpu")], "acceleratorType", "nvidia, neuron, cpu"),
             (&[("acceleratorType", "")], "acceleratorType", "missing"),

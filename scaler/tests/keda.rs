@@ -137,10 +137,8 @@ async fn a_killed_agent_goes_stale_then_errors_and_recovers_when_back() {
     let agent = start_agent("zone-a");
     let agent_addr = agent.addr;
     report(&agent, "w1", "sd-cpu", "cpu", 2, 0);
-    let scaler = Scaler::start(
-        &[agents_flag(&[&agent]), ("stale-after", "1s".into()), ("reconnect-max", "300ms".into())],
-        &[],
-    );
+    let scaler =
+        Scaler::start(&[agents_flag(&[&agent]), ("stale-after", "1s".into()), ("reconnect-max", "300ms".into())], &[]);
     let mut keda = scaler.client().await;
     eventually(PATIENCE, "the agent's queue", || {
         let mut k = keda.clone();
@@ -173,17 +171,36 @@ async fn a_killed_agent_goes_stale_then_errors_and_recovers_when_back() {
     .await;
 }
 
+/// Metadata, the key the error must name, a word the message must contain.
+type Case = (&'static [(&'static str, &'static str)], &'static str, &'static str);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_metadata_is_invalid_argument_naming_the_key_on_every_rpc() {
     let agent = start_agent("zone-a");
     let scaler = Scaler::start(&[agents_flag(&[&agent])], &[]);
     let mut keda = scaler.client().await;
-    let cases: &[(&[(&str, &str)], &str, &str)] = &[
-        (&[("acceleratorType", "gpu"), ("deployment", "d"), ("targetValue", "1")], "acceleratorType", "nvidia, neuron, cpu"),
-        (&[("acceleratorType", "cpu"), ("deployment", "d"), ("targetValue", "1"), ("metric", "qps")], "metric", "queueDepth"),
+    let cases: &[Case] = &[
+        (
+            &[("acceleratorType", "gpu"), ("deployment", "d"), ("targetValue", "1")],
+            "acceleratorType",
+            "nvidia, neuron, cpu",
+        ),
+        (
+            &[("acceleratorType", "cpu"), ("deployment", "d"), ("targetValue", "1"), ("metric", "qps")],
+            "metric",
+            "queueDepth",
+        ),
         (&[("acceleratorType", "cpu"), ("deployment", "d"), ("targetValue", "lots")], "targetValue", "not a number"),
-        (&[("acceleratorType", "cpu"), ("deployment", "d"), ("targetValue", "1"), ("activationValue", "-2")], "activationValue", "negative"),
-        (&[("acceleratorType", "cpu"), ("deployment", "d"), ("targetValue", "1"), ("queue", "x")], "queue", "allowed: acceleratorType"),
+        (
+            &[("acceleratorType", "cpu"), ("deployment", "d"), ("targetValue", "1"), ("activationValue", "-2")],
+            "activationValue",
+            "negative",
+        ),
+        (
+            &[("acceleratorType", "cpu"), ("deployment", "d"), ("targetValue", "1"), ("queue", "x")],
+            "queue",
+            "allowed: acceleratorType",
+        ),
         (&[("acceleratorType", "cpu"), ("targetValue", "1")], "deployment", "missing"),
     ];
     for (pairs, key, needle) in cases {

@@ -173,15 +173,15 @@ async fn endpoint_slices_add_and_drop_agents_without_restart() {
     report(&b, "w2", "sd-cpu", "cpu", 3, 0);
     let (api, api_addr) = start_fake_api().await;
     // One ready agent, and an endpoint that is not ready (never followed).
-    api.apply("ADDED", "edge-agent-a", slice("edge-agent-a", a.addr.port(), &[("127.0.0.1", true), ("127.0.0.2", false)]));
+    api.apply(
+        "ADDED",
+        "edge-agent-a",
+        slice("edge-agent-a", a.addr.port(), &[("127.0.0.1", true), ("127.0.0.2", false)]),
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let scaler = Scaler::start(
-        &[
-            ("agent-service", "edge-agent".into()),
-            ("agent-port", "http".into()),
-            ("stale-after", "1s".into()),
-        ],
+        &[("agent-service", "edge-agent".into()), ("agent-port", "http".into()), ("stale-after", "1s".into())],
         &[("KUBECONFIG", kubeconfig(dir.path(), api_addr))],
     );
     wait_for(&scaler, Some(2.0), "the agent of the first slice").await.unwrap();
@@ -200,7 +200,10 @@ async fn endpoint_slices_add_and_drop_agents_without_restart() {
     // The first node goes away: its agent is dropped (after its data is stale).
     api.apply("DELETED", "edge-agent-a", slice("edge-agent-a", a.addr.port(), &[]));
     wait_for(&scaler, Some(3.0), "only the second agent").await.unwrap();
-    eventually(PATIENCE, "one agent followed", || async { (sample(&scaler.metrics(), "edge_scaler_agents") == Some(1.0)).then_some(()) }).await;
+    eventually(PATIENCE, "one agent followed", || async {
+        (sample(&scaler.metrics(), "edge_scaler_agents") == Some(1.0)).then_some(())
+    })
+    .await;
 
     // The last agent turns not ready: nothing left to trust, so an error (KEDA's fallback), not 0.
     api.apply("MODIFIED", "edge-agent-b", slice("edge-agent-b", b.addr.port(), &[("127.0.0.1", false)]));

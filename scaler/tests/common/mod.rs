@@ -148,7 +148,10 @@ pub fn object(pairs: &[(&str, &str)]) -> ScaledObjectRef {
 }
 
 /// `GetMetrics` as KEDA calls it: with the name from `GetMetricSpec`.
-pub async fn get_metric(client: &mut ExternalScalerClient<Channel>, pairs: &[(&str, &str)]) -> Result<f64, tonic::Status> {
+pub async fn get_metric(
+    client: &mut ExternalScalerClient<Channel>,
+    pairs: &[(&str, &str)],
+) -> Result<f64, tonic::Status> {
     let spec = client.get_metric_spec(object(pairs)).await?.into_inner();
     let name = spec.metric_specs[0].metric_name.clone();
     let reply = client

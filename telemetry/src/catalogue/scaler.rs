@@ -14,8 +14,10 @@ pub const AGENTS: Metric = Metric::gauge("edge_scaler_agents", "Agents the scale
 pub const AGENTS_CONNECTED: Metric =
     Metric::gauge("edge_scaler_agents_connected", "Agents whose change stream is open.");
 /// Agents silent for longer than --stale-after; their data does not count.
-pub const AGENTS_STALE: Metric =
-    Metric::gauge("edge_scaler_agents_stale", "Agents silent for longer than --stale-after (their data does not count).");
+pub const AGENTS_STALE: Metric = Metric::gauge(
+    "edge_scaler_agents_stale",
+    "Agents silent for longer than --stale-after (their data does not count).",
+);
 /// Worker groups (accelerator, namespace, Deployment) known.
 pub const WORKER_GROUPS: Metric =
     Metric::gauge("edge_scaler_worker_groups", "Worker groups (accelerator, namespace, Deployment) known.");
