@@ -154,9 +154,9 @@ fn write_tokenizer(dir: &Path) -> Result<usize, TinyError> {
     Ok(vocab.len())
 }
 
-/// Builds a part on a fresh variable map (candle's initialisers decide each
-/// tensor's scale), redraws every non-constant tensor from our seeded
-/// generator at that scale, and saves the map as safetensors.
+/// Builds a part on a fresh variable map (so it has exactly the tensors the
+/// loader asks for), redraws every non-constant tensor from our seeded
+/// generator, and saves the map as safetensors.
 fn save_random(
     path: &Path,
     rng: &mut NoiseRng,
@@ -174,12 +174,21 @@ fn save_random(
         let values = t.flatten_all().and_then(|v| v.to_vec1::<f32>()).map_err(err)?;
         let n = values.len().max(1) as f64;
         let mean = values.iter().map(|v| *v as f64).sum::<f64>() / n;
+        // Only used to tell constant initialisations (norm weights, zero biases) apart.
         let std = (values.iter().map(|v| (*v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+        // The scale comes from the shape alone (1/sqrt(fan-in), 0.02 for
+        // vectors), never from candle's unseeded draw, so the output is the
+        // same on every run.
         let fresh = if std < 1e-12 {
             t.clone()
         } else {
-            let noise = rng.randn(t.dims(), &Device::Cpu).map_err(err)?;
-            noise.affine(std, mean).map_err(err)?
+            let dims = t.dims();
+            let scale = match dims {
+                [_] => 0.02,
+                [_, rest @ ..] => 1.0 / (rest.iter().product::<usize>() as f64).sqrt(),
+                [] => 1.0,
+            };
+            rng.randn(dims, &Device::Cpu).and_then(|n| n.affine(scale, 0.0)).map_err(err)?
         };
         tensors.insert(name.clone(), fresh);
     }
