@@ -102,8 +102,12 @@ fn main() {
     drop(model);
 
     println!("== server (HTTP + queue + model), 64x64, 1 step, --concurrency 1");
-    let w = common::WorkerBuilder::new(dir.path()).arg("queue-capacity", "64").env("RAYON_NUM_THREADS", threads).start();
-    let body = |seed: u64| serde_json::json!({"prompt": "a rusty robot holding a candle", "steps": 1, "size": "64x64", "seed": seed}).to_string();
+    let w =
+        common::WorkerBuilder::new(dir.path()).arg("queue-capacity", "64").env("RAYON_NUM_THREADS", threads).start();
+    let body = |seed: u64| {
+        serde_json::json!({"prompt": "a rusty robot holding a candle", "steps": 1, "size": "64x64", "seed": seed})
+            .to_string()
+    };
     for i in 0..5 {
         common::request(w.addr, "POST", "/generate", &body(i)).unwrap();
     }
@@ -137,7 +141,9 @@ fn main() {
                     let mut v = Vec::new();
                     for i in 0..per_client {
                         let t = Instant::now();
-                        let body = serde_json::json!({"prompt": "load", "steps": 1, "size": "64x64", "seed": c * 100 + i}).to_string();
+                        let body =
+                            serde_json::json!({"prompt": "load", "steps": 1, "size": "64x64", "seed": c * 100 + i})
+                                .to_string();
                         let r = common::request(addr, "POST", "/generate", &body).unwrap();
                         assert_eq!(r.status, 200, "{}", r.text());
                         v.push((t.elapsed().as_secs_f64(), timing(&r, "queue"), timing(&r, "model")));

@@ -174,21 +174,28 @@ impl LimitArgs {
             default_size,
             ..Limits::default()
         };
-        if l.min_side == 0 || l.min_side % multiple != 0 || l.max_side % multiple != 0 || l.min_side > l.max_side {
+        if l.min_side == 0
+            || !l.min_side.is_multiple_of(multiple)
+            || !l.max_side.is_multiple_of(multiple)
+            || l.min_side > l.max_side
+        {
             return Err(format!(
                 "--min-side {} / --max-side {}: both must be multiples of {multiple} (the model's VAE factor), min <= max",
                 l.min_side, l.max_side
             ));
         }
         for (flag, side) in [("width", default_size.0), ("height", default_size.1)] {
-            if side < l.min_side || side > l.max_side || side % multiple != 0 {
+            if side < l.min_side || side > l.max_side || !side.is_multiple_of(multiple) {
                 return Err(format!(
                     "--default-size {flag} {side}: must be within --min-side..=--max-side and a multiple of {multiple}"
                 ));
             }
         }
         if l.max_steps == 0 || !(1..=l.max_steps).contains(&l.default_steps) {
-            return Err(format!("--default-steps {}: must be within 1..=--max-steps ({})", l.default_steps, l.max_steps));
+            return Err(format!(
+                "--default-steps {}: must be within 1..=--max-steps ({})",
+                l.default_steps, l.max_steps
+            ));
         }
         if l.max_n == 0 {
             return Err("--max-images: must be at least 1".into());
@@ -206,7 +213,8 @@ impl ServeArgs {
         let worker_id = self.worker_id.clone().unwrap_or_else(|| {
             if self.pod.is_empty() { format!("edge-inference-{}", std::process::id()) } else { self.pod.clone() }
         });
-        let accelerator = self.accelerator.unwrap_or(if device_is_gpu { AcceleratorType::Nvidia } else { AcceleratorType::Cpu });
+        let accelerator =
+            self.accelerator.unwrap_or(if device_is_gpu { AcceleratorType::Nvidia } else { AcceleratorType::Cpu });
         let template = WorkerReport {
             worker_id,
             pod: self.pod.clone(),

@@ -35,8 +35,12 @@ fn main() -> anyhow::Result<()> {
                 .size
                 .split_once('x')
                 .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
-                .filter(|(w, h): &(usize, usize)| w % model.size_multiple() == 0 && h % model.size_multiple() == 0)
-                .with_context(|| format!("--size {:?}: expected WIDTHxHEIGHT, multiples of {}", args.size, model.size_multiple()))?;
+                .filter(|(w, h): &(usize, usize)| {
+                    w.is_multiple_of(model.size_multiple()) && h.is_multiple_of(model.size_multiple())
+                })
+                .with_context(|| {
+                    format!("--size {:?}: expected WIDTHxHEIGHT, multiples of {}", args.size, model.size_multiple())
+                })?;
             let params = Params {
                 prompt: args.prompt,
                 negative_prompt: args.negative_prompt,

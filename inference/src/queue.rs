@@ -199,7 +199,13 @@ impl Ticket {
             s.queued -= 1;
             s.in_flight += 1;
         });
-        Running { _slot: slot, _runner: runner, queue: self.queue.clone(), admitted: self.admitted, started: Instant::now() }
+        Running {
+            _slot: slot,
+            _runner: runner,
+            queue: self.queue.clone(),
+            admitted: self.admitted,
+            started: Instant::now(),
+        }
     }
 }
 

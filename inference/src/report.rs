@@ -78,7 +78,8 @@ pub async fn run(agent: AgentAddr, template: WorkerReport, mut changes: watch::R
         let counts = *changes.borrow_and_update();
         let body = serde_json::to_vec(&report(&template, counts)).unwrap_or_default();
         last_sent = Instant::now();
-        match tokio::time::timeout(SEND_TIMEOUT, send(&agent, &body)).await.unwrap_or_else(|_| Err("timed out".into())) {
+        match tokio::time::timeout(SEND_TIMEOUT, send(&agent, &body)).await.unwrap_or_else(|_| Err("timed out".into()))
+        {
             Ok(()) if failing => {
                 tracing::info!(agent = %agent, "reporting to the node agent again");
                 failing = false;
@@ -123,7 +124,8 @@ async fn post(mut stream: impl AsyncRead + AsyncWrite + Unpin, body: &[u8]) -> R
     // The agent's answers are tiny; cap what we read in case something else listens there.
     stream.take(64 * 1024).read_to_end(&mut answer).await.map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&answer);
-    let status: u16 = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("no HTTP status in the answer")?;
+    let status: u16 =
+        text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("no HTTP status in the answer")?;
     if (200..300).contains(&status) {
         Ok(())
     } else {

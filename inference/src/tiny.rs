@@ -45,11 +45,66 @@ pub enum TinyError {
 
 /// Words the tiny tokenizer knows whole; anything else is spelled in bytes.
 const WORDS: &[&str] = &[
-    "a", "an", "the", "of", "in", "on", "with", "and", "photo", "painting", "drawing", "portrait", "city", "street",
-    "night", "day", "sunset", "forest", "mountain", "lake", "sea", "sky", "cloud", "robot", "cat", "dog", "horse",
-    "astronaut", "castle", "house", "car", "tree", "flower", "red", "blue", "green", "yellow", "black", "white",
-    "old", "new", "small", "large", "bright", "dark", "realistic", "detailed", "high", "quality", "blurry", "ugly",
-    "cosmonaut", "rusty", "candle", "fire", "torch", "hand", "holding", "edge", "diffusion",
+    "a",
+    "an",
+    "the",
+    "of",
+    "in",
+    "on",
+    "with",
+    "and",
+    "photo",
+    "painting",
+    "drawing",
+    "portrait",
+    "city",
+    "street",
+    "night",
+    "day",
+    "sunset",
+    "forest",
+    "mountain",
+    "lake",
+    "sea",
+    "sky",
+    "cloud",
+    "robot",
+    "cat",
+    "dog",
+    "horse",
+    "astronaut",
+    "castle",
+    "house",
+    "car",
+    "tree",
+    "flower",
+    "red",
+    "blue",
+    "green",
+    "yellow",
+    "black",
+    "white",
+    "old",
+    "new",
+    "small",
+    "large",
+    "bright",
+    "dark",
+    "realistic",
+    "detailed",
+    "high",
+    "quality",
+    "blurry",
+    "ugly",
+    "cosmonaut",
+    "rusty",
+    "candle",
+    "fire",
+    "torch",
+    "hand",
+    "holding",
+    "edge",
+    "diffusion",
 ];
 
 /// Fixed so the same command always writes the same model.
@@ -148,9 +203,12 @@ fn write_tokenizer(dir: &Path) -> Result<usize, TinyError> {
     }
     write_file(&dir.join("merges.txt"), text.as_bytes())?;
     // SD 2.x pads with "!", which exercises the pad-token path.
-    write_json(&dir.join("special_tokens_map.json"), &json!({
-        "bos_token": START_OF_TEXT, "eos_token": END_OF_TEXT, "pad_token": "!", "unk_token": END_OF_TEXT
-    }))?;
+    write_json(
+        &dir.join("special_tokens_map.json"),
+        &json!({
+            "bos_token": START_OF_TEXT, "eos_token": END_OF_TEXT, "pad_token": "!", "unk_token": END_OF_TEXT
+        }),
+    )?;
     Ok(vocab.len())
 }
 

@@ -172,7 +172,9 @@ fn get<T: DeserializeOwned>(
 ) -> Result<Option<T>, ValidationError> {
     match obj.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => T::deserialize(v).map(Some).map_err(|_| err(field, format!("{v} is not allowed; expected {expected}"))),
+        Some(v) => {
+            T::deserialize(v).map(Some).map_err(|_| err(field, format!("{v} is not allowed; expected {expected}")))
+        }
     }
 }
 
@@ -199,7 +201,7 @@ fn size(s: &str, l: &Limits) -> Result<(usize, usize), ValidationError> {
     let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
     let side = |v: &str| -> Result<usize, ValidationError> {
         let v: usize = v.trim().parse().map_err(|_| bad())?;
-        if v < l.min_side || v > l.max_side || v % l.multiple != 0 { Err(bad()) } else { Ok(v) }
+        if v < l.min_side || v > l.max_side || !v.is_multiple_of(l.multiple) { Err(bad()) } else { Ok(v) }
     };
     Ok((side(w)?, side(h)?))
 }
@@ -224,7 +226,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!((job.n, job.params.width, job.params.height, job.params.steps), (2, 256, 128, 4));
-        assert_eq!((job.image(1).seed, job.params.guidance_scale, job.params.negative_prompt.as_str()), (8, 0.0, "dog"));
+        assert_eq!(
+            (job.image(1).seed, job.params.guidance_scale, job.params.negative_prompt.as_str()),
+            (8, 0.0, "dog")
+        );
     }
 
     #[test]

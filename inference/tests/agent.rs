@@ -65,7 +65,10 @@ fn queue_depth_reaches_a_running_agent_over_a_unix_socket() {
 fn an_unreachable_agent_is_logged_once_and_serving_goes_on() {
     let model = tiny_model();
     let port = edge_testkit::free_port();
-    let w = WorkerBuilder::new(model.path()).arg("agent", format!("127.0.0.1:{port}")).arg("report-interval", "100ms").start();
+    let w = WorkerBuilder::new(model.path())
+        .arg("agent", format!("127.0.0.1:{port}"))
+        .arg("report-interval", "100ms")
+        .start();
     eventually(LONG, "the warning", || w.log().contains("cannot report to the node agent").then_some(()));
     // Every request changes the queue three times, each a report attempt.
     for seed in 0..3 {

@@ -149,7 +149,8 @@ fn sigterm_under_load_loses_no_accepted_request() {
     let clients: Vec<_> = bodies.iter().map(|b| common::send(w.addr, "POST", "/generate", b).unwrap()).collect();
     eventually(LONG, "all five accepted", || {
         let m = w.metrics();
-        let total = edge_testkit::sample(&m, "edge_inference_queue_depth")? + edge_testkit::sample(&m, "edge_inference_in_flight")?;
+        let total = edge_testkit::sample(&m, "edge_inference_queue_depth")?
+            + edge_testkit::sample(&m, "edge_inference_in_flight")?;
         (total == 5.0).then_some(())
     });
     w.signal("TERM");

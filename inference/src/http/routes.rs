@@ -34,12 +34,15 @@ pub async fn openai(State(state): State<Arc<AppState>>, body: Bytes) -> Response
 
 /// `POST /generate`: one image, answered as `image/png`.
 pub async fn png(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    answer(&state, generate(&state, &body, Endpoint::Png).await.map(|(mut out, timing)| {
-        let image = out.images.remove(0);
-        let mut response = ([(header::CONTENT_TYPE, "image/png")], image.png).into_response();
-        response.headers_mut().insert("x-seed", HeaderValue::from(image.seed));
-        with_timing(response, &timing)
-    }))
+    answer(
+        &state,
+        generate(&state, &body, Endpoint::Png).await.map(|(mut out, timing)| {
+            let image = out.images.remove(0);
+            let mut response = ([(header::CONTENT_TYPE, "image/png")], image.png).into_response();
+            response.headers_mut().insert("x-seed", HeaderValue::from(image.seed));
+            with_timing(response, &timing)
+        }),
+    )
 }
 
 /// Where the time of a request went, sent as `Server-Timing` so clients

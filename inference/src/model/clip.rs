@@ -145,7 +145,11 @@ impl ClipTextEncoder {
             // with f16 logits loses the small weights.
             let att = q.matmul(&k.t()?)?.broadcast_add(&mask)?;
             let att = candle_nn::ops::softmax(&att, D::Minus1)?;
-            let o = att.matmul(&v)?.to_dtype(xs.dtype())?.transpose(1, 2)?.reshape((batch, seq, self.config.hidden_size))?;
+            let o = att.matmul(&v)?.to_dtype(xs.dtype())?.transpose(1, 2)?.reshape((
+                batch,
+                seq,
+                self.config.hidden_size,
+            ))?;
             xs = (layer.out.forward(&o)? + residual)?;
             let residual = xs.clone();
             let h = layer.ln2.forward(&xs)?;

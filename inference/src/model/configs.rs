@@ -73,7 +73,11 @@ pub fn unet(path: &Path) -> Result<UnetSpec, FieldError> {
         if up[n - 1 - i] != expected_up {
             return Err(f.error(
                 "up_block_types",
-                format!("entry {} is {:?}; expected {expected_up:?} to mirror down block {i}", n - 1 - i, up[n - 1 - i]),
+                format!(
+                    "entry {} is {:?}; expected {expected_up:?} to mirror down block {i}",
+                    n - 1 - i,
+                    up[n - 1 - i]
+                ),
             ));
         }
         cross.push(c);
@@ -87,15 +91,20 @@ pub fn unet(path: &Path) -> Result<UnetSpec, FieldError> {
     // diffusers' historical naming: `attention_head_dim` holds the number of heads
     // unless `num_attention_heads` is given.
     let heads = heads_list.or(head_dim_list).unwrap_or_default();
-    let transformer_layers = per_block::<usize>(&mut f, "transformer_layers_per_block", n, Some(1))?.unwrap_or_default();
+    let transformer_layers =
+        per_block::<usize>(&mut f, "transformer_layers_per_block", n, Some(1))?.unwrap_or_default();
     let cross_attention_dim: usize = f.req("cross_attention_dim", "an integer (one value for all blocks)")?;
     let norm_num_groups: usize = f.or("norm_num_groups", "an integer", 32)?;
     for (i, ch) in block_out_channels.iter().enumerate() {
-        if norm_num_groups == 0 || ch % norm_num_groups != 0 {
-            return Err(f.error("norm_num_groups", format!("{norm_num_groups} does not divide block {i}'s {ch} channels")));
+        if norm_num_groups == 0 || !ch.is_multiple_of(norm_num_groups) {
+            return Err(
+                f.error("norm_num_groups", format!("{norm_num_groups} does not divide block {i}'s {ch} channels"))
+            );
         }
-        if heads[i] == 0 || ch % heads[i] != 0 {
-            return Err(f.error("attention_head_dim", format!("{} heads do not divide block {i}'s {ch} channels", heads[i])));
+        if heads[i] == 0 || !ch.is_multiple_of(heads[i]) {
+            return Err(
+                f.error("attention_head_dim", format!("{} heads do not divide block {i}'s {ch} channels", heads[i]))
+            );
         }
     }
     let blocks = (0..n)
@@ -173,7 +182,7 @@ pub fn vae(path: &Path) -> Result<VaeSpec, FieldError> {
         }
     }
     let norm_num_groups: usize = f.or("norm_num_groups", "an integer", 32)?;
-    if let Some(ch) = block_out_channels.iter().find(|c| norm_num_groups == 0 || *c % norm_num_groups != 0) {
+    if let Some(ch) = block_out_channels.iter().find(|c| norm_num_groups == 0 || !c.is_multiple_of(norm_num_groups)) {
         return Err(f.error("norm_num_groups", format!("{norm_num_groups} does not divide {ch} channels")));
     }
     let config = AutoEncoderKLConfig {
@@ -215,8 +224,9 @@ pub fn clip(path: &Path) -> Result<ClipConfig, FieldError> {
         return Err(f.error("architectures", format!("{archs:?} is not supported; supported: [\"CLIPTextModel\"]")));
     }
     let act: String = f.or("hidden_act", "a string", "quick_gelu".to_owned())?;
-    let activation = Activation::parse(&act)
-        .ok_or_else(|| f.error("hidden_act", format!("{act:?} is not supported; supported: {}", Activation::ALLOWED)))?;
+    let activation = Activation::parse(&act).ok_or_else(|| {
+        f.error("hidden_act", format!("{act:?} is not supported; supported: {}", Activation::ALLOWED))
+    })?;
     let config = ClipConfig {
         vocab_size: f.req("vocab_size", "an integer")?,
         hidden_size: f.req("hidden_size", "an integer")?,
@@ -227,7 +237,7 @@ pub fn clip(path: &Path) -> Result<ClipConfig, FieldError> {
         activation,
         layer_norm_eps: f.or("layer_norm_eps", "a number", 1e-5)?,
     };
-    if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
+    if config.num_attention_heads == 0 || !config.hidden_size.is_multiple_of(config.num_attention_heads) {
         return Err(f.error(
             "num_attention_heads",
             format!("{} does not divide hidden_size {}", config.num_attention_heads, config.hidden_size),
@@ -376,8 +386,10 @@ mod tests {
         let c = clip(&p).unwrap();
         assert_eq!((c.num_hidden_layers, c.activation, c.max_position_embeddings), (23, Activation::Gelu, 77));
 
-        let (_d, p) = write(r#"{"hidden_act": "relu", "hidden_size": 8, "intermediate_size": 8,
-            "num_attention_heads": 2, "num_hidden_layers": 1, "vocab_size": 10}"#);
+        let (_d, p) = write(
+            r#"{"hidden_act": "relu", "hidden_size": 8, "intermediate_size": 8,
+            "num_attention_heads": 2, "num_hidden_layers": 1, "vocab_size": 10}"#,
+        );
         let err = clip(&p).unwrap_err();
         assert_eq!(err.field, "hidden_act");
         assert!(err.to_string().contains("quick_gelu"), "{err}");

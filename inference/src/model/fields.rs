@@ -55,9 +55,7 @@ impl Fields {
     pub fn opt<T: DeserializeOwned>(&mut self, field: &str, expected: &str) -> Result<Option<T>, FieldError> {
         match self.obj.remove(field) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => {
-                T::deserialize(&v).map(Some).map_err(|_| self.error(field, format!("{v} is not {expected}")))
-            }
+            Some(v) => T::deserialize(&v).map(Some).map_err(|_| self.error(field, format!("{v} is not {expected}"))),
         }
     }
 

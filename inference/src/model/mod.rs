@@ -168,7 +168,13 @@ impl Model {
         let unet_names = ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"];
         let unet_path = weights(&dir.join("unet"), &unet_names)?;
         let unet = with_weights(&unet_path, dtype, device, |vb| {
-            UNet2DConditionModel::new(vb, unet_spec.in_channels, unet_spec.out_channels, false, unet_spec.config.clone())
+            UNet2DConditionModel::new(
+                vb,
+                unet_spec.in_channels,
+                unet_spec.out_channels,
+                false,
+                unet_spec.config.clone(),
+            )
         })?;
         let vae_path = weights(&dir.join("vae"), &unet_names)?;
         let vae = with_weights(&vae_path, dtype, device, |vb| {
@@ -195,10 +201,11 @@ impl Model {
 }
 
 fn weights(dir: &Path, names: &[&str]) -> Result<PathBuf, LoadError> {
-    names.iter().map(|n| dir.join(n)).find(|p| p.is_file()).ok_or_else(|| LoadError::MissingWeights {
-        dir: dir.into(),
-        expected: names.join(", "),
-    })
+    names
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+        .ok_or_else(|| LoadError::MissingWeights { dir: dir.into(), expected: names.join(", ") })
 }
 
 fn with_weights<T>(

@@ -56,7 +56,8 @@ impl ClipTokenizer {
     pub fn from_dir(dir: &Path, pad_token: Option<&str>) -> Result<Self, TokenizerError> {
         let vocab_path = dir.join("vocab.json");
         let merges_path = dir.join("merges.txt");
-        let read = |p: &Path| std::fs::read_to_string(p).map_err(|source| TokenizerError::Read { path: p.into(), source });
+        let read =
+            |p: &Path| std::fs::read_to_string(p).map_err(|source| TokenizerError::Read { path: p.into(), source });
         let vocab = read(&vocab_path)?;
         let merges = read(&merges_path)?;
         let encoder: HashMap<String, u32> = serde_json::from_str(&vocab).map_err(|e| TokenizerError::Invalid {
@@ -76,7 +77,10 @@ impl ClipTokenizer {
             ranks.entry((a.to_owned(), b.to_owned())).or_insert(rank);
         }
         let id = |tok: &str| {
-            encoder.get(tok).copied().ok_or_else(|| invalid(&vocab_path, format!("the vocabulary has no {tok:?} token")))
+            encoder
+                .get(tok)
+                .copied()
+                .ok_or_else(|| invalid(&vocab_path, format!("the vocabulary has no {tok:?} token")))
         };
         let (bos, eos) = (id(START_OF_TEXT)?, id(END_OF_TEXT)?);
         let pad = match pad_token {
@@ -233,8 +237,9 @@ mod tests {
         let map: serde_json::Map<String, serde_json::Value> =
             vocab.into_iter().enumerate().map(|(i, t)| (t, i.into())).collect();
         std::fs::write(dir.join("vocab.json"), serde_json::Value::Object(map).to_string()).unwrap();
-        let text: String =
-            std::iter::once("#version: 0.2\n".to_owned()).chain(merges.iter().map(|(a, b)| format!("{a} {b}\n"))).collect();
+        let text: String = std::iter::once("#version: 0.2\n".to_owned())
+            .chain(merges.iter().map(|(a, b)| format!("{a} {b}\n")))
+            .collect();
         std::fs::write(dir.join("merges.txt"), text).unwrap();
     }
 
@@ -250,17 +255,20 @@ mod tests {
         assert_eq!(tok.encode("at  AT"), vec![id("at</w>"), id("at</w>")]);
         // A punctuation run is one word (no merge here, so its bytes), digits
         // are split one by one, and a contraction is its own word.
-        assert_eq!(tok.encode("a,! 42 it's"), vec![
-            id("a</w>"),
-            id(","),
-            id("!</w>"),
-            id("4</w>"),
-            id("2</w>"),
-            id("i"),
-            id("t</w>"),
-            id("'"),
-            id("s</w>"),
-        ]);
+        assert_eq!(
+            tok.encode("a,! 42 it's"),
+            vec![
+                id("a</w>"),
+                id(","),
+                id("!</w>"),
+                id("4</w>"),
+                id("2</w>"),
+                id("i"),
+                id("t</w>"),
+                id("'"),
+                id("s</w>"),
+            ]
+        );
     }
 
     #[test]
@@ -285,9 +293,13 @@ mod tests {
         std::fs::write(dir.path().join("vocab.json"), r#"{"a": 0}"#).unwrap();
         let err = ClipTokenizer::from_dir(dir.path(), None).unwrap_err().to_string();
         assert!(err.contains("vocab.json") && err.contains("<|startoftext|>"), "{err}");
-        std::fs::write(dir.path().join("merges.txt"), "#version: 0.2
+        std::fs::write(
+            dir.path().join("merges.txt"),
+            "#version: 0.2
 ab
-").unwrap();
+",
+        )
+        .unwrap();
         let err = ClipTokenizer::from_dir(dir.path(), None).unwrap_err().to_string();
         assert!(err.contains("merges.txt") && err.contains("line 2"), "{err}");
     }

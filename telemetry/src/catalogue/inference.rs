@@ -21,8 +21,7 @@ pub struct Histogram {
 }
 
 /// Requests accepted and waiting for a generation slot.
-pub const QUEUE_DEPTH: Metric =
-    Metric::gauge("edge_inference_queue_depth", "Requests accepted and waiting to start.");
+pub const QUEUE_DEPTH: Metric = Metric::gauge("edge_inference_queue_depth", "Requests accepted and waiting to start.");
 /// Requests generating now.
 pub const IN_FLIGHT: Metric = Metric::gauge("edge_inference_in_flight", "Requests generating images now.");
 /// Queue capacity (waiting + running).

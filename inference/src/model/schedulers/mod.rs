@@ -110,7 +110,8 @@ impl SchedulerConfig {
             "v_prediction" => Prediction::V,
             "sample" if kind == SamplerKind::Ddim => Prediction::Sample,
             other => {
-                let allowed = if kind == SamplerKind::Ddim { "epsilon, v_prediction, sample" } else { "epsilon, v_prediction" };
+                let allowed =
+                    if kind == SamplerKind::Ddim { "epsilon, v_prediction, sample" } else { "epsilon, v_prediction" };
                 return Err(f.error("prediction_type", format!("{other:?} is not supported; supported: {allowed}")));
             }
         };
@@ -156,13 +157,9 @@ impl SchedulerConfig {
             set_alpha_to_one: f.or("set_alpha_to_one", "true or false", class == "DDIMScheduler")?,
             clip_sample: (clip && ddim).then_some(clip_range),
         };
-        for off in [
-            "thresholding",
-            "use_karras_sigmas",
-            "use_exponential_sigmas",
-            "use_beta_sigmas",
-            "rescale_betas_zero_snr",
-        ] {
+        for off in
+            ["thresholding", "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "rescale_betas_zero_snr"]
+        {
             f.only(off, &[json!(false)])?;
         }
         f.only("interpolation_type", &[json!("linear")])?;
@@ -250,10 +247,9 @@ impl Sampler {
         let b_t = 1.0 - a_t;
         let (x0, eps) = match self.config.prediction {
             Prediction::Epsilon => (((sample - (output * b_t.sqrt())?)? / a_t.sqrt())?, output.clone()),
-            Prediction::V => (
-                ((sample * a_t.sqrt())? - (output * b_t.sqrt())?)?,
-                ((output * a_t.sqrt())? + (sample * b_t.sqrt())?)?,
-            ),
+            Prediction::V => {
+                (((sample * a_t.sqrt())? - (output * b_t.sqrt())?)?, ((output * a_t.sqrt())? + (sample * b_t.sqrt())?)?)
+            }
             Prediction::Sample => (output.clone(), ((sample - (output * a_t.sqrt())?)? / b_t.sqrt())?),
         };
         let x0 = match self.config.clip_sample {

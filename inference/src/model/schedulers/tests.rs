@@ -25,7 +25,10 @@ const TURBO: &str = r#"{"_class_name": "EulerDiscreteScheduler", "_diffusers_ver
 #[test]
 fn reads_published_configs() {
     let c = config(SD21);
-    assert_eq!((c.kind, c.prediction, c.spacing, c.steps_offset), (SamplerKind::Ddim, Prediction::V, Spacing::Leading, 1));
+    assert_eq!(
+        (c.kind, c.prediction, c.spacing, c.steps_offset),
+        (SamplerKind::Ddim, Prediction::V, Spacing::Leading, 1)
+    );
     assert_eq!(c.build(50).timesteps()[..2], [981.0, 961.0]);
     let t = config(TURBO);
     assert_eq!((t.kind, t.prediction, t.spacing), (SamplerKind::Euler, Prediction::Epsilon, Spacing::Trailing));
