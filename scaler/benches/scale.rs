@@ -241,7 +241,7 @@ async fn main() {
     let grpc: SocketAddr = port(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
     let http: SocketAddr = port(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
     let list = addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_edge-scaler"))
+    let child = Command::new(env!("CARGO_BIN_EXE_edge-scaler"))
         .env("EDGE_SCALER_AGENTS", list)
         .env("EDGE_SCALER_LISTEN", grpc.to_string())
         .env("EDGE_SCALER_METRICS_LISTEN", http.to_string())
@@ -249,7 +249,9 @@ async fn main() {
         .stdout(Stdio::null())
         .spawn()
         .expect("start edge-scaler");
-    let pid = child.id();
+    // Killed on drop, also when an assertion below fails.
+    let child = KillOnDrop(child);
+    let pid = child.0.id();
     let started = Instant::now();
     loop {
         let connected = edge_testkit::http::get(http, "/metrics")
@@ -325,8 +327,8 @@ async fn main() {
     let (mut wake_lat, mut hop_lat) = (Vec::new(), Vec::new());
     for trial in 0..o.wakes {
         let d = idle[trial % idle.len()];
-        let node =
-            (0..o.agents).find(|n| deployments_of(*n, o.objects).contains(&d) && n % 7 == trial % 7).unwrap_or(0);
+        let hosts: Vec<usize> = (0..o.agents).filter(|n| deployments_of(*n, o.objects).contains(&d)).collect();
+        let node = hosts[(trial / idle.len()) % hosts.len()];
         let mut direct = SnapshotFeedClient::connect(format!("http://{}", addrs[node])).await.unwrap();
         let mut hop = direct.watch(WatchRequest {}).await.unwrap().into_inner();
         hop.message().await.unwrap(); // the current snapshot
@@ -372,6 +374,14 @@ async fn main() {
         cpu * 100.0
     );
     churn.abort();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
