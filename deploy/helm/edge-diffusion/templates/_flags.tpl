@@ -100,16 +100,14 @@ flags); EDGE_* environment variables for what the downward API fills in.
   value: {{ .workload.name | quote }}
 - name: EDGE_INFERENCE_ACCELERATOR
   value: {{ .workload.accelerator | quote }}
-- name: EDGE_INFERENCE_POD
+- name: POD_NAME
   valueFrom:
     fieldRef:
       fieldPath: metadata.name
-- name: EDGE_INFERENCE_NAMESPACE
+- name: POD_NAMESPACE
   valueFrom:
     fieldRef:
       fieldPath: metadata.namespace
-- name: EDGE_INFERENCE_LOG_FORMAT
-  value: {{ .root.Values.inference.logFormat | quote }}
 # candle's CPU thread pool follows the container's CPU limit, not the node's cores.
 - name: RAYON_NUM_THREADS
   valueFrom:
