@@ -1,7 +1,63 @@
-//! edge-inference: the Stable Diffusion worker. Not built yet (issue 4); this
-//! binary only says so, so that nobody mistakes it for a working worker.
+//! `edge-inference`: parse the command line, size the CPU thread pool, run.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("edge-inference is not implemented yet; see the project's issue tracker");
-    std::process::ExitCode::from(2)
+use std::ops::ControlFlow;
+
+use anyhow::Context;
+use clap::Parser;
+use edge_inference::config::{Cli, Command};
+use edge_inference::model::Model;
+use edge_inference::model::pipeline::Params;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let threads = edge_inference::threads::threads_for(std::path::Path::new("/sys/fs/cgroup"));
+        // SAFETY: no other thread exists yet (the runtime is built below), so
+        // nothing reads the environment concurrently. candle and rayon read
+        // this variable when they size their pools.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EDGE_INFERENCE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::TinyModel { dir } => {
+            edge_inference::tiny::write(&dir).with_context(|| format!("writing the tiny model to {}", dir.display()))
+        }
+        Command::Generate(args) => {
+            let options = edge_inference::serve::load_options(&args.model)?;
+            let model = Model::load(&args.model.model_dir, &options)?;
+            let (width, height) = args
+                .size
+                .split_once('x')
+                .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+                .filter(|(w, h): &(usize, usize)| w % model.size_multiple() == 0 && h % model.size_multiple() == 0)
+                .with_context(|| format!("--size {:?}: expected WIDTHxHEIGHT, multiples of {}", args.size, model.size_multiple()))?;
+            let params = Params {
+                prompt: args.prompt,
+                negative_prompt: args.negative_prompt,
+                width,
+                height,
+                steps: args.steps.max(1),
+                guidance_scale: args.guidance_scale,
+                seed: args.seed,
+            };
+            let image = model.generate(&params, |_| ControlFlow::Continue(()))?;
+            std::fs::write(&args.out, image.to_png()).with_context(|| format!("--out {}", args.out.display()))
+        }
+        Command::Serve(args) => {
+            let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_default();
+            tracing::info!(threads = %threads, "candle CPU threads");
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(edge_inference::serve::run(*args))
+        }
+    }
 }

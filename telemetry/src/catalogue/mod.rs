@@ -3,13 +3,15 @@
 //! Compatibility series keep the names and labels other tools established, so
 //! existing dashboards work unchanged: [`dcgm`] (NVIDIA dcgm-exporter, Grafana
 //! dashboard 12239) and [`neuron`] (neuron-monitor-prometheus). Series of our
-//! own live in [`edge`]: `edge_` prefix, base units, bounded labels.
+//! own live in [`edge`]: `edge_` prefix, base units, bounded labels; the
+//! inference worker's own series are in [`inference`].
 //!
 //! Names are registered with `prometheus-client`, which appends `_total` to
 //! counters itself, so counter names here carry no `_total`.
 
 pub mod dcgm;
 pub mod edge;
+pub mod inference;
 pub mod neuron;
 pub mod scaler;
 
@@ -58,7 +60,7 @@ mod tests {
     use super::*;
 
     fn all() -> Vec<Metric> {
-        [dcgm::ALL, neuron::ALL, edge::ALL, scaler::ALL].concat()
+        [dcgm::ALL, neuron::ALL, edge::ALL, scaler::ALL, inference::ALL].concat()
     }
 
     #[test]
@@ -83,6 +85,21 @@ mod tests {
     fn our_own_series_use_the_prefix() {
         for m in edge::ALL.iter().chain(scaler::ALL) {
             assert!(m.name.starts_with("edge_"), "{}", m.name);
+        }
+        for m in inference::ALL {
+            assert!(m.name.starts_with("edge_inference_"), "{}", m.name);
+        }
+    }
+
+    #[test]
+    fn histograms_are_unique_sorted_and_in_seconds() {
+        let gauges: Vec<&str> = all().iter().map(|m| m.name).collect();
+        let mut seen = std::collections::HashSet::new();
+        for h in inference::HISTOGRAMS {
+            assert!(seen.insert(h.name) && !gauges.contains(&h.name), "duplicate metric {}", h.name);
+            assert!(h.name.starts_with("edge_inference_") && h.name.ends_with("_seconds"), "{}", h.name);
+            assert!(h.buckets.windows(2).all(|w| w[0] < w[1]), "{} buckets not increasing", h.name);
+            assert!(!h.help.is_empty(), "{} has no help", h.name);
         }
     }
 }

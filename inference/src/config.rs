@@ -1,0 +1,234 @@
+//! Command line and environment: every flag also reads `EDGE_INFERENCE_*`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use edge_telemetry::{AcceleratorType, WorkerReport};
+
+use crate::model::schedulers::SamplerKind;
+use crate::report::AgentAddr;
+use crate::validation::Limits;
+
+/// The Stable Diffusion worker.
+#[derive(Debug, Parser)]
+#[command(name = "edge-inference", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API on a model directory.
+    Serve(Box<ServeArgs>),
+    /// Write a small random model in the diffusers layout (for tests and local runs).
+    TinyModel {
+        /// Directory to write (created if needed).
+        dir: PathBuf,
+    },
+    /// Generate one image to a PNG file, without a server.
+    Generate(GenerateArgs),
+}
+
+/// Model loading flags shared by `serve` and `generate`.
+#[derive(Debug, Args, Clone)]
+pub struct ModelArgs {
+    /// A diffusers-layout model directory (text_encoder/, unet/, vae/, tokenizer/, scheduler/).
+    #[arg(long, env = "EDGE_INFERENCE_MODEL_DIR")]
+    pub model_dir: PathBuf,
+    /// Compute device: cpu, cuda[:N] (feature `cuda`), metal[:N] (feature `metal`).
+    #[arg(long, env = "EDGE_INFERENCE_DEVICE", default_value = "cpu")]
+    pub device: String,
+    /// Weight type: f32 or f16 (default: f32 on cpu, f16 on a GPU).
+    #[arg(long, env = "EDGE_INFERENCE_DTYPE", value_parser = ["f32", "f16", "bf16"])]
+    pub dtype: Option<String>,
+    /// Run this sampler instead of the one scheduler_config.json names.
+    #[arg(long, env = "EDGE_INFERENCE_SCHEDULER", value_parser = parse_sampler)]
+    pub scheduler: Option<SamplerKind>,
+}
+
+/// `serve` flags.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Model to load.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// HTTP listen address.
+    #[arg(long, env = "EDGE_INFERENCE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The node agent's report endpoint: a Unix socket path or a loopback HOST:PORT. Unset: no reports.
+    #[arg(long, env = "EDGE_INFERENCE_AGENT")]
+    pub agent: Option<AgentAddr>,
+    /// Requests accepted at once, waiting and running (beyond it: 429).
+    #[arg(long, env = "EDGE_INFERENCE_QUEUE_CAPACITY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub queue_capacity: u32,
+    /// Requests generating at the same time on this device.
+    #[arg(long, env = "EDGE_INFERENCE_CONCURRENCY", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub concurrency: u32,
+    /// After SIGTERM, how long queued and running requests may take to finish.
+    #[arg(long, env = "EDGE_INFERENCE_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+    /// Heartbeat period of reports to the agent (changes are sent at once).
+    #[arg(long, env = "EDGE_INFERENCE_REPORT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub report_interval: Duration,
+    /// Accelerator type reported to the agent: nvidia, neuron, cpu (default: from --device).
+    #[arg(long, env = "EDGE_INFERENCE_ACCELERATOR")]
+    pub accelerator: Option<AcceleratorType>,
+    /// Deployment reported to the agent (the scaler's worker selector matches it).
+    #[arg(long, env = "EDGE_INFERENCE_DEPLOYMENT", default_value = "edge-inference")]
+    pub deployment: String,
+    /// Pod name (Kubernetes downward API).
+    #[arg(long, env = "POD_NAME", default_value = "")]
+    pub pod: String,
+    /// Pod namespace (Kubernetes downward API).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "")]
+    pub namespace: String,
+    /// Worker id reported to the agent (default: the pod name, else edge-inference-PID).
+    #[arg(long, env = "EDGE_INFERENCE_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Request bounds and defaults.
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Request bounds and defaults.
+#[derive(Debug, Args, Clone)]
+pub struct LimitArgs {
+    /// Largest image side in pixels.
+    #[arg(long, env = "EDGE_INFERENCE_MAX_SIDE", default_value_t = 1024)]
+    pub max_side: usize,
+    /// Smallest image side in pixels.
+    #[arg(long, env = "EDGE_INFERENCE_MIN_SIDE", default_value_t = 64)]
+    pub min_side: usize,
+    /// Most denoising steps per image.
+    #[arg(long, env = "EDGE_INFERENCE_MAX_STEPS", default_value_t = 50)]
+    pub max_steps: usize,
+    /// Most images per request.
+    #[arg(long, env = "EDGE_INFERENCE_MAX_IMAGES", default_value_t = 4)]
+    pub max_images: usize,
+    /// Steps when a request names none (SD-Turbo: 1).
+    #[arg(long, env = "EDGE_INFERENCE_DEFAULT_STEPS", default_value_t = 20)]
+    pub default_steps: usize,
+    /// Guidance scale when a request names none (SD-Turbo: 0).
+    #[arg(long, env = "EDGE_INFERENCE_DEFAULT_GUIDANCE", default_value_t = 7.5)]
+    pub default_guidance: f64,
+    /// Image size when a request names none, WIDTHxHEIGHT.
+    #[arg(long, env = "EDGE_INFERENCE_DEFAULT_SIZE", default_value = "512x512")]
+    pub default_size: String,
+}
+
+/// `generate` flags.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Model to load.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// What to draw.
+    #[arg(long)]
+    pub prompt: String,
+    /// What to avoid.
+    #[arg(long, default_value = "")]
+    pub negative_prompt: String,
+    /// Image size, WIDTHxHEIGHT.
+    #[arg(long, default_value = "512x512")]
+    pub size: String,
+    /// Denoising steps.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Guidance scale.
+    #[arg(long, default_value_t = 7.5)]
+    pub guidance_scale: f64,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output PNG file.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+fn parse_sampler(s: &str) -> Result<SamplerKind, String> {
+    SamplerKind::parse(s).ok_or_else(|| format!("{s:?} is not a sampler; allowed: {}", SamplerKind::ALLOWED))
+}
+
+impl LimitArgs {
+    /// Checks the flags against each other and the model's size multiple.
+    pub fn limits(&self, multiple: usize) -> Result<Limits, String> {
+        let parse_size = |s: &str| -> Option<(usize, usize)> {
+            let (w, h) = s.split_once(['x', 'X'])?;
+            Some((w.trim().parse().ok()?, h.trim().parse().ok()?))
+        };
+        let default_size = parse_size(&self.default_size)
+            .ok_or_else(|| format!("--default-size {:?}: expected WIDTHxHEIGHT", self.default_size))?;
+        let l = Limits {
+            min_side: self.min_side,
+            max_side: self.max_side,
+            multiple,
+            max_steps: self.max_steps,
+            max_n: self.max_images,
+            default_steps: self.default_steps,
+            default_guidance: self.default_guidance,
+            default_size,
+            ..Limits::default()
+        };
+        if l.min_side == 0 || l.min_side % multiple != 0 || l.max_side % multiple != 0 || l.min_side > l.max_side {
+            return Err(format!(
+                "--min-side {} / --max-side {}: both must be multiples of {multiple} (the model's VAE factor), min <= max",
+                l.min_side, l.max_side
+            ));
+        }
+        for (flag, side) in [("width", default_size.0), ("height", default_size.1)] {
+            if side < l.min_side || side > l.max_side || side % multiple != 0 {
+                return Err(format!(
+                    "--default-size {flag} {side}: must be within --min-side..=--max-side and a multiple of {multiple}"
+                ));
+            }
+        }
+        if l.max_steps == 0 || !(1..=l.max_steps).contains(&l.default_steps) {
+            return Err(format!("--default-steps {}: must be within 1..=--max-steps ({})", l.default_steps, l.max_steps));
+        }
+        if l.max_n == 0 {
+            return Err("--max-images: must be at least 1".into());
+        }
+        if !(0.0..=l.max_guidance).contains(&l.default_guidance) {
+            return Err(format!("--default-guidance {}: must be within 0..={}", l.default_guidance, l.max_guidance));
+        }
+        Ok(l)
+    }
+}
+
+impl ServeArgs {
+    /// The identity part of every report, checked as the agent would check it.
+    pub fn report_template(&self, device_is_gpu: bool) -> Result<WorkerReport, String> {
+        let worker_id = self.worker_id.clone().unwrap_or_else(|| {
+            if self.pod.is_empty() { format!("edge-inference-{}", std::process::id()) } else { self.pod.clone() }
+        });
+        let accelerator = self.accelerator.unwrap_or(if device_is_gpu { AcceleratorType::Nvidia } else { AcceleratorType::Cpu });
+        let template = WorkerReport {
+            worker_id,
+            pod: self.pod.clone(),
+            namespace: self.namespace.clone(),
+            deployment: self.deployment.clone(),
+            accelerator,
+            queue_depth: 0,
+            in_flight: 0,
+            capacity: self.queue_capacity,
+            latency_p50_seconds: None,
+            latency_p99_seconds: None,
+        };
+        template.validate().map_err(|e| {
+            let flag = match e.field.as_str() {
+                "worker_id" => "--worker-id",
+                "pod" => "--pod (POD_NAME)",
+                "namespace" => "--namespace (POD_NAMESPACE)",
+                "deployment" => "--deployment",
+                _ => "--queue-capacity",
+            };
+            format!("{flag}: {}", e.reason)
+        })?;
+        Ok(template)
+    }
+}

@@ -1,0 +1,69 @@
+//! The HTTP API: generation endpoints, probes and `/metrics`.
+
+pub mod error;
+pub mod routes;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::metrics::Metrics;
+use crate::model::Model;
+use crate::model::rng::NoiseRng;
+use crate::queue::Queue;
+use crate::validation::Limits;
+
+/// Largest request body accepted; prompts are bounded far below this.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What every handler shares.
+pub struct AppState {
+    /// The bounded queue.
+    pub queue: Queue,
+    /// The worker's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The model and the request bounds that fit it; set once it is loaded
+    /// (the probes answer before that).
+    pub loaded: OnceLock<(Arc<Model>, Limits)>,
+    /// True after load and warm-up, false again when draining.
+    pub ready: AtomicBool,
+    /// Seeds for requests that name none.
+    seeds: Mutex<NoiseRng>,
+}
+
+impl AppState {
+    /// State for a worker whose model is not loaded yet.
+    pub fn new(queue: Queue, metrics: Arc<Metrics>) -> Self {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        Self {
+            queue,
+            metrics,
+            loaded: OnceLock::new(),
+            ready: AtomicBool::new(false),
+            seeds: Mutex::new(NoiseRng::new(nanos as u64 ^ u64::from(std::process::id()))),
+        }
+    }
+
+    /// Whether the worker takes work.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst) && !self.queue.is_closed()
+    }
+
+    fn next_seed(&self) -> u64 {
+        self.seeds.lock().unwrap_or_else(|e| e.into_inner()).next_u64()
+    }
+}
+
+/// The worker's routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/images/generations", post(routes::openai))
+        .route("/generate", post(routes::png))
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .route("/metrics", get(routes::metrics))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}

@@ -1,0 +1,114 @@
+//! Request handlers. A generation request is validated, admitted (or turned
+//! away), waits for a runner, runs, and is answered; dropping the handler at
+//! any point (client gone) releases what it holds.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::engine::{self, CancelOnDrop, Output};
+use crate::validation::{self, Endpoint};
+
+/// `POST /v1/images/generations`: OpenAI's images API, `b64_json` only.
+pub async fn openai(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    answer(&state, generate(&state, &body, Endpoint::OpenAi).await.map(|(out, timing)| {
+        let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let data: Vec<serde_json::Value> = out
+            .images
+            .iter()
+            .map(|img| {
+                serde_json::json!({"b64_json": base64::engine::general_purpose::STANDARD.encode(&img.png), "seed": img.seed})
+            })
+            .collect();
+        with_timing(Json(serde_json::json!({"created": created, "data": data})).into_response(), &timing)
+    }))
+}
+
+/// `POST /generate`: one image, answered as `image/png`.
+pub async fn png(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    answer(&state, generate(&state, &body, Endpoint::Png).await.map(|(mut out, timing)| {
+        let image = out.images.remove(0);
+        let mut response = ([(header::CONTENT_TYPE, "image/png")], image.png).into_response();
+        response.headers_mut().insert("x-seed", HeaderValue::from(image.seed));
+        with_timing(response, &timing)
+    }))
+}
+
+/// Where the time of a request went, sent as `Server-Timing` so clients
+/// (and the benchmark) can tell queue and HTTP overhead from model time.
+struct Timing {
+    queue_ms: f64,
+    model_ms: f64,
+}
+
+fn with_timing(mut response: Response, t: &Timing) -> Response {
+    let value = format!("queue;dur={:.3}, model;dur={:.3}", t.queue_ms, t.model_ms);
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        response.headers_mut().insert("server-timing", v);
+    }
+    response
+}
+
+fn answer(state: &AppState, result: Result<Response, ApiError>) -> Response {
+    let response = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(reason) = e.rejection() {
+                state.metrics.rejected(reason);
+            }
+            if matches!(e, ApiError::Generate(_)) {
+                tracing::error!(error = %e, "generation failed");
+            }
+            e.into_response()
+        }
+    };
+    state.metrics.answered(response.status().as_u16());
+    response
+}
+
+async fn generate(state: &AppState, body: &[u8], endpoint: Endpoint) -> Result<(Output, Timing), ApiError> {
+    if state.queue.is_closed() {
+        return Err(ApiError::Draining);
+    }
+    let (model, limits) = match (state.is_ready(), state.loaded.get()) {
+        (true, Some((m, l))) => (m.clone(), l),
+        _ => return Err(ApiError::NotReady),
+    };
+    let job = validation::parse(body, endpoint, limits, || state.next_seed())?;
+    let ticket = state.queue.admit()?;
+    let admitted = Instant::now();
+    // Dropped with this future if the client goes away: stops the generation.
+    let cancel = CancelOnDrop::new();
+    let running = ticket.start().await;
+    let waited = running.waited();
+    state.metrics.queue_wait_seconds.observe(waited.as_secs_f64());
+    let out = engine::run(model, state.metrics.clone(), running, job, cancel.flag()).await?;
+    state.metrics.request_seconds.observe(admitted.elapsed().as_secs_f64());
+    let timing = Timing { queue_ms: waited.as_secs_f64() * 1e3, model_ms: out.model_time.as_secs_f64() * 1e3 };
+    Ok((out, timing))
+}
+
+/// `GET /healthz`: the process answers.
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /readyz`: 200 once the model is loaded and warmed up, 503 before and
+/// while draining.
+pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, &'static str) {
+    if state.is_ready() { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready") }
+}
+
+/// `GET /metrics`: OpenMetrics text.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let text = state.metrics.render(state.queue.counts(), state.queue.concurrency(), state.is_ready());
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+}

@@ -1,0 +1,20 @@
+//! edge-inference: the Stable Diffusion worker. A candle pipeline behind a
+//! bounded queue that tells its node's agent how much work is waiting.
+//!
+//! - [`model`]: loading a diffusers-layout checkout and generating images.
+//! - [`queue`]: admission and ordering (permits, no unbounded channel).
+//! - [`http`]: the API, probes and `/metrics`; [`engine`] runs jobs.
+//! - [`report`]: queue reports to the node agent.
+//! - [`tiny`]: writing a small random model in the diffusers layout.
+
+pub mod config;
+pub mod engine;
+pub mod http;
+pub mod metrics;
+pub mod model;
+pub mod queue;
+pub mod report;
+pub mod serve;
+pub mod threads;
+pub mod tiny;
+pub mod validation;

@@ -1,0 +1,385 @@
+//! The architecture of each model part, read from the checkout's own
+//! `config.json` files (diffusers / transformers format) — no per-version
+//! presets, so SD 1.5, 2.1, 2.1-base, Turbo and our tiny model all load
+//! through the same code.
+
+use std::path::Path;
+
+use candle_transformers::models::stable_diffusion::unet_2d::{BlockConfig, UNet2DConditionModelConfig};
+use candle_transformers::models::stable_diffusion::vae::AutoEncoderKLConfig;
+use serde_json::{Value, json};
+
+use super::clip::{Activation, ClipConfig};
+use super::fields::{FieldError, Fields, per_block};
+
+/// The UNet's architecture plus the two channel counts candle takes apart.
+#[derive(Debug, Clone)]
+pub struct UnetSpec {
+    /// candle's configuration.
+    pub config: UNet2DConditionModelConfig,
+    /// Latent channels in.
+    pub in_channels: usize,
+    /// Latent channels out.
+    pub out_channels: usize,
+}
+
+/// The VAE's architecture and latent scaling.
+#[derive(Debug, Clone)]
+pub struct VaeSpec {
+    /// candle's configuration.
+    pub config: AutoEncoderKLConfig,
+    /// Image channels in (3).
+    pub in_channels: usize,
+    /// Image channels out (3).
+    pub out_channels: usize,
+    /// Latents are divided by this before decoding (0.18215 for SD).
+    pub scaling_factor: f64,
+}
+
+impl VaeSpec {
+    /// How many image pixels one latent pixel covers along each side.
+    pub fn scale(&self) -> usize {
+        1 << self.config.block_out_channels.len().saturating_sub(1)
+    }
+}
+
+/// Parses `unet/config.json`.
+pub fn unet(path: &Path) -> Result<UnetSpec, FieldError> {
+    let mut f = Fields::read(path)?;
+    let block_out_channels: Vec<usize> = f.req("block_out_channels", "a list of channel counts")?;
+    let n = block_out_channels.len();
+    if n == 0 {
+        return Err(f.error("block_out_channels", "must not be empty"));
+    }
+    let down: Vec<String> = f.req("down_block_types", "a list of block type names")?;
+    let up: Vec<String> = f.req("up_block_types", "a list of block type names")?;
+    if down.len() != n || up.len() != n {
+        return Err(f.error("down_block_types", format!("down/up block lists must both have {n} entries")));
+    }
+    let mut cross = Vec::with_capacity(n);
+    for (i, d) in down.iter().enumerate() {
+        let c = match d.as_str() {
+            "CrossAttnDownBlock2D" => true,
+            "DownBlock2D" => false,
+            other => {
+                return Err(f.error(
+                    "down_block_types",
+                    format!("{other:?} is not supported; supported: \"CrossAttnDownBlock2D\", \"DownBlock2D\""),
+                ));
+            }
+        };
+        // candle mirrors the down blocks on the way up; a config that does not is a different model.
+        let expected_up = if c { "CrossAttnUpBlock2D" } else { "UpBlock2D" };
+        if up[n - 1 - i] != expected_up {
+            return Err(f.error(
+                "up_block_types",
+                format!("entry {} is {:?}; expected {expected_up:?} to mirror down block {i}", n - 1 - i, up[n - 1 - i]),
+            ));
+        }
+        cross.push(c);
+    }
+    let layers: Vec<usize> = per_block(&mut f, "layers_per_block", n, Some(2))?.unwrap_or_default();
+    if layers.windows(2).any(|w| w[0] != w[1]) {
+        return Err(f.error("layers_per_block", "different counts per block are not supported"));
+    }
+    let heads_list = per_block::<usize>(&mut f, "num_attention_heads", n, None)?;
+    let head_dim_list = per_block::<usize>(&mut f, "attention_head_dim", n, Some(8))?;
+    // diffusers' historical naming: `attention_head_dim` holds the number of heads
+    // unless `num_attention_heads` is given.
+    let heads = heads_list.or(head_dim_list).unwrap_or_default();
+    let transformer_layers = per_block::<usize>(&mut f, "transformer_layers_per_block", n, Some(1))?.unwrap_or_default();
+    let cross_attention_dim: usize = f.req("cross_attention_dim", "an integer (one value for all blocks)")?;
+    let norm_num_groups: usize = f.or("norm_num_groups", "an integer", 32)?;
+    for (i, ch) in block_out_channels.iter().enumerate() {
+        if norm_num_groups == 0 || ch % norm_num_groups != 0 {
+            return Err(f.error("norm_num_groups", format!("{norm_num_groups} does not divide block {i}'s {ch} channels")));
+        }
+        if heads[i] == 0 || ch % heads[i] != 0 {
+            return Err(f.error("attention_head_dim", format!("{} heads do not divide block {i}'s {ch} channels", heads[i])));
+        }
+    }
+    let blocks = (0..n)
+        .map(|i| BlockConfig {
+            out_channels: block_out_channels[i],
+            use_cross_attn: cross[i].then_some(transformer_layers[i]),
+            attention_head_dim: heads[i],
+        })
+        .collect();
+    let config = UNet2DConditionModelConfig {
+        center_input_sample: f.or("center_input_sample", "true or false", false)?,
+        flip_sin_to_cos: f.or("flip_sin_to_cos", "true or false", true)?,
+        freq_shift: f.or("freq_shift", "a number", 0.0)?,
+        blocks,
+        layers_per_block: layers[0],
+        downsample_padding: f.or("downsample_padding", "an integer", 1)?,
+        mid_block_scale_factor: f.or("mid_block_scale_factor", "a number", 1.0)?,
+        norm_num_groups,
+        norm_eps: f.or("norm_eps", "a number", 1e-5)?,
+        cross_attention_dim,
+        sliced_attention_size: None,
+        use_linear_projection: f.or("use_linear_projection", "true or false", false)?,
+    };
+    let in_channels = f.or("in_channels", "an integer", 4)?;
+    let out_channels = f.or("out_channels", "an integer", 4)?;
+    f.only("act_fn", &[json!("silu")])?;
+    f.only("mid_block_type", &[json!("UNetMidBlock2DCrossAttn")])?;
+    f.only("time_embedding_type", &[json!("positional")])?;
+    f.only("resnet_time_scale_shift", &[json!("default")])?;
+    f.only("conv_in_kernel", &[json!(3)])?;
+    f.only("conv_out_kernel", &[json!(3)])?;
+    for flag in ["dual_cross_attention", "only_cross_attention", "class_embeddings_concat", "resnet_skip_time_act"] {
+        f.only(flag, &[json!(false)])?;
+    }
+    f.only("mid_block_only_cross_attention", &[json!(false)])?;
+    f.only("resnet_out_scale_factor", &[json!(1.0), json!(1)])?;
+    f.only("attention_type", &[json!("default")])?;
+    // Extra embeddings (SDXL, class-conditional, LCM) change the model: refuse any value.
+    for absent in [
+        "class_embed_type",
+        "addition_embed_type",
+        "num_class_embeds",
+        "encoder_hid_dim",
+        "encoder_hid_dim_type",
+        "time_cond_proj_dim",
+        "projection_class_embeddings_input_dim",
+        "addition_time_embed_dim",
+        "time_embedding_dim",
+        "time_embedding_act_fn",
+        "timestep_post_act",
+        "cross_attention_norm",
+        "reverse_transformer_layers_per_block",
+    ] {
+        f.only(absent, &[])?;
+    }
+    // `upcast_attention`: candle's attention computes its softmax in f32 on
+    // every device already; `sample_size` is only a default image size.
+    f.ignore(&["upcast_attention", "sample_size", "addition_embed_type_num_heads", "dropout"]);
+    f.finish()?;
+    Ok(UnetSpec { config, in_channels, out_channels })
+}
+
+/// Parses `vae/config.json`.
+pub fn vae(path: &Path) -> Result<VaeSpec, FieldError> {
+    let mut f = Fields::read(path)?;
+    let block_out_channels: Vec<usize> = f.req("block_out_channels", "a list of channel counts")?;
+    if block_out_channels.is_empty() {
+        return Err(f.error("block_out_channels", "must not be empty"));
+    }
+    let n = block_out_channels.len();
+    for (field, ty) in [("down_block_types", "DownEncoderBlock2D"), ("up_block_types", "UpDecoderBlock2D")] {
+        let types: Vec<String> = f.or(field, "a list of block type names", vec![ty.to_owned(); n])?;
+        if types.len() != n || types.iter().any(|t| t != ty) {
+            return Err(f.error(field, format!("must be {n} times {ty:?} (the only block type supported)")));
+        }
+    }
+    let norm_num_groups: usize = f.or("norm_num_groups", "an integer", 32)?;
+    if let Some(ch) = block_out_channels.iter().find(|c| norm_num_groups == 0 || *c % norm_num_groups != 0) {
+        return Err(f.error("norm_num_groups", format!("{norm_num_groups} does not divide {ch} channels")));
+    }
+    let config = AutoEncoderKLConfig {
+        block_out_channels,
+        layers_per_block: f.or("layers_per_block", "an integer", 1)?,
+        latent_channels: f.or("latent_channels", "an integer", 4)?,
+        norm_num_groups,
+        use_quant_conv: f.or("use_quant_conv", "true or false", true)?,
+        use_post_quant_conv: f.or("use_post_quant_conv", "true or false", true)?,
+    };
+    let spec = VaeSpec {
+        config,
+        in_channels: f.or("in_channels", "an integer", 3)?,
+        out_channels: f.or("out_channels", "an integer", 3)?,
+        scaling_factor: f.or("scaling_factor", "a number", 0.18215)?,
+    };
+    if spec.out_channels != 3 {
+        return Err(f.error("out_channels", format!("{} is not supported; an RGB image needs 3", spec.out_channels)));
+    }
+    f.only("act_fn", &[json!("silu")])?;
+    f.only("mid_block_add_attention", &[json!(true)])?;
+    for absent in ["shift_factor", "latents_mean", "latents_std"] {
+        f.only(absent, &[])?;
+    }
+    // `force_upcast` asks for an f32 VAE under f16: we always decode in the model dtype
+    // on CPU (f32); `sample_size` is only a default.
+    f.ignore(&["force_upcast", "sample_size"]);
+    f.finish()?;
+    Ok(spec)
+}
+
+/// Parses `text_encoder/config.json` (a transformers `CLIPTextModel`).
+pub fn clip(path: &Path) -> Result<ClipConfig, FieldError> {
+    let mut f = Fields::read(path)?;
+    f.only("model_type", &[json!("clip_text_model")])?;
+    if let Some(archs) = f.opt::<Vec<String>>("architectures", "a list of class names")?
+        && archs.iter().any(|a| a != "CLIPTextModel")
+    {
+        return Err(f.error("architectures", format!("{archs:?} is not supported; supported: [\"CLIPTextModel\"]")));
+    }
+    let act: String = f.or("hidden_act", "a string", "quick_gelu".to_owned())?;
+    let activation = Activation::parse(&act)
+        .ok_or_else(|| f.error("hidden_act", format!("{act:?} is not supported; supported: {}", Activation::ALLOWED)))?;
+    let config = ClipConfig {
+        vocab_size: f.req("vocab_size", "an integer")?,
+        hidden_size: f.req("hidden_size", "an integer")?,
+        intermediate_size: f.req("intermediate_size", "an integer")?,
+        num_hidden_layers: f.req("num_hidden_layers", "an integer")?,
+        num_attention_heads: f.req("num_attention_heads", "an integer")?,
+        max_position_embeddings: f.or("max_position_embeddings", "an integer", 77)?,
+        activation,
+        layer_norm_eps: f.or("layer_norm_eps", "a number", 1e-5)?,
+    };
+    if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
+        return Err(f.error(
+            "num_attention_heads",
+            format!("{} does not divide hidden_size {}", config.num_attention_heads, config.hidden_size),
+        ));
+    }
+    if config.max_position_embeddings < 2 {
+        return Err(f.error("max_position_embeddings", "must be at least 2 (start and end tokens)"));
+    }
+    // Training-time and generic `PretrainedConfig` bookkeeping.
+    f.ignore(&[
+        "attention_dropout",
+        "dropout",
+        "bos_token_id",
+        "eos_token_id",
+        "pad_token_id",
+        "initializer_factor",
+        "initializer_range",
+        "projection_dim",
+        "torch_dtype",
+        "transformers_version",
+        "return_dict",
+        "output_hidden_states",
+        "output_attentions",
+        "torchscript",
+        "use_bfloat16",
+        "tie_word_embeddings",
+        "is_encoder_decoder",
+        "is_decoder",
+        "add_cross_attention",
+        "tie_encoder_decoder",
+        "chunk_size_feed_forward",
+        "id2label",
+        "label2id",
+        "problem_type",
+        "tokenizer_class",
+        "prefix",
+        "task_specific_params",
+        "finetuning_task",
+        "pruned_heads",
+    ]);
+    f.finish()?;
+    Ok(config)
+}
+
+/// The padding token named by `tokenizer/special_tokens_map.json` or
+/// `tokenizer/tokenizer_config.json` (either may be absent; CLIP pads with its
+/// end token by default).
+pub fn pad_token(tokenizer_dir: &Path) -> Result<Option<String>, FieldError> {
+    for file in ["special_tokens_map.json", "tokenizer_config.json"] {
+        let path = tokenizer_dir.join(file);
+        if !path.exists() {
+            continue;
+        }
+        let mut f = Fields::read(&path)?;
+        let pad: Option<Value> = f.opt("pad_token", "a string or an object with \"content\"")?;
+        let token = match pad {
+            None => None,
+            Some(Value::String(s)) => Some(s),
+            Some(Value::Object(o)) => match o.get("content") {
+                Some(Value::String(s)) => Some(s.clone()),
+                _ => return Err(f.error("pad_token", "an object must have a string \"content\"")),
+            },
+            Some(v) => return Err(f.error("pad_token", format!("{v} is not a string or an object with \"content\""))),
+        };
+        // The rest of these files is tokenizer bookkeeping we do not need.
+        if token.is_some() {
+            return Ok(token);
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    /// SD 2.1's `unet/config.json` as published.
+    const SD21_UNET: &str = r#"{
+      "_class_name": "UNet2DConditionModel", "_diffusers_version": "0.10.0.dev0",
+      "act_fn": "silu", "attention_head_dim": [5, 10, 20, 20],
+      "block_out_channels": [320, 640, 1280, 1280], "center_input_sample": false,
+      "cross_attention_dim": 1024,
+      "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+      "downsample_padding": 1, "dual_cross_attention": false, "flip_sin_to_cos": true, "freq_shift": 0,
+      "in_channels": 4, "layers_per_block": 2, "mid_block_scale_factor": 1, "norm_eps": 1e-05,
+      "norm_num_groups": 32, "num_class_embeds": null, "only_cross_attention": false, "out_channels": 4,
+      "sample_size": 96,
+      "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+      "use_linear_projection": true, "upcast_attention": true
+    }"#;
+
+    #[test]
+    fn reads_sd21_unet_as_candles_preset_has_it() {
+        let (_d, p) = write(SD21_UNET);
+        let spec = unet(&p).unwrap();
+        let c = &spec.config;
+        let heads: Vec<usize> = c.blocks.iter().map(|b| b.attention_head_dim).collect();
+        assert_eq!(heads, [5, 10, 20, 20]);
+        let cross: Vec<Option<usize>> = c.blocks.iter().map(|b| b.use_cross_attn).collect();
+        assert_eq!(cross, [Some(1), Some(1), Some(1), None]);
+        assert_eq!((c.cross_attention_dim, c.use_linear_projection, c.layers_per_block), (1024, true, 2));
+        assert_eq!((spec.in_channels, spec.out_channels), (4, 4));
+    }
+
+    #[test]
+    fn refuses_unsupported_unet_fields_by_name() {
+        for (field, value) in [
+            ("act_fn", json!("gelu")),
+            ("addition_embed_type", json!("text_time")),
+            ("down_block_types", json!(["CrossAttnDownBlock2D", "Weird", "CrossAttnDownBlock2D", "DownBlock2D"])),
+            ("some_new_field", json!(1)),
+        ] {
+            let mut v: Value = serde_json::from_str(SD21_UNET).unwrap();
+            v[field] = value;
+            let (_d, p) = write(&v.to_string());
+            let err = unet(&p).unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+            assert!(err.to_string().contains("config.json"), "{err}");
+        }
+    }
+
+    #[test]
+    fn reads_vae_and_clip_and_refuses_bad_values() {
+        let (_d, p) = write(
+            r#"{"_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [128, 256, 512, 512],
+               "down_block_types": ["DownEncoderBlock2D","DownEncoderBlock2D","DownEncoderBlock2D","DownEncoderBlock2D"],
+               "up_block_types": ["UpDecoderBlock2D","UpDecoderBlock2D","UpDecoderBlock2D","UpDecoderBlock2D"],
+               "in_channels": 3, "latent_channels": 4, "layers_per_block": 2, "norm_num_groups": 32,
+               "out_channels": 3, "sample_size": 768}"#,
+        );
+        let v = vae(&p).unwrap();
+        assert_eq!((v.scale(), v.config.layers_per_block, v.scaling_factor), (8, 2, 0.18215));
+
+        let (_d, p) = write(
+            r#"{"architectures": ["CLIPTextModel"], "hidden_act": "gelu", "hidden_size": 1024,
+               "intermediate_size": 4096, "model_type": "clip_text_model", "num_attention_heads": 16,
+               "num_hidden_layers": 23, "vocab_size": 49408, "projection_dim": 512, "torch_dtype": "float32"}"#,
+        );
+        let c = clip(&p).unwrap();
+        assert_eq!((c.num_hidden_layers, c.activation, c.max_position_embeddings), (23, Activation::Gelu, 77));
+
+        let (_d, p) = write(r#"{"hidden_act": "relu", "hidden_size": 8, "intermediate_size": 8,
+            "num_attention_heads": 2, "num_hidden_layers": 1, "vocab_size": 10}"#);
+        let err = clip(&p).unwrap_err();
+        assert_eq!(err.field, "hidden_act");
+        assert!(err.to_string().contains("quick_gelu"), "{err}");
+    }
+}

@@ -1,0 +1,77 @@
+//! The worker's queue reaches a real `edge-agent` through the report
+//! contract, over loopback TCP and over a Unix socket; an absent agent does
+//! not stop the worker.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{WorkerBuilder, tiny_model};
+use edge_testkit::{AgentBuilder, artifact, eventually};
+use serde_json::json;
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn slow() -> String {
+    json!({"prompt": "keep the queue busy", "steps": 800, "size": "64x64"}).to_string()
+}
+
+fn queue_depth_reaches(agent: &edge_testkit::Agent, w: &common::Worker) {
+    let series = "edge_worker_queue_depth{accelerator=\"cpu\",namespace=\"edge-test\",deployment=\"sd-tiny\"";
+    eventually(LONG, "the idle worker to appear at the agent", || {
+        (edge_testkit::sample(&agent.metrics(), series) == Some(0.0)).then_some(())
+    });
+    let _clients: Vec<_> = (0..3).map(|_| common::send(w.addr, "POST", "/generate", &slow()).unwrap()).collect();
+    eventually(LONG, "queue depth 2 at the agent", || {
+        (edge_testkit::sample(&agent.metrics(), series) == Some(2.0)).then_some(())
+    });
+    let in_flight = "edge_worker_in_flight{accelerator=\"cpu\",namespace=\"edge-test\",deployment=\"sd-tiny\"";
+    assert_eq!(edge_testkit::sample(&agent.metrics(), in_flight), Some(1.0), "{}", agent.metrics());
+}
+
+#[test]
+fn queue_depth_reaches_a_running_agent_over_tcp() {
+    let agent = AgentBuilder::new(artifact("edge-agent")).start();
+    let model = tiny_model();
+    let w = WorkerBuilder::new(model.path())
+        .arg("agent", agent.report_addr.unwrap().to_string())
+        .arg("deployment", "sd-tiny")
+        .arg("queue-capacity", "4")
+        .arg("max-steps", "1000")
+        .env("POD_NAME", "sd-tiny-abc12")
+        .env("POD_NAMESPACE", "edge-test")
+        .env("EDGE_INFERENCE_ACCELERATOR", "cpu")
+        .start();
+    queue_depth_reaches(&agent, &w);
+}
+
+#[test]
+fn queue_depth_reaches_a_running_agent_over_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let agent = AgentBuilder::new(artifact("edge-agent")).flag("report-socket", socket.display().to_string()).start();
+    let model = tiny_model();
+    let w = WorkerBuilder::new(model.path())
+        .env("EDGE_INFERENCE_AGENT", socket.display().to_string())
+        .env("EDGE_INFERENCE_DEPLOYMENT", "sd-tiny")
+        .env("POD_NAMESPACE", "edge-test")
+        .arg("queue-capacity", "4")
+        .arg("max-steps", "1000")
+        .start();
+    queue_depth_reaches(&agent, &w);
+}
+
+#[test]
+fn an_unreachable_agent_is_logged_once_and_serving_goes_on() {
+    let model = tiny_model();
+    let port = edge_testkit::free_port();
+    let w = WorkerBuilder::new(model.path()).arg("agent", format!("127.0.0.1:{port}")).arg("report-interval", "100ms").start();
+    eventually(LONG, "the warning", || w.log().contains("cannot report to the node agent").then_some(()));
+    // Every request changes the queue three times, each a report attempt.
+    for seed in 0..3 {
+        let r = w.post("/generate", &json!({"prompt": "still here", "steps": 1, "seed": seed}));
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    eventually(LONG, "more failed reports", || (w.log().matches("report failed again").count() >= 5).then_some(()));
+    assert_eq!(w.log().matches("cannot report to the node agent").count(), 1, "{}", w.log());
+}

@@ -1,0 +1,69 @@
+//! Series the inference worker (`edge-inference`) exposes on its own
+//! `/metrics`: its queue, its latencies, its output. `edge_inference_` prefix,
+//! base units, bounded labels (a reason or a status code, never a prompt).
+
+use super::Metric;
+
+/// Label: why a request was turned away (`full`, `draining`, `not_ready`).
+pub const LABEL_REASON: &str = "reason";
+/// Label: the HTTP status code answered.
+pub const LABEL_STATUS: &str = "status";
+
+/// A histogram family: name, help, and bucket bounds in the metric's unit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Histogram {
+    /// The family name (no `_bucket`/`_sum`/`_count`).
+    pub name: &'static str,
+    /// One sentence for `# HELP`.
+    pub help: &'static str,
+    /// Upper bounds of the buckets.
+    pub buckets: &'static [f64],
+}
+
+/// Requests accepted and waiting for a generation slot.
+pub const QUEUE_DEPTH: Metric =
+    Metric::gauge("edge_inference_queue_depth", "Requests accepted and waiting to start.");
+/// Requests generating now.
+pub const IN_FLIGHT: Metric = Metric::gauge("edge_inference_in_flight", "Requests generating images now.");
+/// Queue capacity (waiting + running).
+pub const CAPACITY: Metric =
+    Metric::gauge("edge_inference_capacity", "Requests the worker accepts at once (waiting and running).");
+/// Generation slots (requests that run at the same time).
+pub const CONCURRENCY: Metric =
+    Metric::gauge("edge_inference_concurrency", "Requests the worker generates at the same time.");
+/// 1 when the model is loaded, warmed up and the worker accepts work.
+pub const READY: Metric =
+    Metric::gauge("edge_inference_ready", "Whether the worker is ready (model loaded and warmed up, not draining).");
+/// Requests turned away, by reason.
+pub const REJECTED: Metric = Metric::counter("edge_inference_rejected", "Requests turned away without being queued.");
+/// Requests answered, by HTTP status.
+pub const REQUESTS: Metric =
+    Metric::counter("edge_inference_requests", "Generation requests answered, by HTTP status code.");
+/// Images produced.
+pub const IMAGES_GENERATED: Metric = Metric::counter("edge_inference_images_generated", "Images generated.");
+
+/// Whole-request latency: admission to response body.
+pub const REQUEST_DURATION_SECONDS: Histogram = Histogram {
+    name: "edge_inference_request_duration_seconds",
+    help: "Time from admission to the finished response, queue wait included.",
+    buckets: &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60.0, 120.0],
+};
+/// Time spent waiting in the queue.
+pub const QUEUE_WAIT_SECONDS: Histogram = Histogram {
+    name: "edge_inference_queue_wait_seconds",
+    help: "Time a request waited for a generation slot.",
+    buckets: &[0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+};
+/// One denoising step (UNet + sampler).
+pub const STEP_DURATION_SECONDS: Histogram = Histogram {
+    name: "edge_inference_step_duration_seconds",
+    help: "Time of one denoising step (UNet forward and sampler update).",
+    buckets: &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+};
+
+/// Every gauge and counter of the worker.
+pub const ALL: &[Metric] =
+    &[QUEUE_DEPTH, IN_FLIGHT, CAPACITY, CONCURRENCY, READY, REJECTED, REQUESTS, IMAGES_GENERATED];
+
+/// Every histogram of the worker.
+pub const HISTOGRAMS: &[Histogram] = &[REQUEST_DURATION_SECONDS, QUEUE_WAIT_SECONDS, STEP_DURATION_SECONDS];
