@@ -48,11 +48,6 @@ impl Child {
         self.name
     }
 
-    /// Its log file.
-    pub fn log_path(&self) -> &Path {
-        &self.log
-    }
-
     /// Waits until `GET path` on `addr` answers 200, failing with the child's
     /// last log line if it exits first or `timeout` passes.
     pub async fn wait_ready(&mut self, addr: SocketAddr, path: &str, timeout: Duration) -> anyhow::Result<()> {

@@ -112,7 +112,8 @@ mod tests {
 
     #[test]
     fn chunked_and_plain_bodies_are_read() {
-        let r = parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap();
+        let r =
+            parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap();
         assert_eq!((r.status, r.text().as_str()), (200, "abcde"));
         let r = parse(b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 2\r\n\r\nno").unwrap();
         assert_eq!((r.status, r.text().as_str()), (429, "no"));

@@ -67,6 +67,9 @@ mod tests {
             Reading { accelerator: "nvidia", value: Ok((0.0, 0.0, false)) },
             Reading { accelerator: "neuron", value: Err("Unavailable".into()) },
         ];
-        assert_eq!(render(&readings), "queue  cpu 2 +1 running ACTIVE | nvidia 0 inactive | neuron scaler: Unavailable");
+        assert_eq!(
+            render(&readings),
+            "queue  cpu 2 +1 running ACTIVE | nvidia 0 inactive | neuron scaler: Unavailable"
+        );
     }
 }

@@ -75,7 +75,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         Some(dir) => dir.clone(),
         None => std::env::temp_dir().join(format!("edge-diffusion-up-{}", std::process::id())),
     };
-    std::fs::create_dir_all(&log_dir).with_context(|| format!("cannot create the log directory {}", log_dir.display()))?;
+    std::fs::create_dir_all(&log_dir)
+        .with_context(|| format!("cannot create the log directory {}", log_dir.display()))?;
 
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -211,7 +212,9 @@ fn check_ports(args: &UpArgs) -> anyhow::Result<()> {
         }
         if let Err(e) = std::net::TcpListener::bind(addr) {
             if e.kind() == std::io::ErrorKind::AddrInUse {
-                bail!("{addr} is already in use (--{flag}): stop what listens there or pick another with --{flag} HOST:PORT");
+                bail!(
+                    "{addr} is already in use (--{flag}): stop what listens there or pick another with --{flag} HOST:PORT"
+                );
             }
             bail!("cannot listen on {addr} (--{flag}): {e}");
         }
@@ -222,17 +225,17 @@ fn check_ports(args: &UpArgs) -> anyhow::Result<()> {
 /// A `--model-dir` must look like a diffusers checkout (the worker checks
 /// every file; this catches a wrong path in one line before anything starts).
 fn check_model_dir(dir: &Path) -> anyhow::Result<()> {
-        let missing: Vec<&str> = ["text_encoder", "unet", "vae", "tokenizer", "scheduler"]
-            .into_iter()
-            .filter(|part| !dir.join(part).is_dir())
-            .collect();
-        if !dir.is_dir() {
-            bail!("--model-dir {}: no such directory (expected a diffusers checkout)", dir.display());
-        }
-        if !missing.is_empty() {
-            bail!("--model-dir {}: not a diffusers checkout, missing {}/", dir.display(), missing.join("/, "));
-        }
-        Ok(())
+    let missing: Vec<&str> = ["text_encoder", "unet", "vae", "tokenizer", "scheduler"]
+        .into_iter()
+        .filter(|part| !dir.join(part).is_dir())
+        .collect();
+    if !dir.is_dir() {
+        bail!("--model-dir {}: no such directory (expected a diffusers checkout)", dir.display());
+    }
+    if !missing.is_empty() {
+        bail!("--model-dir {}: not a diffusers checkout, missing {}/", dir.display(), missing.join("/, "));
+    }
+    Ok(())
 }
 
 /// The model directory: `--model-dir`, or the cached tiny model, written on
@@ -269,9 +272,18 @@ fn print_block(args: &UpArgs, model: &Model, log_dir: &Path) {
     let block = [
         format!("edge-diffusion is up: agent, scaler and a CPU worker ({kind})"),
         format!("  image API    http://{}/generate   (OpenAI shape: /v1/images/generations)", args.api),
-        format!("  /metrics     http://{}/metrics   (agent)   http://{}/metrics   (scaler)", args.agent, args.scaler_metrics),
-        format!("  KEDA gRPC    {}   (externalscaler.ExternalScaler; trigger acceleratorType=cpu, deployment=sd-cpu)", args.scaler),
-        format!("  try          curl -s http://{}/generate -d '{{\"prompt\": \"a lighthouse at dusk\"}}' -o out.png", args.api),
+        format!(
+            "  /metrics     http://{}/metrics   (agent)   http://{}/metrics   (scaler)",
+            args.agent, args.scaler_metrics
+        ),
+        format!(
+            "  KEDA gRPC    {}   (externalscaler.ExternalScaler; trigger acceleratorType=cpu, deployment=sd-cpu)",
+            args.scaler
+        ),
+        format!(
+            "  try          curl -s http://{}/generate -d '{{\"prompt\": \"a lighthouse at dusk\"}}' -o out.png",
+            args.api
+        ),
         format!("  load         edge-diffusion load --url http://{} -n 20 -c 4", args.api),
         format!("  model, logs  {}   {}", model.dir.display(), log_dir.display()),
         "Ctrl-C stops everything.".to_owned(),

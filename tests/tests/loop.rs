@@ -72,7 +72,8 @@ impl Pushes {
 impl Keda {
     fn connect(addr: std::net::SocketAddr) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let client = rt.block_on(ExternalScalerClient::connect(format!("http://{addr}"))).expect("connect to the scaler");
+        let client =
+            rt.block_on(ExternalScalerClient::connect(format!("http://{addr}"))).expect("connect to the scaler");
         Self { rt, client }
     }
 
@@ -99,7 +100,8 @@ impl Keda {
     /// Opens StreamIsActive and records every message until the stream ends.
     fn stream_is_active(&self, object: &ScaledObjectRef) -> Pushes {
         let mut client = self.client.clone();
-        let mut stream = self.rt.block_on(client.stream_is_active(object.clone())).expect("StreamIsActive").into_inner();
+        let mut stream =
+            self.rt.block_on(client.stream_is_active(object.clone())).expect("StreamIsActive").into_inner();
         let pushes = Pushes::default();
         let record = pushes.clone();
         self.rt.spawn(async move {
@@ -137,7 +139,8 @@ fn burst(w: &Worker, n: usize) -> Vec<JoinHandle<u16>> {
             let addr = w.addr;
             let body = format!(r#"{{"prompt": "a rusty robot", "steps": {STEPS}, "seed": {seed}}}"#);
             let handle = std::thread::spawn(move || {
-                let (status, _) = http::post_json_timeout(addr, "/generate", &body, PATIENCE * 3).expect("POST /generate");
+                let (status, _) =
+                    http::post_json_timeout(addr, "/generate", &body, PATIENCE * 3).expect("POST /generate");
                 status
             });
             // In order, so the queue depth the test expects is the one it gets.

@@ -97,8 +97,11 @@ async fn measure(
     let mut agent = Child::spawn("edge-agent", agent_bin, &agent_args, &[], dir)?;
     agent.wait_ready(agent_addr, "/readyz", Duration::from_secs(30)).await?;
     children.insert(0, agent);
-    let scaler_args =
-        vec![format!("--agents={agent_addr}"), format!("--listen={scaler_addr}"), format!("--metrics-listen={metrics_addr}")];
+    let scaler_args = vec![
+        format!("--agents={agent_addr}"),
+        format!("--listen={scaler_addr}"),
+        format!("--metrics-listen={metrics_addr}"),
+    ];
     let mut scaler = Child::spawn("edge-scaler", scaler_bin, &scaler_args, &[], dir)?;
     scaler.wait_ready(metrics_addr, "/healthz", Duration::from_secs(30)).await?;
     children.insert(0, scaler);
@@ -113,8 +116,7 @@ async fn measure(
     // Both paths see the idle worker before the first wake-up.
     let series = format!("{}{{deployment=\"{DEPLOYMENT}\"}}", WORKER_QUEUE_DEPTH.name);
     let deadline = Instant::now() + WAKE_LIMIT;
-    while keda::metric(&mut keda, &trigger).await.ok() != Some(0.0)
-        || prometheus::query(prom_addr, &series).await? == 0
+    while keda::metric(&mut keda, &trigger).await.ok() != Some(0.0) || prometheus::query(prom_addr, &series).await? == 0
     {
         if Instant::now() > deadline {
             bail!("the idle worker did not reach both the scaler and Prometheus within {WAKE_LIMIT:?}");
@@ -159,10 +161,9 @@ async fn measure(
         reporter.set(1).await?;
         let pushed = wait_for(&mut pushes, woke, "StreamIsActive true", |active: &bool| *active).await?;
         ours.push(pushed - woke);
-        let seen = wait_for(&mut polls, woke, "Prometheus to see the queue", |a: &Result<bool, String>| {
-            matches!(a, Ok(true))
-        })
-        .await?;
+        let seen =
+            wait_for(&mut polls, woke, "Prometheus to see the queue", |a: &Result<bool, String>| matches!(a, Ok(true)))
+                .await?;
         usual.push(seen - woke);
         live.show(&format!(
             "wake-up {i}/{}: ours {}, Prometheus {}",
@@ -220,7 +221,8 @@ fn report(args: &BenchArgs, ours: &[Duration], usual: &[Duration], version: &str
     let ratio = |u: Duration, o: Duration| u.as_secs_f64() / o.as_secs_f64().max(1e-9);
     let lines = [
         format!("queue wake-up (0 -> 1) until the autoscaler knows: {} wake-ups, {profile}", ours.len()),
-        "  wake-ups are worker reports posted straight to the agent's report port (the worker -> agent contract)".to_owned(),
+        "  wake-ups are worker reports posted straight to the agent's report port (the worker -> agent contract)"
+            .to_owned(),
         format!("  usual path: {version}, scrape_interval 1s, polled every 1s with: {}", promql()),
         String::new(),
         format!("  {:<46} {:>10} {:>10}", "path", "p50", "p99"),

@@ -15,8 +15,6 @@ use crate::http;
 pub struct Prometheus {
     /// The child process.
     pub child: Child,
-    /// Its HTTP API.
-    pub addr: SocketAddr,
     /// `prometheus --version`'s first line.
     pub version: String,
 }
@@ -54,7 +52,7 @@ pub async fn start(addr: SocketAddr, target: SocketAddr, dir: &Path) -> anyhow::
     ];
     let mut child = Child::spawn("prometheus", &bin, &args, &[], dir)?;
     child.wait_ready(addr, "/-/ready", Duration::from_secs(60)).await?;
-    let prometheus = Prometheus { child, addr, version };
+    let prometheus = Prometheus { child, version };
     let deadline = Instant::now() + Duration::from_secs(60);
     while query(addr, "up{job=\"edge-agent\"} == 1").await? == 0 {
         if Instant::now() > deadline {
@@ -68,14 +66,14 @@ pub async fn start(addr: SocketAddr, target: SocketAddr, dir: &Path) -> anyhow::
 /// Runs an instant query against the Prometheus at `addr`; the number of
 /// series in the answer.
 pub async fn query(addr: SocketAddr, expr: &str) -> anyhow::Result<usize> {
-        let path = format!("/api/v1/query?query={}", url_encode(expr));
-        let reply = http::get(addr, &path, Duration::from_secs(5)).await?;
-        let json: serde_json::Value =
-            serde_json::from_slice(&reply.body).with_context(|| format!("Prometheus answered {}", reply.text()))?;
-        if json["status"] != "success" {
-            bail!("Prometheus query {expr:?} failed: {}", json["error"]);
-        }
-        Ok(json["data"]["result"].as_array().map_or(0, Vec::len))
+    let path = format!("/api/v1/query?query={}", url_encode(expr));
+    let reply = http::get(addr, &path, Duration::from_secs(5)).await?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&reply.body).with_context(|| format!("Prometheus answered {}", reply.text()))?;
+    if json["status"] != "success" {
+        bail!("Prometheus query {expr:?} failed: {}", json["error"]);
+    }
+    Ok(json["data"]["result"].as_array().map_or(0, Vec::len))
 }
 
 /// Percent-encodes a query-string value.

@@ -32,7 +32,12 @@ pub fn post_json_unix(socket: &Path, path: &str, body: &str) -> std::io::Result<
 
 /// `POST path` with a JSON body, waiting up to `timeout` for the answer (a
 /// request that queues behind others, e.g. an image generation).
-pub fn post_json_timeout(addr: SocketAddr, path: &str, body: &str, timeout: Duration) -> std::io::Result<(u16, String)> {
+pub fn post_json_timeout(
+    addr: SocketAddr,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
     let stream = connect(addr)?;
     stream.set_read_timeout(Some(timeout))?;
     request(stream, &post(path, &addr.to_string(), body))
@@ -88,15 +93,7 @@ pub struct KeepAlive {
 
 impl KeepAlive {
     /// Connects to `addr`.
-    pub /// `POST path` with a JSON body, waiting up to `timeout` for the answer (a
-/// request that queues behind others, e.g. an image generation).
-pub fn post_json_timeout(addr: SocketAddr, path: &str, body: &str, timeout: Duration) -> std::io::Result<(u16, String)> {
-    let stream = connect(addr)?;
-    stream.set_read_timeout(Some(timeout))?;
-    request(stream, &post(path, &addr.to_string(), body))
-}
-
-fn connect(addr: SocketAddr) -> std::io::Result<Self> {
+    pub fn connect(addr: SocketAddr) -> std::io::Result<Self> {
         let stream = connect(addr)?;
         stream.set_nodelay(true)?;
         Ok(Self { stream: std::io::BufReader::new(stream), host: addr.to_string() })
