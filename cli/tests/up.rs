@@ -21,10 +21,16 @@ fn loopback() -> String {
 
 /// `up` with every port free and its own cache directory.
 fn up_command(cache: &std::path::Path) -> Command {
+    up_command_with(cache, "", "")
+}
+
+/// `up` with `--flag=value` in place of that flag's free port.
+fn up_command_with(cache: &std::path::Path, port_flag: &str, value: &str) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.arg("up");
     for flag in ["api", "agent", "report", "scaler", "scaler-metrics"] {
-        cmd.arg(format!("--{flag}={}", loopback()));
+        let addr = if flag == port_flag { value.to_owned() } else { loopback() };
+        cmd.arg(format!("--{flag}={addr}"));
     }
     cmd.env("XDG_CACHE_HOME", cache).env("RAYON_NUM_THREADS", "1");
     cmd
@@ -147,7 +153,7 @@ fn a_port_in_use_is_one_clear_line() {
     let holder = TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = holder.local_addr().unwrap();
     let cache = tempfile::tempdir().unwrap();
-    let out = up_command(cache.path()).arg(format!("--scaler={taken}")).output().unwrap();
+    let out = up_command_with(cache.path(), "scaler", &taken.to_string()).output().unwrap();
     let err = one_line_failure(out);
     assert!(err.contains(&format!("{taken} is already in use (--scaler)")), "{err}");
 }
