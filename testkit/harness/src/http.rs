@@ -30,6 +30,19 @@ pub fn post_json_unix(socket: &Path, path: &str, body: &str) -> std::io::Result<
     request(stream, &post(path, "localhost", body))
 }
 
+/// `POST path` with a JSON body, waiting up to `timeout` for the answer (a
+/// request that queues behind others, e.g. an image generation).
+pub fn post_json_timeout(
+    addr: SocketAddr,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
+    let stream = connect(addr)?;
+    stream.set_read_timeout(Some(timeout))?;
+    request(stream, &post(path, &addr.to_string(), body))
+}
+
 fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
     let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;

@@ -7,6 +7,9 @@
 
 pub mod fake_nvml;
 pub mod http;
+pub mod process;
+
+pub use process::{Scaler, ScalerBuilder, Worker, WorkerBuilder};
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -62,7 +65,9 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> O
 }
 
 /// Builds an `edge-agent` command line with loopback ports and every device
-/// collector off unless a test turns it on.
+/// collector off unless a test turns it on. Clone it before `start` to
+/// restart the same agent (same ports, flags and environment) later.
+#[derive(Debug, Clone)]
 pub struct AgentBuilder {
     bin: PathBuf,
     flags: BTreeMap<String, String>,

@@ -1,0 +1,186 @@
+//! `edge-diffusion up` as a user runs it: the real binary starting the real
+//! agent, scaler and worker next to it (scripts/test builds the workspace
+//! first), a prompt sent to the URL it prints, `load` against it, Ctrl-C.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use edge_testkit::{artifact, free_port, http};
+
+const BIN: &str = env!("CARGO_BIN_EXE_edge-diffusion");
+
+/// Generous: the first run writes the tiny model, on a loaded machine.
+const PATIENCE: Duration = Duration::from_secs(180);
+
+fn loopback() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
+/// `up` with every port free and its own cache directory.
+fn up_command(cache: &std::path::Path) -> Command {
+    up_command_with(cache, "", "")
+}
+
+/// `up` with `--flag=value` in place of that flag's free port.
+fn up_command_with(cache: &std::path::Path, port_flag: &str, value: &str) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("up");
+    for flag in ["api", "agent", "report", "scaler", "scaler-metrics"] {
+        let addr = if flag == port_flag { value.to_owned() } else { loopback() };
+        cmd.arg(format!("--{flag}={addr}"));
+    }
+    cmd.env("XDG_CACHE_HOME", cache).env("RAYON_NUM_THREADS", "1");
+    cmd
+}
+
+/// Stdout lines as they come.
+fn lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Reads lines until one satisfies `done`; all lines read so far.
+fn read_until(rx: &mpsc::Receiver<String>, seen: &mut Vec<String>, what: &str, done: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let finished = done(&line);
+                seen.push(line);
+                if finished {
+                    return;
+                }
+            }
+            Err(e) => panic!("no {what} ({e}); output so far:\n{}", seen.join("\n")),
+        }
+    }
+}
+
+/// The single address-and-path token `http://HOST:PORT/...` on a line.
+fn url_on(line: &str) -> (SocketAddr, String) {
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("a URL on the line");
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest.split_once('/').expect("a path");
+    (host.parse().expect("HOST:PORT"), format!("/{path}"))
+}
+
+fn stderr_of(child: &mut Child) -> String {
+    let mut s = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut s);
+    }
+    s
+}
+
+#[test]
+fn up_serves_the_printed_url_shows_the_scaler_and_stops_on_ctrl_c() {
+    for sibling in ["edge-agent", "edge-scaler", "edge-inference"] {
+        artifact(sibling);
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let mut up = up_command(cache.path()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let rx = lines(&mut up);
+    let mut seen = Vec::new();
+    read_until(&rx, &mut seen, "ready block", |l| l.starts_with("Ctrl-C stops everything"));
+    assert!(seen.iter().any(|l| l.contains("first run only")), "the tiny model is written on first run:\n{seen:#?}");
+    assert!(cache.path().join("edge-diffusion/models/tiny/unet").is_dir());
+
+    let api_line = seen.iter().find(|l| l.contains("image API")).expect("an image API line").clone();
+    let (api, path) = url_on(&api_line);
+    assert_eq!(path, "/generate");
+    let (status, body) =
+        http::post_json_timeout(api, &path, r#"{"prompt": "a lighthouse at dusk", "steps": 2}"#, PATIENCE).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("PNG"), "an image comes back");
+    let metrics_line = seen.iter().find(|l| l.contains("/metrics")).expect("a /metrics line").clone();
+    let (agent, metrics_path) = url_on(&metrics_line);
+    edge_testkit::eventually(PATIENCE, "the worker's queue on the agent's /metrics", || {
+        let (status, metrics) = http::get(agent, &metrics_path).ok()?;
+        (status == 200 && metrics.contains("edge_worker_queue_depth{")).then_some(())
+    });
+
+    // The live line: the CPU worker as the scaler (and KEDA) sees it.
+    read_until(&rx, &mut seen, "a status line", |l| l.starts_with("queue  cpu 0 inactive"));
+
+    let load = Command::new(BIN)
+        .args(["load", "--url", &format!("http://{api}"), "-n", "3", "-c", "3", "--steps", "2"])
+        .output()
+        .unwrap();
+    let load_out = String::from_utf8_lossy(&load.stdout);
+    assert!(load.status.success(), "{load_out}\n{}", String::from_utf8_lossy(&load.stderr));
+    assert!(load_out.contains("3/3 done: 3 ok"), "{load_out}");
+
+    let _ = Command::new("kill").arg("-INT").arg(up.id().to_string()).status();
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = up.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "up did not exit after SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    seen.extend(rx.try_iter());
+    assert!(status.success(), "exit {status}; stderr: {}\nstdout:\n{}", stderr_of(&mut up), seen.join("\n"));
+    assert_eq!(seen.last().map(String::as_str), Some("stopped."), "{seen:#?}");
+    // The children are gone with it: their ports are free again.
+    for addr in [api, agent] {
+        assert!(TcpListener::bind(addr).is_ok(), "{addr} still held after up exited");
+    }
+}
+
+/// A failed `up`: exit status and its stderr, which must be one line.
+fn one_line_failure(out: Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).trim_end().to_owned();
+    assert!(!out.status.success(), "up should fail; stdout: {}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(stderr.lines().count(), 1, "one line, not a stack trace:\n{stderr}");
+    stderr
+}
+
+#[test]
+fn a_port_in_use_is_one_clear_line() {
+    let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = holder.local_addr().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let out = up_command_with(cache.path(), "scaler", &taken.to_string()).output().unwrap();
+    let err = one_line_failure(out);
+    assert!(err.contains(&format!("{taken} is already in use (--scaler)")), "{err}");
+}
+
+#[test]
+fn a_missing_model_is_one_clear_line() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = up_command(cache.path()).arg("--model-dir=/nonexistent/sd-turbo").output().unwrap();
+    let err = one_line_failure(out);
+    assert!(err.contains("--model-dir /nonexistent/sd-turbo: no such directory"), "{err}");
+
+    let half = tempfile::tempdir().unwrap();
+    std::fs::create_dir(half.path().join("unet")).unwrap();
+    let out = up_command(cache.path()).arg(format!("--model-dir={}", half.path().display())).output().unwrap();
+    let err = one_line_failure(out);
+    assert!(err.contains("missing text_encoder/, vae/, tokenizer/, scheduler/"), "{err}");
+}
+
+#[test]
+fn missing_binaries_name_the_build_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let alone = dir.path().join("edge-diffusion");
+    std::fs::copy(BIN, &alone).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let cmd = up_command(cache.path());
+    let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+    let out = Command::new(&alone).args(args).env("XDG_CACHE_HOME", cache.path()).output().unwrap();
+    let err = one_line_failure(out);
+    assert!(err.contains("edge-agent not found") && err.contains("cargo build --workspace"), "{err}");
+}
