@@ -7,6 +7,10 @@ use edge_scaler::config::{Config, LogFormat};
 async fn main() -> std::process::ExitCode {
     let config = Config::parse();
     init_tracing(config.log_format);
+    // kube's HTTPS client asks rustls for the process default provider; with both ring
+    // and aws-lc-rs compiled into the workspace rustls cannot pick one, so pick ring
+    // (what tonic's TLS uses here) before anything builds a TLS config.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let settings = match config.validate() {
         Ok(s) => s,
         Err(e) => {

@@ -21,42 +21,42 @@ pub struct Histogram {
 }
 
 /// Requests accepted and waiting for a generation slot.
-pub const QUEUE_DEPTH: Metric = Metric::gauge("edge_inference_queue_depth", "Requests accepted and waiting to start.");
+pub const QUEUE_DEPTH: Metric = Metric::gauge("edge_inference_queue_depth", "Requests accepted and waiting to start");
 /// Requests generating now.
-pub const IN_FLIGHT: Metric = Metric::gauge("edge_inference_in_flight", "Requests generating images now.");
+pub const IN_FLIGHT: Metric = Metric::gauge("edge_inference_in_flight", "Requests generating images now");
 /// Queue capacity (waiting + running).
 pub const CAPACITY: Metric =
-    Metric::gauge("edge_inference_capacity", "Requests the worker accepts at once (waiting and running).");
+    Metric::gauge("edge_inference_capacity", "Requests the worker accepts at once (waiting and running)");
 /// Generation slots (requests that run at the same time).
 pub const CONCURRENCY: Metric =
-    Metric::gauge("edge_inference_concurrency", "Requests the worker generates at the same time.");
+    Metric::gauge("edge_inference_concurrency", "Requests the worker generates at the same time");
 /// 1 when the model is loaded, warmed up and the worker accepts work.
 pub const READY: Metric =
-    Metric::gauge("edge_inference_ready", "Whether the worker is ready (model loaded and warmed up, not draining).");
+    Metric::gauge("edge_inference_ready", "Whether the worker is ready (model loaded and warmed up, not draining)");
 /// Requests turned away, by reason.
-pub const REJECTED: Metric = Metric::counter("edge_inference_rejected", "Requests turned away without being queued.");
+pub const REJECTED: Metric = Metric::counter("edge_inference_rejected", "Requests turned away without being queued");
 /// Requests answered, by HTTP status.
 pub const REQUESTS: Metric =
-    Metric::counter("edge_inference_requests", "Generation requests answered, by HTTP status code.");
+    Metric::counter("edge_inference_requests", "Generation requests answered, by HTTP status code");
 /// Images produced.
-pub const IMAGES_GENERATED: Metric = Metric::counter("edge_inference_images_generated", "Images generated.");
+pub const IMAGES_GENERATED: Metric = Metric::counter("edge_inference_images_generated", "Images generated");
 
 /// Whole-request latency: admission to response body.
 pub const REQUEST_DURATION_SECONDS: Histogram = Histogram {
     name: "edge_inference_request_duration_seconds",
-    help: "Time from admission to the finished response, queue wait included.",
+    help: "Time from admission to the finished response, queue wait included",
     buckets: &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60.0, 120.0],
 };
 /// Time spent waiting in the queue.
 pub const QUEUE_WAIT_SECONDS: Histogram = Histogram {
     name: "edge_inference_queue_wait_seconds",
-    help: "Time a request waited for a generation slot.",
+    help: "Time a request waited for a generation slot",
     buckets: &[0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
 };
 /// One denoising step (UNet + sampler).
 pub const STEP_DURATION_SECONDS: Histogram = Histogram {
     name: "edge_inference_step_duration_seconds",
-    help: "Time of one denoising step (UNet forward and sampler update).",
+    help: "Time of one denoising step (UNet forward and sampler update)",
     buckets: &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
 };
 

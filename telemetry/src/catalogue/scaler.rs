@@ -9,30 +9,30 @@ pub const LABEL_METHOD: &str = "method";
 pub const LABEL_CODE: &str = "code";
 
 /// Agents followed (discovered and not dropped).
-pub const AGENTS: Metric = Metric::gauge("edge_scaler_agents", "Agents the scaler follows.");
+pub const AGENTS: Metric = Metric::gauge("edge_scaler_agents", "Agents the scaler follows");
 /// Agents with an open change stream.
 pub const AGENTS_CONNECTED: Metric =
-    Metric::gauge("edge_scaler_agents_connected", "Agents whose change stream is open.");
+    Metric::gauge("edge_scaler_agents_connected", "Agents whose change stream is open");
 /// Agents silent for longer than --stale-after; their data does not count.
 pub const AGENTS_STALE: Metric = Metric::gauge(
     "edge_scaler_agents_stale",
-    "Agents silent for longer than --stale-after (their data does not count).",
+    "Agents silent for longer than --stale-after (their data does not count)",
 );
 /// Worker groups (accelerator, namespace, Deployment) known.
 pub const WORKER_GROUPS: Metric =
-    Metric::gauge("edge_scaler_worker_groups", "Worker groups (accelerator, namespace, Deployment) known.");
+    Metric::gauge("edge_scaler_worker_groups", "Worker groups (accelerator, namespace, Deployment) known");
 /// Snapshot messages received from agents, heartbeats included.
-pub const SNAPSHOTS: Metric = Metric::counter("edge_scaler_snapshots", "Snapshot messages received from agents.");
+pub const SNAPSHOTS: Metric = Metric::counter("edge_scaler_snapshots", "Snapshot messages received from agents");
 /// Agent streams that failed or ended (each is followed by a reconnect).
 pub const AGENT_DISCONNECTS: Metric =
-    Metric::counter("edge_scaler_agent_disconnects", "Agent change streams that failed or ended.");
+    Metric::counter("edge_scaler_agent_disconnects", "Agent change streams that failed or ended");
 /// KEDA calls answered, by method and status code.
-pub const GRPC_REQUESTS: Metric = Metric::counter("edge_scaler_grpc_requests", "KEDA calls answered.");
+pub const GRPC_REQUESTS: Metric = Metric::counter("edge_scaler_grpc_requests", "KEDA calls answered");
 /// `true`s pushed on StreamIsActive (inactive -> active transitions).
 pub const ACTIVATIONS: Metric =
-    Metric::counter("edge_scaler_activations", "Activations pushed on StreamIsActive (inactive to active).");
+    Metric::counter("edge_scaler_activations", "Activations pushed on StreamIsActive (inactive to active)");
 /// StreamIsActive streams open now.
-pub const ACTIVE_STREAMS: Metric = Metric::gauge("edge_scaler_active_streams", "StreamIsActive streams open now.");
+pub const ACTIVE_STREAMS: Metric = Metric::gauge("edge_scaler_active_streams", "StreamIsActive streams open now");
 
 /// A histogram family: name, help and bucket bounds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,7 +48,7 @@ pub struct Histogram {
 /// How long KEDA calls take, by method (unary calls; StreamIsActive until it is set up).
 pub const GRPC_REQUEST_DURATION_SECONDS: Histogram = Histogram {
     name: "edge_scaler_grpc_request_duration_seconds",
-    help: "Time to answer a KEDA call.",
+    help: "Time to answer a KEDA call",
     buckets: &[0.000_05, 0.0001, 0.000_25, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5],
 };
 
