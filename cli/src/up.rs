@@ -63,10 +63,12 @@ struct Model {
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
-    check_ports(&args)?;
+    // The user's own input first: a wrong --model-dir is reported the same
+    // way whatever else happens to listen on this machine.
     if let Some(dir) = &args.model_dir {
         check_model_dir(dir)?;
     }
+    check_ports(&args)?;
     let agent_bin = paths::sibling("edge-agent")?;
     let scaler_bin = paths::sibling("edge-scaler")?;
     let worker_bin = paths::sibling("edge-inference")?;
