@@ -253,7 +253,14 @@ fn save_random(
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|source| TinyError::Write { path: parent.into(), source })?;
     }
-    candle_core::safetensors::save(&tensors, path).map_err(err)
+    candle_core::safetensors::save(&tensors, path).map_err(err)?;
+    // The safetensors writer creates its file owner-only (0600). A model is
+    // not a secret, and the directory is often written by one user (an image
+    // build, an init container) and read by another (the non-root worker), so
+    // give the weights the same mode as the configs next to them.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+        .map_err(|source| TinyError::Write { path: path.into(), source })
 }
 
 fn write_json(path: &Path, value: &Value) -> Result<(), TinyError> {

@@ -154,3 +154,27 @@ fn a_broken_directory_fails_at_load_naming_the_path_and_reason() {
     let err = load_err(dir.path());
     assert!(err.contains("tokenizer/merges.txt"), "{err}");
 }
+
+/// The tiny model is written by one user (an image build, `up`'s first run)
+/// and may be read by another (the non-root worker): every file readable.
+#[test]
+fn every_file_of_the_tiny_model_is_readable_by_others() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tiny();
+    let mut seen = 0;
+    let mut stack = vec![dir.path().to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                seen += 1;
+                let mode = meta.permissions().mode() & 0o777;
+                assert_eq!(mode & 0o044, 0o044, "{} is {mode:o}", entry.path().display());
+            }
+        }
+    }
+    assert!(seen >= 8, "only {seen} files written");
+}
