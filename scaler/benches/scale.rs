@@ -1,7 +1,7 @@
 //! The scaler at cluster scale: 1,000 simulated agents and 100 ScaledObjects.
 //!
 //! Run: `cargo bench -p edge-scaler --bench scale` (release build). Options:
-//! `-- --agents N --objects M --rounds R --wakes W`.
+//! `-- --agents N --objects M --rounds R --wakes W --pin on|off`.
 //!
 //! - 1,000 in-process `SnapshotFeed` servers (the agent's real wire protocol,
 //!   a full snapshot first, then every change, a 2 s heartbeat), each a node
@@ -15,6 +15,12 @@
 //! any state read: the gRPC floor), the queue-wake → `StreamIsActive` latency
 //! p50/p99 against the agent → subscriber hop alone (a direct Watch on the
 //! same simulated agent, measured in the same trial), and the scaler's RSS.
+//!
+//! `--pin on` (the default on a machine with 2+ CPUs) runs the scaler on CPU 0
+//! and everything else (the 1,000 simulated agents, the churn, the KEDA
+//! client) on the other CPUs, with `taskset`. In a cluster the agents and KEDA
+//! run on other machines; without pinning, on a 2-core box, the scaler's tail
+//! latency is mostly the simulated cluster's scheduling, not the scaler.
 
 #![allow(clippy::print_stdout)] // a benchmark's report is its output
 
@@ -45,10 +51,12 @@ struct Options {
     objects: usize,
     rounds: usize,
     wakes: usize,
+    pin: bool,
 }
 
 fn options() -> Options {
-    let mut o = Options { agents: 1000, objects: 100, rounds: 30, wakes: 200 };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut o = Options { agents: 1000, objects: 100, rounds: 30, wakes: 200, pin: cpus >= 2 };
     let args: Vec<String> = std::env::args().collect();
     for pair in args.windows(2) {
         let value = || pair[1].parse().unwrap_or_else(|_| panic!("{} needs a number, not {:?}", pair[0], pair[1]));
@@ -57,6 +65,13 @@ fn options() -> Options {
             "--objects" => o.objects = value(),
             "--rounds" => o.rounds = value(),
             "--wakes" => o.wakes = value(),
+            "--pin" => {
+                o.pin = match pair[1].as_str() {
+                    "on" => true,
+                    "off" => false,
+                    other => panic!("--pin takes on or off, not {other:?}"),
+                }
+            }
             _ => {}
         }
     }
@@ -241,7 +256,15 @@ async fn main() {
     let grpc: SocketAddr = port(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
     let http: SocketAddr = port(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
     let list = addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
-    let child = Command::new(env!("CARGO_BIN_EXE_edge-scaler"))
+    let mut command = if o.pin {
+        pin_self_to_all_but_cpu0();
+        let mut c = Command::new("taskset");
+        c.args(["--cpu-list", "0", env!("CARGO_BIN_EXE_edge-scaler")]);
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_edge-scaler"))
+    };
+    let child = command
         .env("EDGE_SCALER_AGENTS", list)
         .env("EDGE_SCALER_LISTEN", grpc.to_string())
         .env("EDGE_SCALER_METRICS_LISTEN", http.to_string())
@@ -264,6 +287,14 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     println!("scaler followed {} agents after {:.2?}", o.agents, started.elapsed());
+    println!(
+        "{}",
+        if o.pin {
+            "scaler pinned to CPU 0, simulated cluster and KEDA client to the others (--pin off to share)"
+        } else {
+            "scaler shares every CPU with the simulated cluster and the KEDA client (--pin on to separate)"
+        }
+    );
 
     let channel = Channel::from_shared(format!("http://{grpc}")).unwrap().tcp_nodelay(true).connect().await.unwrap();
     let mut keda = ExternalScalerClient::new(channel.clone());
@@ -375,6 +406,19 @@ async fn main() {
     );
     churn.abort();
     drop(child);
+}
+
+/// Moves every thread of this process (the simulated cluster, the churn and
+/// the KEDA client) off CPU 0, which the scaler gets to itself.
+fn pin_self_to_all_but_cpu0() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let others = format!("1-{}", cpus - 1);
+    let status = Command::new("taskset")
+        .args(["--all-tasks", "--cpu-list", "--pid", &others, &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .expect("run taskset (util-linux); or pass --pin off");
+    assert!(status.success(), "taskset could not pin the benchmark to CPUs {others}; pass --pin off");
 }
 
 struct KillOnDrop(std::process::Child);
