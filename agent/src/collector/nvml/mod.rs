@@ -31,7 +31,7 @@ use self::device::Identity;
 use super::{Reading, health};
 
 /// The collector's name in the snapshot's health list.
-const NAME: &str = "nvml";
+pub const NAME: &str = "nvml";
 
 /// How long to wait before trying to load a library that failed to load.
 pub const LOAD_RETRY_INTERVAL: Duration = Duration::from_secs(60);

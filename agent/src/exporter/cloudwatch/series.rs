@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 
 use edge_telemetry::AcceleratorType;
 use edge_telemetry::catalogue::cloudwatch::{self as cw, CloudWatchMetric};
-use edge_telemetry::proto::NodeSnapshot;
+use edge_telemetry::proto::{CollectorState, NodeSnapshot};
+
+use crate::collector::{neuron, nvml};
 
 /// CloudWatch refuses empty dimension values; a node run without
 /// `--instance-type` or `--zone` publishes this instead.
@@ -34,8 +36,12 @@ pub struct NodeDimensions {
     pub cluster: String,
 }
 
-/// Every series of `snapshot` with its current value.
+/// Every series of `snapshot` with its current value; none before the
+/// collectors first ran (see [`collected`]).
 pub fn sample(snapshot: &NodeSnapshot, dims: &NodeDimensions) -> Vec<(SeriesKey, f64)> {
+    if !collected(snapshot) {
+        return Vec::new();
+    }
     let node = snapshot.node.clone().unwrap_or_default();
     let base = |accelerator: &str| -> Vec<(&'static str, String)> {
         vec![
@@ -63,11 +69,31 @@ pub fn sample(snapshot: &NodeSnapshot, dims: &NodeDimensions) -> Vec<(SeriesKey,
     out.0
 }
 
-/// A GPU node is `nvidia`, a node with NeuronCores `neuron`, anything else `cpu`.
+/// Whether the collectors have run: the agent starts with placeholder
+/// health entries (state unspecified) and no devices, in which every node
+/// would look like a CPU node. Sampling that snapshot would publish a GPU
+/// node's first `edge_agent_up` under `AcceleratorType=cpu`: a wrong node
+/// count, and one more billed series per node.
+pub fn collected(snapshot: &NodeSnapshot) -> bool {
+    snapshot.collectors.iter().all(|c| c.state() != CollectorState::Unspecified)
+}
+
+/// A node with GPUs, or whose NVML found a driver, is `nvidia`; one with
+/// Neuron devices, or a neuron-monitor running, is `neuron`; anything else
+/// `cpu`. Device data alone is not enough: neuron-monitor lists only the
+/// NeuronCores a model runs on (an idle inf2 node has none), its first report
+/// comes a period after the start, and a restart drops its data for a while.
+/// The type of a node must not change with its load.
 pub fn node_accelerator(snapshot: &NodeSnapshot) -> AcceleratorType {
-    if !snapshot.gpus.is_empty() {
+    let present = |name: &str| {
+        snapshot
+            .collectors
+            .iter()
+            .any(|c| c.collector == name && matches!(c.state(), CollectorState::Ok | CollectorState::Failing))
+    };
+    if !snapshot.gpus.is_empty() || present(nvml::NAME) {
         AcceleratorType::Nvidia
-    } else if !snapshot.neuron_cores.is_empty() {
+    } else if !snapshot.neuron_cores.is_empty() || !snapshot.neuron_devices.is_empty() || present(neuron::NAME) {
         AcceleratorType::Neuron
     } else {
         AcceleratorType::Cpu

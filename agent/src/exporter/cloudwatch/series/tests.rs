@@ -1,7 +1,9 @@
 //! The mapping on hand-built snapshots: GPU, Neuron, CPU nodes and workers.
 
 use edge_telemetry::catalogue::cloudwatch as cw;
-use edge_telemetry::proto::{Gpu, Host, NeuronCore, NeuronCoreMemory, Node, NodeSnapshot, Worker};
+use edge_telemetry::proto::{
+    CollectorHealth, CollectorState, Gpu, Host, NeuronCore, NeuronCoreMemory, NeuronDevice, Node, NodeSnapshot, Worker,
+};
 
 use super::*;
 
@@ -157,4 +159,50 @@ fn dimension_values_are_never_empty_or_too_long() {
     assert_eq!(key.dimensions[2].1, UNKNOWN);
     assert_eq!(key.dimensions[4].1, UNKNOWN);
     assert_eq!(key.dimensions[3].1, "cpu");
+}
+
+fn health(collector: &str, state: CollectorState) -> CollectorHealth {
+    CollectorHealth { collector: collector.into(), state: state.into(), ..Default::default() }
+}
+
+/// The AcceleratorType of the node's `edge_agent_up`.
+fn node_type(snapshot: &NodeSnapshot) -> String {
+    let s = sample(snapshot, &dims());
+    let (key, _) = s.iter().find(|(k, _)| k.metric == cw::AGENT_UP).expect("edge_agent_up");
+    key.dimensions[3].1.clone()
+}
+
+#[test]
+fn nothing_is_sampled_before_the_collectors_ran() {
+    // The agent's first snapshot: placeholder health, no devices yet.
+    let store = crate::snapshot::SnapshotStore::new(node().unwrap());
+    let first = store.latest();
+    assert!(!first.collectors.is_empty());
+    assert_eq!(sample(&first, &dims()), Vec::new(), "a GPU node would be published as a CPU node");
+    store.update(|s| {
+        for c in &mut s.collectors {
+            c.state = CollectorState::Ok.into();
+        }
+        s.gpus = vec![gpu(0, Some(50), 1)];
+    });
+    assert_eq!(node_type(&store.latest()), "nvidia");
+}
+
+#[test]
+fn a_node_keeps_its_accelerator_type_while_its_devices_report_nothing() {
+    use CollectorState::{Absent, Failing};
+    let node_with = |nvml: CollectorState, neuron: CollectorState| NodeSnapshot {
+        node: node(),
+        collectors: vec![health("nvml", nvml), health("neuron", neuron), health("procfs", CollectorState::Ok)],
+        ..Default::default()
+    };
+    // NVML found a driver that fails (or every GPU fell off): still a GPU node.
+    assert_eq!(node_type(&node_with(Failing, Absent)), "nvidia");
+    // neuron-monitor started but has not reported yet, or is down and restarting.
+    assert_eq!(node_type(&node_with(Absent, CollectorState::Ok)), "neuron");
+    assert_eq!(node_type(&node_with(Absent, Failing)), "neuron");
+    // No model loaded: no NeuronCore in use, but the devices are listed.
+    let idle = NodeSnapshot { neuron_devices: vec![NeuronDevice::default()], ..node_with(Absent, Absent) };
+    assert_eq!(node_type(&idle), "neuron");
+    assert_eq!(node_type(&node_with(Absent, Absent)), "cpu");
 }
