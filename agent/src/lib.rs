@@ -9,6 +9,7 @@ pub mod exporter;
 pub mod server;
 pub mod snapshot;
 
+use axum::serve::ListenerExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -104,6 +105,15 @@ pub async fn run(
     tracing::info!(addr = %local, node = %settings.node.name, "agent listening");
 
     let mut serve_stop = stop_rx.clone();
+    // TCP_NODELAY: axum does not set it, and with Nagle on, a small write that
+    // follows one not yet acknowledged waits for the peer's delayed ACK
+    // (~40 ms on Linux) — a snapshot change stuck behind that is a wake-up
+    // delayed 100-fold.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = serve_stop.wait_for(|s| *s).await;
     });

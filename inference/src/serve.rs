@@ -2,6 +2,7 @@
 //! answer meanwhile), warm up, report to the agent, and on SIGTERM/SIGINT
 //! stop intake and drain what was accepted.
 
+use axum::serve::ListenerExt;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -51,6 +52,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let router = http::router(state.clone());
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(async move {
+        // TCP_NODELAY (axum leaves Nagle on): a response written in more
+        // than one piece must not wait for the client's delayed ACK.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 let _ = stop_rx.wait_for(|stop| *stop).await;

@@ -38,8 +38,9 @@ use edge_telemetry::proto::snapshot_feed_server::{SnapshotFeed, SnapshotFeedServ
 use edge_telemetry::proto::{Gpu, Host, Node, NodeSnapshot, WatchRequest, Worker};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 const ACCELERATORS: [&str; 3] = ["nvidia", "neuron", "cpu"];
@@ -243,9 +244,9 @@ async fn main() {
         let server = SnapshotFeedServer::new(agent.clone());
         tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
-                .tcp_nodelay(true)
                 .add_service(server)
-                .serve_with_incoming(TcpListenerStream::new(listener))
+                // As the real agent does: no Nagle on the snapshot stream.
+                .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
                 .await;
         });
         agents.push(agent);

@@ -16,9 +16,9 @@ pub mod state;
 pub mod trigger;
 
 use std::sync::Arc;
+use tonic::transport::server::TcpIncoming;
 
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::config::{Discovery, Settings, TlsFiles};
@@ -82,7 +82,11 @@ pub async fn run(
     let registry = Arc::new(Registry::new(settings.stale_after));
     let metrics = Arc::new(ScalerMetrics::new());
 
-    let mut server = Server::builder().tcp_nodelay(true);
+    // `tcp_nodelay` on the builder only applies to listeners tonic binds
+    // itself; ours is bound earlier (to report a taken port clearly), so the
+    // incoming stream below sets it: a StreamIsActive push must not wait on
+    // KEDA's delayed ACK.
+    let mut server = Server::builder();
     if let Some(files) = &settings.tls {
         server = server.tls_config(tls_config(files)).map_err(RunError::Tls)?;
     }
@@ -130,7 +134,7 @@ pub async fn run(
     let mut serve_stop = stop_rx.clone();
     let result = server
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+        .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener).with_nodelay(Some(true)), async move {
             let _ = serve_stop.wait_for(|s| *s).await;
         })
         .await

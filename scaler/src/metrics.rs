@@ -3,6 +3,7 @@
 //! Counters are updated where things happen; the agent gauges are read from
 //! the registry at scrape time, so they are never out of date.
 
+use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -186,6 +187,10 @@ pub async fn serve(
         .with_state(HttpState { registry, metrics });
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(addr = ?addr, "metrics listening");
+    // axum leaves Nagle on; scrapes should not wait on delayed ACKs.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;

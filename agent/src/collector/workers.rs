@@ -7,6 +7,7 @@
 //! oversized report gets a 4xx naming the field and changes nothing but the
 //! collector's error count.
 
+use axum::serve::ListenerExt;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -148,6 +149,10 @@ impl WorkerIntake {
                 let stop = async move {
                     let _ = rx.wait_for(|s| *s).await;
                 };
+                // Reports are small writes answered with small writes: no Nagle.
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
                 if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
                     tracing::error!(error = %e, "report port server failed");
                 }
