@@ -41,8 +41,18 @@ fn queue_depth_reaches_a_running_agent_over_tcp() {
         .env("POD_NAME", "sd-tiny-abc12")
         .env("POD_NAMESPACE", "edge-test")
         .env("EDGE_INFERENCE_ACCELERATOR", "cpu")
+        .env("EDGE_INFERENCE_LABELS", "app.kubernetes.io/name=sd,tier=gold")
         .start();
     queue_depth_reaches(&agent, &w);
+    // The labels travel with the reports to the agent's feed, where the scaler selects on them.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let labels = rt.block_on(async {
+        let mut feed = agent.watch().await;
+        let snapshot = feed.message().await.unwrap().expect("a first snapshot");
+        snapshot.workers.into_iter().find(|w| w.worker_id == "sd-tiny-abc12").expect("the worker").labels
+    });
+    let labels: Vec<_> = labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(labels, [("app.kubernetes.io/name", "sd"), ("tier", "gold")]);
 }
 
 #[test]

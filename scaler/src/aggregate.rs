@@ -7,15 +7,31 @@
 //! error, so KEDA applies the ScaledObject's `fallback` instead of a 0 that
 //! would scale a busy Deployment to zero.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use edge_telemetry::AcceleratorType;
 use edge_telemetry::proto::NodeSnapshot;
 
-use crate::trigger::{GroupKey, MetricKind, Trigger};
+use crate::trigger::{MetricKind, Trigger};
 
-/// The workers of one group on one node, summed.
+/// Workers that no trigger can tell apart: same accelerator type, namespace,
+/// Deployment and labels. A node's workers are summed per class; a trigger
+/// counts the classes its selector picks. Ordered by these fields so the
+/// classes of one Deployment (or one namespace) are a contiguous range.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkerClass {
+    /// The workers' accelerator type.
+    pub accelerator: AcceleratorType,
+    /// Their namespace (empty outside Kubernetes).
+    pub namespace: String,
+    /// Their Deployment.
+    pub deployment: String,
+    /// Their labels (empty when they report none).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The workers of one class on one node, summed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WorkerTotals {
     /// Number of workers.
@@ -26,6 +42,16 @@ pub struct WorkerTotals {
     pub in_flight: u64,
     /// Requests accepted in total.
     pub capacity: u64,
+}
+
+impl WorkerTotals {
+    /// Adds another class's workers on the same node.
+    pub fn merge(&mut self, other: &WorkerTotals) {
+        self.workers += other.workers;
+        self.queue_depth += other.queue_depth;
+        self.in_flight += other.in_flight;
+        self.capacity += other.capacity;
+    }
 }
 
 /// A running mean: sum and count, so means over nodes combine exactly.
@@ -83,8 +109,8 @@ impl NodeUsage {
 pub struct NodeContribution {
     /// The node's zone (empty when the agent was given none).
     pub zone: String,
-    /// Worker totals per group present on the node.
-    pub groups: HashMap<GroupKey, WorkerTotals>,
+    /// Worker totals per class present on the node.
+    pub groups: HashMap<WorkerClass, WorkerTotals>,
     /// Device usage.
     pub usage: NodeUsage,
 }
@@ -93,10 +119,15 @@ pub struct NodeContribution {
 /// not know are left out (the agent validates reports, so this means a newer
 /// agent).
 pub fn contribution(snapshot: &NodeSnapshot) -> NodeContribution {
-    let mut groups: HashMap<GroupKey, WorkerTotals> = HashMap::new();
+    let mut groups: HashMap<WorkerClass, WorkerTotals> = HashMap::new();
     for w in &snapshot.workers {
         let Ok(accelerator) = w.accelerator.parse::<AcceleratorType>() else { continue };
-        let key = GroupKey { accelerator, namespace: w.namespace.clone(), deployment: w.deployment.clone() };
+        let key = WorkerClass {
+            accelerator,
+            namespace: w.namespace.clone(),
+            deployment: w.deployment.clone(),
+            labels: w.labels.clone(),
+        };
         let t = groups.entry(key).or_default();
         t.workers += 1;
         t.queue_depth += u64::from(w.queue_depth);
@@ -133,15 +164,16 @@ pub fn contribution(snapshot: &NodeSnapshot) -> NodeContribution {
     NodeContribution { zone, groups, usage }
 }
 
-/// One agent holding workers of a trigger's group, as the evaluation sees it.
+/// One agent holding workers a trigger selects, as the evaluation sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Member<'a> {
     /// The agent's zone.
     pub zone: &'a str,
     /// How long since the agent last sent anything.
     pub age: Duration,
-    /// Its workers of the group.
-    pub totals: &'a WorkerTotals,
+    /// Its selected workers, summed over their classes (one member per agent,
+    /// so a node's device usage counts once however many classes match).
+    pub totals: WorkerTotals,
     /// Its node's device usage.
     pub usage: &'a NodeUsage,
 }
@@ -149,19 +181,17 @@ pub struct Member<'a> {
 /// Why a trigger has no trustworthy value; KEDA then applies `fallback`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EvalError {
-    /// Agents hold workers of the group but none was heard from recently.
+    /// Agents hold selected workers but none was heard from recently.
     #[error(
-        "all {agents} agents with workers of {namespace}/{deployment} ({accelerator}) are stale: silent for more than {stale_after:?}"
+        "all {agents} agents with workers of {workers} ({accelerator}) are stale: silent for more than {stale_after:?}"
     )]
     Stale {
         /// How many agents hold such workers.
         agents: usize,
-        /// The group's accelerator.
+        /// The trigger's accelerator.
         accelerator: AcceleratorType,
-        /// The group's namespace.
-        namespace: String,
-        /// The group's Deployment.
-        deployment: String,
+        /// The trigger's workers: `namespace/deployment` or `namespace/{selector}`.
+        workers: String,
         /// The bound that was exceeded.
         stale_after: Duration,
     },
@@ -176,10 +206,10 @@ pub enum EvalError {
     },
     /// Fresh agents run the workers but report no usage for this metric
     /// (e.g. NVML missing); a value a device does not report is never 0.
-    #[error("no fresh agent with workers of {deployment} reports {metric} for {accelerator}")]
+    #[error("no fresh agent with workers of {workers} reports {metric} for {accelerator}")]
     NoUsage {
-        /// The group's Deployment.
-        deployment: String,
+        /// The trigger's workers, as in [`EvalError::Stale`].
+        workers: String,
         /// The metric.
         metric: MetricKind,
         /// The accelerator.
@@ -224,8 +254,7 @@ pub fn evaluate<'a>(
             return Err(EvalError::Stale {
                 agents: stale,
                 accelerator: trigger.key.accelerator,
-                namespace: trigger.key.namespace.clone(),
-                deployment: trigger.key.deployment.clone(),
+                workers: trigger.key.to_string(),
                 stale_after,
             });
         }
@@ -239,7 +268,7 @@ pub fn evaluate<'a>(
     }
     if mean.count == 0 {
         return Err(EvalError::NoUsage {
-            deployment: trigger.key.deployment.clone(),
+            workers: trigger.key.to_string(),
             metric: trigger.metric,
             accelerator: trigger.key.accelerator,
         });
@@ -288,8 +317,8 @@ mod tests {
         Trigger::parse("ns", &m).unwrap()
     }
 
-    fn key(accel: AcceleratorType) -> GroupKey {
-        GroupKey { accelerator: accel, namespace: "ns".into(), deployment: "sd".into() }
+    fn key(accel: AcceleratorType) -> WorkerClass {
+        WorkerClass { accelerator: accel, namespace: "ns".into(), deployment: "sd".into(), labels: BTreeMap::new() }
     }
 
     #[test]
@@ -337,6 +366,36 @@ mod tests {
         assert_eq!(c.usage.cpu_memory, Mean { sum: 75.0, count: 1 });
     }
 
+    #[test]
+    fn workers_with_other_labels_are_other_classes() {
+        let labelled = |queue: u32, tier: &str| Worker {
+            labels: [("app".to_owned(), "sd".to_owned()), ("tier".to_owned(), tier.to_owned())].into(),
+            ..worker("sd", "cpu", queue, 0)
+        };
+        let snap = NodeSnapshot {
+            workers: vec![labelled(1, "gold"), labelled(2, "gold"), labelled(4, "batch"), worker("sd", "cpu", 8, 0)],
+            ..Default::default()
+        };
+        let c = contribution(&snap);
+        assert_eq!(c.groups.len(), 3, "{:?}", c.groups);
+        let queue_of = |selector: &str| {
+            let m: HashMap<String, String> =
+                [("acceleratorType", "cpu"), ("labelSelector", selector), ("targetValue", "1")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect();
+            let t = Trigger::parse("ns", &m).unwrap();
+            c.groups.iter().filter(|(k, _)| t.key.selects(k)).map(|(_, t)| t.queue_depth).sum::<u64>()
+        };
+        assert_eq!(queue_of("tier=gold"), 3);
+        assert_eq!(queue_of("app=sd,tier!=gold"), 4);
+        // `!=` also picks the unlabelled worker, as a Kubernetes selector would.
+        assert_eq!(queue_of("tier!=gold"), 12);
+        assert_eq!(queue_of("!tier"), 8);
+        // The Deployment selector still counts them all.
+        assert_eq!(c.groups.iter().filter(|(k, _)| k.deployment == "sd").map(|(_, t)| t.queue_depth).sum::<u64>(), 15);
+    }
+
     fn usage(gpu: &[f64], neuron: &[f64]) -> NodeUsage {
         let mut u = NodeUsage::default();
         gpu.iter().for_each(|v| u.gpu_utilization.add(*v));
@@ -353,9 +412,9 @@ mod tests {
         let u = NodeUsage::default();
         let members = || {
             vec![
-                Member { zone: "a", age: Duration::from_secs(1), totals: &t1, usage: &u },
-                Member { zone: "b", age: Duration::from_secs(1), totals: &t2, usage: &u },
-                Member { zone: "a", age: Duration::from_secs(9), totals: &t2, usage: &u },
+                Member { zone: "a", age: Duration::from_secs(1), totals: t1, usage: &u },
+                Member { zone: "b", age: Duration::from_secs(1), totals: t2, usage: &u },
+                Member { zone: "a", age: Duration::from_secs(9), totals: t2, usage: &u },
             ]
         };
         let never = || panic!("not needed when members are fresh");
@@ -375,8 +434,8 @@ mod tests {
         let t = WorkerTotals::default();
         let (u1, u2) = (usage(&[90.0, 70.0], &[]), usage(&[20.0], &[30.0, 50.0]));
         let members = vec![
-            Member { zone: "", age: Duration::ZERO, totals: &t, usage: &u1 },
-            Member { zone: "", age: Duration::ZERO, totals: &t, usage: &u2 },
+            Member { zone: "", age: Duration::ZERO, totals: t, usage: &u1 },
+            Member { zone: "", age: Duration::ZERO, totals: t, usage: &u2 },
         ];
         assert_eq!(evaluate(&trigger("nvidia", "utilization", None), STALE, members.clone(), || true), Ok(60.0));
         assert_eq!(evaluate(&trigger("neuron", "utilization", None), STALE, members.clone(), || true), Ok(40.0));
@@ -388,7 +447,7 @@ mod tests {
     fn all_stale_is_an_error_never_zero() {
         let t = WorkerTotals { workers: 1, queue_depth: 5, ..Default::default() };
         let u = NodeUsage::default();
-        let members = vec![Member { zone: "", age: Duration::from_secs(6), totals: &t, usage: &u }];
+        let members = vec![Member { zone: "", age: Duration::from_secs(6), totals: t, usage: &u }];
         let err = evaluate(&trigger("nvidia", "queueDepth", None), STALE, members, || true).unwrap_err();
         assert!(matches!(err, EvalError::Stale { agents: 1, .. }), "{err:?}");
         assert!(err.to_string().contains("ns/sd"), "{err}");

@@ -7,9 +7,12 @@
 //! A worker sends a report on every change and at least once a second; the
 //! agent forgets a worker that has been silent for a few seconds.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::AcceleratorType;
+use crate::labels::{self, MAX_LABELS};
 
 /// The path the agent serves reports on.
 pub const REPORT_PATH: &str = "/v1/reports";
@@ -53,6 +56,11 @@ pub struct WorkerReport {
     /// 99th percentile request latency over the worker's recent window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_p99_seconds: Option<f64>,
+    /// Kubernetes-style labels (typically the pod's selector labels): the
+    /// scaler's `labelSelector` matches on them. At most [`MAX_LABELS`], in
+    /// Kubernetes label syntax. Never turned into metric labels (unbounded).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Why a report was refused. `field` names the offending field.
@@ -73,7 +81,7 @@ impl ReportError {
 
 impl WorkerReport {
     /// Every field a report may carry.
-    pub const FIELDS: [&'static str; 10] = [
+    pub const FIELDS: [&'static str; 11] = [
         "worker_id",
         "pod",
         "namespace",
@@ -84,6 +92,7 @@ impl WorkerReport {
         "capacity",
         "latency_p50_seconds",
         "latency_p99_seconds",
+        "labels",
     ];
 
     /// Parses and validates a report body. Each field is read on its own so a
@@ -114,6 +123,7 @@ impl WorkerReport {
             capacity: required(&obj, "capacity", "an integer 0..=1000000")?,
             latency_p50_seconds: optional(&obj, "latency_p50_seconds", "a number of seconds >= 0")?,
             latency_p99_seconds: optional(&obj, "latency_p99_seconds", "a number of seconds >= 0")?,
+            labels: label_map(&obj)?,
         };
         report.validate()?;
         Ok(report)
@@ -141,8 +151,47 @@ impl WorkerReport {
                 return Err(ReportError::new(field, format!("{v} is not a finite number >= 0")));
             }
         }
-        Ok(())
+        check_labels(&self.labels)
     }
+}
+
+/// Bounded count, Kubernetes syntax; a bad pair is named `labels.<key>`.
+fn check_labels(map: &BTreeMap<String, String>) -> Result<(), ReportError> {
+    if map.len() > MAX_LABELS {
+        return Err(ReportError::new("labels", format!("{} labels; at most {MAX_LABELS} allowed", map.len())));
+    }
+    for (key, value) in map {
+        let field = format!("labels.{key}");
+        labels::check_key(key).map_err(|e| ReportError::new(&field, e))?;
+        labels::check_value(value).map_err(|e| ReportError::new(&field, e))?;
+    }
+    Ok(())
+}
+
+/// `labels`: an object of strings. Read pair by pair so a value of the wrong
+/// type is named by its key.
+fn label_map(obj: &Object) -> Result<BTreeMap<String, String>, ReportError> {
+    let map = match obj.get("labels") {
+        None | Some(serde_json::Value::Null) => return Ok(BTreeMap::new()),
+        Some(serde_json::Value::Object(map)) => map,
+        Some(v) => {
+            return Err(ReportError::new(
+                "labels",
+                format!("{v} is not allowed; expected an object of label key to string value"),
+            ));
+        }
+    };
+    if map.len() > MAX_LABELS {
+        return Err(ReportError::new("labels", format!("{} labels; at most {MAX_LABELS} allowed", map.len())));
+    }
+    map.iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => Ok((k.clone(), s.clone())),
+            other => {
+                Err(ReportError::new(&format!("labels.{k}"), format!("{other} is not allowed; expected a string")))
+            }
+        })
+        .collect()
 }
 
 /// Identifiers become label values: keep them to what Kubernetes names allow.
@@ -196,7 +245,8 @@ mod tests {
             "in_flight": 1,
             "capacity": 8,
             "latency_p50_seconds": 0.8,
-            "latency_p99_seconds": 1.9
+            "latency_p99_seconds": 1.9,
+            "labels": {"app.kubernetes.io/name": "edge-diffusion", "tier": "gold", "canary": ""}
         })
     }
 
@@ -209,6 +259,8 @@ mod tests {
         let r = parse(&valid()).unwrap();
         assert_eq!(r.accelerator, AcceleratorType::Nvidia);
         assert_eq!((r.queue_depth, r.in_flight, r.capacity), (3, 1, 8));
+        assert_eq!(r.labels.get("tier").map(String::as_str), Some("gold"));
+        assert_eq!(r.labels.len(), 3);
         let again = WorkerReport::from_json(&serde_json::to_vec(&r).unwrap()).unwrap();
         assert_eq!(again, r);
     }
@@ -216,12 +268,43 @@ mod tests {
     #[test]
     fn optional_fields_may_be_left_out() {
         let mut v = valid();
-        for k in ["pod", "namespace", "latency_p50_seconds", "latency_p99_seconds"] {
+        for k in ["pod", "namespace", "latency_p50_seconds", "latency_p99_seconds", "labels"] {
             v.as_object_mut().unwrap().remove(k);
         }
         let r = parse(&v).unwrap();
         assert_eq!(r.pod, "");
         assert_eq!(r.latency_p99_seconds, None);
+        assert!(r.labels.is_empty());
+        // Without labels the report serialises as before: older agents accept it.
+        assert!(!serde_json::to_string(&r).unwrap().contains("labels"));
+    }
+
+    #[test]
+    fn each_bad_label_is_named_by_its_key() {
+        let cases: &[(serde_json::Value, &str, &str)] = &[
+            (serde_json::json!({"tier": "a b"}), "labels.tier", "not a label value"),
+            (serde_json::json!({"tier": "x".repeat(64)}), "labels.tier", "at most 63"),
+            (serde_json::json!({"-tier": "a"}), "labels.-tier", "not a label key"),
+            (serde_json::json!({"Edge.IO/tier": "a"}), "labels.Edge.IO/tier", "DNS subdomain"),
+            (serde_json::json!({"tier": 3}), "labels.tier", "expected a string"),
+            (serde_json::json!(["tier=a"]), "labels", "expected an object"),
+        ];
+        for (labels, field, needle) in cases {
+            let mut v = valid();
+            v["labels"] = labels.clone();
+            let err = parse(&v).unwrap_err();
+            assert_eq!(err.field, *field, "{err}");
+            assert!(err.to_string().contains(needle), "{field}: {err}");
+        }
+        let mut v = valid();
+        v["labels"] = (0..=MAX_LABELS).map(|i| (format!("k{i}"), serde_json::json!("v"))).collect();
+        let err = parse(&v).unwrap_err();
+        assert_eq!(err.field, "labels");
+        assert!(err.reason.contains("at most 16"), "{err}");
+        // validate() checks a report built in code the same way.
+        let mut r = parse(&valid()).unwrap();
+        r.labels.insert("bad key".into(), "v".into());
+        assert_eq!(r.validate().unwrap_err().field, "labels.bad key");
     }
 
     #[test]

@@ -196,6 +196,7 @@ fn worker_from(r: WorkerReport) -> Worker {
         capacity: r.capacity,
         latency_p50_seconds: r.latency_p50_seconds,
         latency_p99_seconds: r.latency_p99_seconds,
+        labels: r.labels,
     }
 }
 

@@ -32,6 +32,7 @@ impl Reporter {
             capacity: 16,
             latency_p50_seconds: None,
             latency_p99_seconds: None,
+            labels: Default::default(),
         };
         let state = Arc::new(Mutex::new(report));
         let beat = Arc::clone(&state);

@@ -30,6 +30,24 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
+{{/*
+Labels of a worker pod, as JSON: the selector labels, workload and accelerator, plus
+inference.podLabels (which may not override them). (dict "root" $ "workload" $w).
+*/}}
+{{- define "edge-diffusion.inference.podLabels" -}}
+{{- $own := fromYaml (include "edge-diffusion.selectorLabels" (dict "root" .root "component" "inference")) }}
+{{- $_ := set $own "edge-diffusion.io/workload" .workload.name }}
+{{- $_ := set $own "edge-diffusion.io/accelerator" .workload.accelerator }}
+{{- $labels := deepCopy $own }}
+{{- range $k, $v := .root.Values.inference.podLabels }}
+{{- if hasKey $own $k }}
+{{- fail (printf "inference.podLabels: %q is one of the chart's own pod labels; choose another key" $k) }}
+{{- end }}
+{{- $_ := set $labels $k (toString $v) }}
+{{- end }}
+{{- toJson $labels }}
+{{- end }}
+
 {{/* An image reference: (dict "root" $ "image" .Values.image.edge). */}}
 {{- define "edge-diffusion.image" -}}
 {{- $repo := required "an image repository is empty: set it in values (image.*, accelerators.<type>.image or volcano.image)" .image.repository }}
