@@ -138,6 +138,7 @@ async fn the_feed_sends_the_snapshot_then_each_change_then_heartbeats() {
     let report_addr = agent.report_addr.unwrap();
     let mut body = serde_json::from_str::<serde_json::Value>(&report("w-feed", "sd-feed", "neuron", 6)).unwrap();
     body["labels"] = serde_json::json!({"tier": "gold"});
+    body["endpoint"] = serde_json::json!("http://10.0.3.7:30080");
     let body = body.to_string();
     tokio::task::spawn_blocking(move || http::post_json(report_addr, "/v1/reports", &body).unwrap()).await.unwrap();
 
@@ -155,6 +156,7 @@ async fn the_feed_sends_the_snapshot_then_each_change_then_heartbeats() {
     assert!(with_worker.0 > first.sequence);
     assert_eq!((with_worker.1.queue_depth, with_worker.1.accelerator.as_str()), (6, "neuron"));
     assert_eq!(with_worker.1.labels, [("tier".to_owned(), "gold".to_owned())].into(), "labels reach the scaler's feed");
+    assert_eq!(with_worker.1.endpoint, "http://10.0.3.7:30080", "so does the endpoint");
 
     // Sequences never go back; a heartbeat repeats the latest sequence.
     let mut last = with_worker.0;

@@ -95,6 +95,12 @@ pub struct ServeArgs {
     /// in Kubernetes the pod's labels): a scaler trigger's labelSelector matches on them.
     #[arg(long, env = "EDGE_INFERENCE_LABELS", default_value = "", value_parser = parse_labels)]
     pub labels: BTreeMap<String, String>,
+    /// The URL clients reach this worker at, http(s)://HOST:PORT (in Kubernetes the node's
+    /// address and the Service's NodePort), reported to the agent for the scaler's endpoint
+    /// inventory while the worker accepts requests. An unbracketed IPv6 host is bracketed.
+    /// Unset or empty: not in the inventory.
+    #[arg(long, env = "EDGE_INFERENCE_ADVERTISE_URL", value_parser = parse_advertise_url)]
+    pub advertise_url: Option<String>,
     /// Request bounds and defaults.
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -178,6 +184,30 @@ pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
     Ok(out)
 }
 
+/// Checks an advertised URL as the agent checks a report's `endpoint`, after
+/// putting an IPv6 host in brackets: in Kubernetes the URL is built from the
+/// downward API's `status.hostIP`, a bare address on IPv6 clusters.
+pub fn parse_advertise_url(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(String::new());
+    }
+    let url = match s.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+            match authority.rsplit_once(':') {
+                Some((host, port)) if host.contains(':') && !host.starts_with('[') => {
+                    format!("{scheme}://[{host}]:{port}{path}")
+                }
+                _ => s.to_owned(),
+            }
+        }
+        None => s.to_owned(),
+    };
+    edge_telemetry::report::check_endpoint(&url)?;
+    Ok(url)
+}
+
 fn parse_sampler(s: &str) -> Result<SamplerKind, String> {
     SamplerKind::parse(s).ok_or_else(|| format!("{s:?} is not a sampler; allowed: {}", SamplerKind::ALLOWED))
 }
@@ -255,6 +285,7 @@ impl ServeArgs {
             latency_p50_seconds: None,
             latency_p99_seconds: None,
             labels: self.labels.clone(),
+            endpoint: self.advertise_url.clone().filter(|u| !u.is_empty()),
         };
         template.validate().map_err(|e| {
             let flag = match e.field.as_str() {
@@ -263,6 +294,7 @@ impl ServeArgs {
                 "namespace" => "--namespace (POD_NAMESPACE)",
                 "deployment" => "--deployment",
                 f if f.starts_with("labels") => "--labels",
+                "endpoint" => "--advertise-url",
                 _ => "--queue-capacity",
             };
             format!("{flag}: {}", e.reason)
@@ -315,5 +347,24 @@ mod tests {
         let err =
             Cli::try_parse_from(["edge-inference", "serve", "--model-dir", "/m", "--labels", "x=a b"]).unwrap_err();
         assert!(err.to_string().contains("--labels"), "{err}");
+    }
+
+    #[test]
+    fn the_advertised_url_is_checked_and_an_ipv6_host_bracketed() {
+        assert_eq!(parse_advertise_url("http://10.0.3.7:30080").unwrap(), "http://10.0.3.7:30080");
+        // What $(HOST_IP) gives on an IPv6 cluster.
+        assert_eq!(parse_advertise_url("http://fd00:ec2::7:30080").unwrap(), "http://[fd00:ec2::7]:30080");
+        assert_eq!(parse_advertise_url("http://[fd00::7]:30080/sd").unwrap(), "http://[fd00::7]:30080/sd");
+        assert_eq!(parse_advertise_url("").unwrap(), "", "empty: not advertised");
+        for bad in ["10.0.3.7:30080", "http://10.0.3.7", "http://:30080"] {
+            assert!(parse_advertise_url(bad).unwrap_err().contains("expected an http"), "{bad}");
+        }
+        let serve = |url: &str| {
+            let cli = Cli::try_parse_from(["edge-inference", "serve", "--model-dir", "/m", "--advertise-url", url]);
+            let Command::Serve(args) = cli.unwrap().command else { panic!("serve") };
+            args.report_template(false).unwrap().endpoint
+        };
+        assert_eq!(serve("http://10.0.3.7:30080").as_deref(), Some("http://10.0.3.7:30080"));
+        assert_eq!(serve(""), None);
     }
 }

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use edge_telemetry::AcceleratorType;
+use edge_telemetry::inventory::Endpoint;
 use edge_telemetry::proto::NodeSnapshot;
 
 use crate::trigger::{MetricKind, Trigger};
@@ -113,15 +114,35 @@ pub struct NodeContribution {
     pub groups: HashMap<WorkerClass, WorkerTotals>,
     /// Device usage.
     pub usage: NodeUsage,
+    /// The workers that advertise an endpoint, for the endpoint inventory.
+    pub endpoints: Vec<Endpoint>,
 }
 
 /// Summarises a snapshot. Workers with an accelerator name the scaler does
 /// not know are left out (the agent validates reports, so this means a newer
 /// agent).
 pub fn contribution(snapshot: &NodeSnapshot) -> NodeContribution {
+    let (node, zone) = snapshot.node.as_ref().map(|n| (n.name.as_str(), n.zone.as_str())).unwrap_or_default();
     let mut groups: HashMap<WorkerClass, WorkerTotals> = HashMap::new();
+    let mut endpoints = Vec::new();
     for w in &snapshot.workers {
         let Ok(accelerator) = w.accelerator.parse::<AcceleratorType>() else { continue };
+        if !w.endpoint.is_empty() {
+            endpoints.push(Endpoint {
+                url: w.endpoint.clone(),
+                accelerator,
+                zone: zone.to_owned(),
+                node: node.to_owned(),
+                namespace: w.namespace.clone(),
+                deployment: w.deployment.clone(),
+                pod: w.pod.clone(),
+                queue_depth: w.queue_depth,
+                in_flight: w.in_flight,
+                capacity: w.capacity,
+                latency_p50_seconds: w.latency_p50_seconds,
+                latency_p99_seconds: w.latency_p99_seconds,
+            });
+        }
         let key = WorkerClass {
             accelerator,
             namespace: w.namespace.clone(),
@@ -160,8 +181,7 @@ pub fn contribution(snapshot: &NodeSnapshot) -> NodeContribution {
             usage.cpu_memory.add(100.0 * total.saturating_sub(avail) as f64 / total as f64);
         }
     }
-    let zone = snapshot.node.as_ref().map(|n| n.zone.clone()).unwrap_or_default();
-    NodeContribution { zone, groups, usage }
+    NodeContribution { zone: zone.to_owned(), groups, usage, endpoints }
 }
 
 /// One agent holding workers a trigger selects, as the evaluation sees it.
@@ -352,6 +372,7 @@ mod tests {
         };
         let c = contribution(&snap);
         assert_eq!(c.zone, "lax-1a");
+        assert!(c.endpoints.is_empty(), "no worker advertises an endpoint");
         assert_eq!(c.groups.len(), 3, "{:?}", c.groups);
         assert_eq!(
             c.groups[&key(AcceleratorType::Nvidia)],
@@ -394,6 +415,27 @@ mod tests {
         assert_eq!(queue_of("!tier"), 8);
         // The Deployment selector still counts them all.
         assert_eq!(c.groups.iter().filter(|(k, _)| k.deployment == "sd").map(|(_, t)| t.queue_depth).sum::<u64>(), 15);
+    }
+
+    #[test]
+    fn advertised_endpoints_carry_their_node_and_queue() {
+        let snap = NodeSnapshot {
+            node: Some(Node { name: "n1".into(), zone: "lax-1a".into(), ..Default::default() }),
+            workers: vec![
+                Worker { endpoint: "http://10.0.0.1:30080".into(), pod: "sd-a".into(), ..worker("sd", "cpu", 2, 1) },
+                worker("sd", "cpu", 5, 0),
+                Worker { endpoint: "http://10.0.0.1:30081".into(), ..worker("sd", "tpu", 1, 0) },
+            ],
+            ..Default::default()
+        };
+        let c = contribution(&snap);
+        assert_eq!(c.endpoints.len(), 1, "only the known accelerator's advertised worker: {:?}", c.endpoints);
+        let e = &c.endpoints[0];
+        assert_eq!(
+            (e.url.as_str(), e.node.as_str(), e.zone.as_str(), e.pod.as_str()),
+            ("http://10.0.0.1:30080", "n1", "lax-1a", "sd-a")
+        );
+        assert_eq!((e.accelerator, e.queue_depth, e.in_flight, e.capacity), (AcceleratorType::Cpu, 2, 1, 8));
     }
 
     fn usage(gpu: &[f64], neuron: &[f64]) -> NodeUsage {

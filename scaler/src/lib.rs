@@ -5,11 +5,13 @@
 //! - [`aggregate`] turns the agents' contributions and a [`trigger`] (its
 //!   workers picked by Deployment or by a [`selector`]) into a value;
 //! - [`service`] answers KEDA (`externalscaler.ExternalScaler`, module [`keda`]);
-//! - [`metrics`] is the scaler's own /metrics.
+//! - [`metrics`] is the scaler's own /metrics, next to the endpoint
+//!   [`inventory`] devices read.
 
 pub mod aggregate;
 pub mod config;
 pub mod discovery;
+pub mod inventory;
 pub mod metrics;
 pub mod selector;
 pub mod service;

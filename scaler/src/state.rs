@@ -13,10 +13,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
+use edge_telemetry::inventory::Endpoint;
 use edge_telemetry::proto::NodeSnapshot;
 use tokio::sync::watch;
 
 use crate::aggregate::{self, EvalError, Member, NodeContribution, WorkerClass, WorkerTotals};
+use crate::inventory;
 use crate::trigger::{GroupKey, Trigger, WorkerSelector};
 
 /// `seen_ms` of an agent that has not sent anything yet.
@@ -300,6 +302,26 @@ impl Registry {
         aggregate::evaluate(trigger, stale_after, members, any_fresh)
     }
 
+    /// The endpoint inventory: advertised endpoints of agents heard from
+    /// within the default bound that pass `query`, ranked and cut to its limit.
+    pub fn endpoints(&self, query: &inventory::Query) -> Vec<Endpoint> {
+        let now = self.now_ms();
+        let mut out: Vec<Endpoint> = {
+            let inner = self.read();
+            inner
+                .agents
+                .values()
+                .filter(|a| self.age(a, now) <= self.stale_after)
+                .flat_map(|a| a.contribution.endpoints.iter())
+                .filter(|e| query.admits(e))
+                .cloned()
+                .collect()
+        };
+        // Ranked outside the lock: the snapshot streams are not held up by a large page.
+        inventory::rank(&mut out, query.limit);
+        out
+    }
+
     /// A channel that changes whenever the data of a class `key` selects
     /// does (a class that starts matching included).
     pub fn subscribe(&self, key: &GroupKey) -> watch::Receiver<u64> {
@@ -478,6 +500,29 @@ mod tests {
         let util = reg.evaluate(&Trigger::parse("ns", &m).unwrap()).unwrap();
         assert!((util - 65.0).abs() < 1e-9, "{util}");
         assert_eq!(reg.evaluate(&by_labels("tier")), Ok(8.0));
+    }
+
+    #[test]
+    fn the_inventory_lists_advertised_workers_of_fresh_agents_only() {
+        let reg = Registry::new(Duration::from_secs(1));
+        let (a, b) = (reg.add_agent("a:1"), reg.add_agent("b:1"));
+        let mut snap_a = tiered(1, &[("a1", "gold", 2), ("a2", "gold", 0)]);
+        snap_a.workers[0].endpoint = "http://10.0.0.1:30080".into();
+        snap_a.workers[0].capacity = 4;
+        let mut snap_b = tiered(1, &[("b1", "", 0)]);
+        snap_b.workers[0].endpoint = "http://10.0.0.2:30080".into();
+        snap_b.workers[0].capacity = 4;
+        reg.ingest(a, &snap_a);
+        reg.ingest(b, &snap_b);
+        let urls = |q: &inventory::Query| reg.endpoints(q).into_iter().map(|e| e.url).collect::<Vec<_>>();
+        let all = inventory::Query::default();
+        assert_eq!(urls(&all), ["http://10.0.0.2:30080", "http://10.0.0.1:30080"], "idle b first; a2 advertises none");
+        assert_eq!(urls(&inventory::Query { limit: 1, ..Default::default() }), ["http://10.0.0.2:30080"]);
+        // Only b keeps talking: a goes stale and its endpoint leaves the inventory.
+        std::thread::sleep(Duration::from_millis(1200));
+        snap_b.sequence = 2;
+        reg.ingest(b, &snap_b);
+        assert_eq!(urls(&all), ["http://10.0.0.2:30080"]);
     }
 
     #[test]

@@ -179,6 +179,46 @@ fn workers_report_their_pod_labels() {
     }
 }
 
+/// A worker whose Service has a fixed NodePort advertises its node's address
+/// and that port (the endpoint inventory); one whose NodePort Kubernetes
+/// picks advertises nothing rather than a wrong port.
+#[test]
+fn workers_advertise_their_node_address_and_node_port() {
+    let mut advertised = 0;
+    let mut silent = 0;
+    for p in chart::profiles() {
+        let objects = rendered(&p);
+        for d in of_kind(&objects, "Deployment")
+            .into_iter()
+            .filter(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] == "inference")
+        {
+            let name = d["metadata"]["name"].as_str().unwrap();
+            let worker = &pod_specs(d)[0]["containers"][0];
+            let node_port = find(&objects, "Service", name)["spec"]["ports"][0]["nodePort"].as_u64();
+            let url = env(worker, "EDGE_INFERENCE_ADVERTISE_URL").map(|e| e["value"].as_str().unwrap());
+            let Some(node_port) = node_port else {
+                assert_eq!(url, None, "{p}/{name}: no fixed NodePort, nothing to advertise");
+                silent += 1;
+                continue;
+            };
+            assert_eq!(url, Some(format!("http://$(HOST_IP):{node_port}").as_str()), "{p}/{name}");
+            // Kubernetes expands $(HOST_IP) only from a variable defined earlier in the list.
+            let vars: Vec<&str> = worker["env"].as_array().unwrap().iter().filter_map(|e| e["name"].as_str()).collect();
+            let host_ip = vars.iter().position(|v| *v == "HOST_IP").expect("HOST_IP");
+            assert!(host_ip < vars.iter().position(|v| *v == "EDGE_INFERENCE_ADVERTISE_URL").unwrap(), "{p}/{name}");
+            assert_eq!(
+                env(worker, "HOST_IP").unwrap()["valueFrom"]["fieldRef"]["fieldPath"],
+                "status.hostIP",
+                "{p}/{name}"
+            );
+            let expanded = url.unwrap().replace("$(HOST_IP)", "10.0.3.7");
+            assert_eq!(edge_telemetry::report::check_endpoint(&expanded), Ok(()), "{p}/{name}");
+            advertised += 1;
+        }
+    }
+    assert!(advertised >= 3 && silent >= 1, "the profiles cover both cases: {advertised} advertised, {silent} not");
+}
+
 /// Non-root, read-only root filesystem, no privilege escalation, no
 /// capabilities, everywhere but where device access needs it.
 #[test]
@@ -426,6 +466,8 @@ fn bad_values_fail_with_a_message_naming_the_value() {
             &["--set", "model.s3.bucket=b", "--set", "inference.podLabels.app\\.kubernetes\\.io/component=x"],
             "inference.podLabels",
         ),
+        (&["--set", "model.s3.bucket=b", "--set", "localZone.nodePorts.z1.gpu=30100"], "/localZone/nodePorts/z1"),
+        (&["--set", "model.s3.bucket=b", "--set", "localZone.nodePorts.z1.cpu=80"], "/localZone/nodePorts/z1/cpu"),
     ];
     for (args, key) in cases {
         let Err(err) = chart::template(args) else { panic!("{args:?} rendered without an error") };
@@ -525,10 +567,15 @@ fn the_scaler_and_the_worker_accept_the_rendered_flags() {
     let worker = &pod_specs(find(&objects, "Deployment", "edge-edge-diffusion-cpu"))[0]["containers"][0];
     // Variables whose values the binary parses, passed as their flags: clap checks a flag's value
     // when it reads it (before the trailing --help), an environment value only after all flags.
-    let worker_env_flags: Vec<String> = [("EDGE_INFERENCE_LABELS", "labels")]
-        .iter()
-        .map(|(var, flag)| format!("--{flag}={}", env(worker, var).unwrap()["value"].as_str().unwrap()))
-        .collect();
+    let worker_env_flags: Vec<String> =
+        [("EDGE_INFERENCE_LABELS", "labels"), ("EDGE_INFERENCE_ADVERTISE_URL", "advertise-url")]
+            .iter()
+            .map(|(var, flag)| {
+                let value = env(worker, var).unwrap_or_else(|| panic!("{var} on the cpu worker"))["value"].as_str();
+                // What the kubelet does with the downward API's node address.
+                format!("--{flag}={}", value.unwrap().replace("$(HOST_IP)", "10.0.3.7"))
+            })
+            .collect();
     for (bin, container, extra) in [("edge-scaler", scaler, Vec::new()), ("edge-inference", worker, worker_env_flags)] {
         let path = edge_testkit::artifact(bin);
         let probe = Command::new(&path).arg("--help").output().unwrap();

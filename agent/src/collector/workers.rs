@@ -197,6 +197,7 @@ fn worker_from(r: WorkerReport) -> Worker {
         latency_p50_seconds: r.latency_p50_seconds,
         latency_p99_seconds: r.latency_p99_seconds,
         labels: r.labels,
+        endpoint: r.endpoint.unwrap_or_default(),
     }
 }
 

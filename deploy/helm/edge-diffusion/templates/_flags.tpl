@@ -113,6 +113,16 @@ flags); EDGE_* environment variables for what the downward API fills in.
   valueFrom:
     fieldRef:
       fieldPath: metadata.namespace
+{{- with .workload.nodePort }}
+# The node's address and the Service's NodePort: what devices connect to, published by the scaler's
+# endpoint inventory. (With a NodePort Kubernetes picks, the chart cannot know it: not advertised.)
+- name: HOST_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.hostIP
+- name: EDGE_INFERENCE_ADVERTISE_URL
+  value: "http://$(HOST_IP):{{ . }}"
+{{- end }}
 # candle's CPU thread pool follows the container's CPU limit, not the node's cores.
 - name: RAYON_NUM_THREADS
   valueFrom:
