@@ -8,6 +8,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // Ordered maps: equal label sets compare and hash equal and encode the same.
+        .btree_map(".")
         .compile_protos(&["proto/edge/agent/v1/snapshot.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())

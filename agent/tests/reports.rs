@@ -35,7 +35,10 @@ fn queue_depth(agent: &Agent, deployment: &str) -> Option<f64> {
 fn a_report_reaches_metrics_summed_per_deployment() {
     let agent = agent().start();
     assert_eq!(agent.report(&report("w-1", "sd-nvidia", "nvidia", 3)).0, 204);
-    assert_eq!(agent.report(&report("w-2", "sd-nvidia", "nvidia", 4)).0, 204);
+    // Labels are accepted but never become metric labels: the two workers share one series.
+    let mut labelled = serde_json::from_str::<serde_json::Value>(&report("w-2", "sd-nvidia", "nvidia", 4)).unwrap();
+    labelled["labels"] = serde_json::json!({"app.kubernetes.io/name": "sd", "tier": "gold"});
+    assert_eq!(agent.report(&labelled.to_string()).0, 204);
     // A report changes the snapshot before the 204 goes out: no tick to wait for.
     assert_eq!(queue_depth(&agent, "sd-nvidia"), Some(7.0));
     let metrics = agent.metrics();
@@ -50,6 +53,7 @@ fn a_report_reaches_metrics_summed_per_deployment() {
         ),
         Some(1.25)
     );
+    assert!(!metrics.contains("tier") && !metrics.contains("gold"), "{metrics}");
 }
 
 #[test]
@@ -88,6 +92,14 @@ fn bad_reports_are_refused_with_the_field_and_change_nothing() {
     assert_eq!(err["field"], "accelerator");
     assert!(err["error"].as_str().unwrap().contains("nvidia, neuron, cpu"), "{body}");
 
+    let mut bad_label = serde_json::from_str::<serde_json::Value>(&report("w-1", "sd-nvidia", "nvidia", 9)).unwrap();
+    bad_label["labels"] = serde_json::json!({"tier": "not a value"});
+    let (status, body) = agent.report(&bad_label.to_string());
+    assert_eq!(status, 400, "{body}");
+    let err: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(err["field"], "labels.tier", "{body}");
+    assert!(err["error"].as_str().unwrap().contains("allowed:"), "{body}");
+
     let (status, body) = agent.report("{not json");
     assert_eq!(
         (status, serde_json::from_str::<serde_json::Value>(&body).unwrap()["field"].clone()),
@@ -100,7 +112,7 @@ fn bad_reports_are_refused_with_the_field_and_change_nothing() {
     assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["field"], "body");
 
     assert_eq!(queue_depth(&agent, "sd-nvidia"), Some(2.0), "refused reports must not change the queue");
-    assert_eq!(sample(&agent.metrics(), r#"edge_collector_errors_total{collector="workers""#), Some(3.0));
+    assert_eq!(sample(&agent.metrics(), r#"edge_collector_errors_total{collector="workers""#), Some(4.0));
 }
 
 #[test]
@@ -124,7 +136,10 @@ async fn the_feed_sends_the_snapshot_then_each_change_then_heartbeats() {
     assert_eq!(first.node.as_ref().unwrap().name, "test-node");
 
     let report_addr = agent.report_addr.unwrap();
-    let body = report("w-feed", "sd-feed", "neuron", 6);
+    let mut body = serde_json::from_str::<serde_json::Value>(&report("w-feed", "sd-feed", "neuron", 6)).unwrap();
+    body["labels"] = serde_json::json!({"tier": "gold"});
+    body["endpoint"] = serde_json::json!("http://10.0.3.7:30080");
+    let body = body.to_string();
     tokio::task::spawn_blocking(move || http::post_json(report_addr, "/v1/reports", &body).unwrap()).await.unwrap();
 
     // Collector ticks also change the snapshot; read until the worker shows up.
@@ -140,6 +155,8 @@ async fn the_feed_sends_the_snapshot_then_each_change_then_heartbeats() {
     .expect("the report reaches the feed");
     assert!(with_worker.0 > first.sequence);
     assert_eq!((with_worker.1.queue_depth, with_worker.1.accelerator.as_str()), (6, "neuron"));
+    assert_eq!(with_worker.1.labels, [("tier".to_owned(), "gold".to_owned())].into(), "labels reach the scaler's feed");
+    assert_eq!(with_worker.1.endpoint, "http://10.0.3.7:30080", "so does the endpoint");
 
     // Sequences never go back; a heartbeat repeats the latest sequence.
     let mut last = with_worker.0;

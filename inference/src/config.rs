@@ -1,5 +1,6 @@
 //! Command line and environment: every flag also reads `EDGE_INFERENCE_*`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -90,6 +91,16 @@ pub struct ServeArgs {
     /// Worker id reported to the agent (default: the pod name, else edge-inference-PID).
     #[arg(long, env = "EDGE_INFERENCE_WORKER_ID")]
     pub worker_id: Option<String>,
+    /// Labels reported to the agent, KEY=VALUE,KEY=VALUE (Kubernetes label syntax, at most 16;
+    /// in Kubernetes the pod's labels): a scaler trigger's labelSelector matches on them.
+    #[arg(long, env = "EDGE_INFERENCE_LABELS", default_value = "", value_parser = parse_labels)]
+    pub labels: BTreeMap<String, String>,
+    /// The URL clients reach this worker at, http(s)://HOST:PORT (in Kubernetes the node's
+    /// address and the Service's NodePort), reported to the agent for the scaler's endpoint
+    /// inventory while the worker accepts requests. An unbracketed IPv6 host is bracketed.
+    /// Unset or empty: not in the inventory.
+    #[arg(long, env = "EDGE_INFERENCE_ADVERTISE_URL", value_parser = parse_advertise_url)]
+    pub advertise_url: Option<String>,
     /// Request bounds and defaults.
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -148,6 +159,53 @@ pub struct GenerateArgs {
     /// Output PNG file.
     #[arg(long)]
     pub out: PathBuf,
+}
+
+/// `k=v,k=v` into a map, each pair checked as the agent checks reports.
+pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    if s.trim().is_empty() {
+        return Ok(out);
+    }
+    for item in s.split(',').map(str::trim) {
+        let Some((key, value)) = item.split_once('=') else {
+            return Err(format!("{item:?} is not KEY=VALUE; expected e.g. app=sd,tier=gold"));
+        };
+        let (key, value) = (key.trim(), value.trim());
+        edge_telemetry::labels::check_key(key)?;
+        edge_telemetry::labels::check_value(value)?;
+        if out.insert(key.to_owned(), value.to_owned()).is_some() {
+            return Err(format!("label {key:?} is given twice"));
+        }
+    }
+    if out.len() > edge_telemetry::labels::MAX_LABELS {
+        return Err(format!("{} labels; at most {} allowed", out.len(), edge_telemetry::labels::MAX_LABELS));
+    }
+    Ok(out)
+}
+
+/// Checks an advertised URL as the agent checks a report's `endpoint`, after
+/// putting an IPv6 host in brackets: in Kubernetes the URL is built from the
+/// downward API's `status.hostIP`, a bare address on IPv6 clusters.
+pub fn parse_advertise_url(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(String::new());
+    }
+    let url = match s.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+            match authority.rsplit_once(':') {
+                Some((host, port)) if host.contains(':') && !host.starts_with('[') => {
+                    format!("{scheme}://[{host}]:{port}{path}")
+                }
+                _ => s.to_owned(),
+            }
+        }
+        None => s.to_owned(),
+    };
+    edge_telemetry::report::check_endpoint(&url)?;
+    Ok(url)
 }
 
 fn parse_sampler(s: &str) -> Result<SamplerKind, String> {
@@ -226,6 +284,8 @@ impl ServeArgs {
             capacity: self.queue_capacity,
             latency_p50_seconds: None,
             latency_p99_seconds: None,
+            labels: self.labels.clone(),
+            endpoint: self.advertise_url.clone().filter(|u| !u.is_empty()),
         };
         template.validate().map_err(|e| {
             let flag = match e.field.as_str() {
@@ -233,10 +293,78 @@ impl ServeArgs {
                 "pod" => "--pod (POD_NAME)",
                 "namespace" => "--namespace (POD_NAMESPACE)",
                 "deployment" => "--deployment",
+                f if f.starts_with("labels") => "--labels",
+                "endpoint" => "--advertise-url",
                 _ => "--queue-capacity",
             };
             format!("{flag}: {}", e.reason)
         })?;
         Ok(template)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_parse_as_kubernetes_labels() {
+        let l = parse_labels(" app.kubernetes.io/name=sd, tier=gold ,canary=").unwrap();
+        let pairs: Vec<_> = l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(pairs, [("app.kubernetes.io/name", "sd"), ("canary", ""), ("tier", "gold")]);
+        assert!(parse_labels("").unwrap().is_empty(), "the chart may pass an empty list");
+        let too_many = (0..17).map(|i| format!("k{i}=v")).collect::<Vec<_>>().join(",");
+        for (bad, needle) in [
+            ("tier", "KEY=VALUE"),
+            ("tier=a b", "not a label value"),
+            ("-x=y", "not a label key"),
+            ("a=1,a=2", "twice"),
+            ("a=1,,b=2", "KEY=VALUE"),
+            (too_many.as_str(), "at most 16"),
+        ] {
+            let err = parse_labels(bad).unwrap_err();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn labels_go_into_every_report() {
+        let cli = Cli::try_parse_from([
+            "edge-inference",
+            "serve",
+            "--model-dir",
+            "/m",
+            "--deployment",
+            "sd-cpu",
+            "--labels",
+            "app=sd,tier=gold",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else { panic!("serve") };
+        let report = args.report_template(false).unwrap();
+        assert_eq!(report.labels.get("tier").map(String::as_str), Some("gold"));
+        assert_eq!(report.labels.len(), 2);
+        let err =
+            Cli::try_parse_from(["edge-inference", "serve", "--model-dir", "/m", "--labels", "x=a b"]).unwrap_err();
+        assert!(err.to_string().contains("--labels"), "{err}");
+    }
+
+    #[test]
+    fn the_advertised_url_is_checked_and_an_ipv6_host_bracketed() {
+        assert_eq!(parse_advertise_url("http://10.0.3.7:30080").unwrap(), "http://10.0.3.7:30080");
+        // What $(HOST_IP) gives on an IPv6 cluster.
+        assert_eq!(parse_advertise_url("http://fd00:ec2::7:30080").unwrap(), "http://[fd00:ec2::7]:30080");
+        assert_eq!(parse_advertise_url("http://[fd00::7]:30080/sd").unwrap(), "http://[fd00::7]:30080/sd");
+        assert_eq!(parse_advertise_url("").unwrap(), "", "empty: not advertised");
+        for bad in ["10.0.3.7:30080", "http://10.0.3.7", "http://:30080"] {
+            assert!(parse_advertise_url(bad).unwrap_err().contains("expected an http"), "{bad}");
+        }
+        let serve = |url: &str| {
+            let cli = Cli::try_parse_from(["edge-inference", "serve", "--model-dir", "/m", "--advertise-url", url]);
+            let Command::Serve(args) = cli.unwrap().command else { panic!("serve") };
+            args.report_template(false).unwrap().endpoint
+        };
+        assert_eq!(serve("http://10.0.3.7:30080").as_deref(), Some("http://10.0.3.7:30080"));
+        assert_eq!(serve(""), None);
     }
 }

@@ -29,6 +29,8 @@ pub struct Counts {
     pub p50: Option<f64>,
     /// 99th percentile whole-request latency, seconds.
     pub p99: Option<f64>,
+    /// Intake stopped ([`Queue::close`]): what is accepted drains, nothing new is taken.
+    pub draining: bool,
 }
 
 /// Why a request was not queued.
@@ -138,6 +140,7 @@ impl Queue {
             capacity: self.inner.capacity,
             p50: quantile(&s.totals, 0.5),
             p99: quantile(&s.totals, 0.99),
+            draining: s.closed,
         }
     }
 
@@ -171,9 +174,10 @@ impl Queue {
         }
     }
 
-    /// Stops admitting; what is queued and running carries on.
+    /// Stops admitting; what is queued and running carries on. Published, so
+    /// the reporter withdraws the worker's endpoint at once.
     pub fn close(&self) {
-        self.state().closed = true;
+        self.update(|s| s.closed = true);
     }
 
     /// Whether [`Queue::close`] was called.

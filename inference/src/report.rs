@@ -57,7 +57,9 @@ impl std::fmt::Display for AgentAddr {
     }
 }
 
-/// The report with the queue's current counts filled in.
+/// The report with the queue's current counts filled in. A draining worker
+/// leaves its endpoint out: devices must stop picking it from the inventory
+/// while it finishes what it accepted.
 pub fn report(template: &WorkerReport, counts: Counts) -> WorkerReport {
     WorkerReport {
         queue_depth: counts.queued,
@@ -65,6 +67,7 @@ pub fn report(template: &WorkerReport, counts: Counts) -> WorkerReport {
         capacity: counts.capacity,
         latency_p50_seconds: counts.p50,
         latency_p99_seconds: counts.p99,
+        endpoint: if counts.draining { None } else { template.endpoint.clone() },
         ..template.clone()
     }
 }
@@ -145,6 +148,33 @@ mod tests {
         assert_eq!("[::1]:9101".parse::<AgentAddr>().map(|a| a.to_string()), Ok("[::1]:9101".into()));
         assert!("10.0.0.1:9101".parse::<AgentAddr>().unwrap_err().contains("loopback"));
         assert!("agent:9101".parse::<AgentAddr>().unwrap_err().contains("Unix socket path"));
+    }
+
+    #[test]
+    fn the_endpoint_is_reported_until_the_queue_drains() {
+        let template = WorkerReport {
+            worker_id: "w".into(),
+            pod: String::new(),
+            namespace: String::new(),
+            deployment: "sd".into(),
+            accelerator: edge_telemetry::AcceleratorType::Cpu,
+            queue_depth: 0,
+            in_flight: 0,
+            capacity: 4,
+            latency_p50_seconds: None,
+            latency_p99_seconds: None,
+            labels: Default::default(),
+            endpoint: Some("http://10.0.3.7:30080".into()),
+        };
+        let queue = crate::queue::Queue::new(4, 1);
+        let open = report(&template, queue.counts());
+        assert_eq!(open.endpoint.as_deref(), Some("http://10.0.3.7:30080"));
+        let mut changes = queue.subscribe();
+        changes.mark_unchanged();
+        queue.close();
+        assert!(changes.has_changed().unwrap(), "closing is published to the reporter");
+        let draining = report(&template, *changes.borrow());
+        assert_eq!((draining.endpoint, draining.capacity), (None, 4));
     }
 
     #[tokio::test]

@@ -41,8 +41,21 @@ fn queue_depth_reaches_a_running_agent_over_tcp() {
         .env("POD_NAME", "sd-tiny-abc12")
         .env("POD_NAMESPACE", "edge-test")
         .env("EDGE_INFERENCE_ACCELERATOR", "cpu")
+        .env("EDGE_INFERENCE_LABELS", "app.kubernetes.io/name=sd,tier=gold")
+        // An IPv6 node address as the downward API gives it: the worker brackets it.
+        .env("EDGE_INFERENCE_ADVERTISE_URL", "http://fd00:ec2::7:30080")
         .start();
     queue_depth_reaches(&agent, &w);
+    // Labels and endpoint travel with the reports to the agent's feed, where the scaler reads them.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let worker = rt.block_on(async {
+        let mut feed = agent.watch().await;
+        let snapshot = feed.message().await.unwrap().expect("a first snapshot");
+        snapshot.workers.into_iter().find(|w| w.worker_id == "sd-tiny-abc12").expect("the worker")
+    });
+    let labels: Vec<_> = worker.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(labels, [("app.kubernetes.io/name", "sd"), ("tier", "gold")]);
+    assert_eq!(worker.endpoint, "http://[fd00:ec2::7]:30080");
 }
 
 #[test]

@@ -147,6 +147,7 @@ fn snapshot(node: usize, objects: usize, seq: u64, queues: &HashMap<usize, u32>)
                 capacity: 8,
                 latency_p50_seconds: Some(1.5),
                 latency_p99_seconds: Some(3.0),
+                ..Default::default()
             });
         }
     }

@@ -7,15 +7,32 @@
 //! error, so KEDA applies the ScaledObject's `fallback` instead of a 0 that
 //! would scale a busy Deployment to zero.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use edge_telemetry::AcceleratorType;
+use edge_telemetry::inventory::Endpoint;
 use edge_telemetry::proto::NodeSnapshot;
 
-use crate::trigger::{GroupKey, MetricKind, Trigger};
+use crate::trigger::{MetricKind, Trigger};
 
-/// The workers of one group on one node, summed.
+/// Workers that no trigger can tell apart: same accelerator type, namespace,
+/// Deployment and labels. A node's workers are summed per class; a trigger
+/// counts the classes its selector picks. Ordered by these fields so the
+/// classes of one Deployment (or one namespace) are a contiguous range.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkerClass {
+    /// The workers' accelerator type.
+    pub accelerator: AcceleratorType,
+    /// Their namespace (empty outside Kubernetes).
+    pub namespace: String,
+    /// Their Deployment.
+    pub deployment: String,
+    /// Their labels (empty when they report none).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The workers of one class on one node, summed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WorkerTotals {
     /// Number of workers.
@@ -26,6 +43,16 @@ pub struct WorkerTotals {
     pub in_flight: u64,
     /// Requests accepted in total.
     pub capacity: u64,
+}
+
+impl WorkerTotals {
+    /// Adds another class's workers on the same node.
+    pub fn merge(&mut self, other: &WorkerTotals) {
+        self.workers += other.workers;
+        self.queue_depth += other.queue_depth;
+        self.in_flight += other.in_flight;
+        self.capacity += other.capacity;
+    }
 }
 
 /// A running mean: sum and count, so means over nodes combine exactly.
@@ -83,20 +110,45 @@ impl NodeUsage {
 pub struct NodeContribution {
     /// The node's zone (empty when the agent was given none).
     pub zone: String,
-    /// Worker totals per group present on the node.
-    pub groups: HashMap<GroupKey, WorkerTotals>,
+    /// Worker totals per class present on the node.
+    pub groups: HashMap<WorkerClass, WorkerTotals>,
     /// Device usage.
     pub usage: NodeUsage,
+    /// The workers that advertise an endpoint, for the endpoint inventory.
+    pub endpoints: Vec<Endpoint>,
 }
 
 /// Summarises a snapshot. Workers with an accelerator name the scaler does
 /// not know are left out (the agent validates reports, so this means a newer
 /// agent).
 pub fn contribution(snapshot: &NodeSnapshot) -> NodeContribution {
-    let mut groups: HashMap<GroupKey, WorkerTotals> = HashMap::new();
+    let (node, zone) = snapshot.node.as_ref().map(|n| (n.name.as_str(), n.zone.as_str())).unwrap_or_default();
+    let mut groups: HashMap<WorkerClass, WorkerTotals> = HashMap::new();
+    let mut endpoints = Vec::new();
     for w in &snapshot.workers {
         let Ok(accelerator) = w.accelerator.parse::<AcceleratorType>() else { continue };
-        let key = GroupKey { accelerator, namespace: w.namespace.clone(), deployment: w.deployment.clone() };
+        if !w.endpoint.is_empty() {
+            endpoints.push(Endpoint {
+                url: w.endpoint.clone(),
+                accelerator,
+                zone: zone.to_owned(),
+                node: node.to_owned(),
+                namespace: w.namespace.clone(),
+                deployment: w.deployment.clone(),
+                pod: w.pod.clone(),
+                queue_depth: w.queue_depth,
+                in_flight: w.in_flight,
+                capacity: w.capacity,
+                latency_p50_seconds: w.latency_p50_seconds,
+                latency_p99_seconds: w.latency_p99_seconds,
+            });
+        }
+        let key = WorkerClass {
+            accelerator,
+            namespace: w.namespace.clone(),
+            deployment: w.deployment.clone(),
+            labels: w.labels.clone(),
+        };
         let t = groups.entry(key).or_default();
         t.workers += 1;
         t.queue_depth += u64::from(w.queue_depth);
@@ -129,19 +181,19 @@ pub fn contribution(snapshot: &NodeSnapshot) -> NodeContribution {
             usage.cpu_memory.add(100.0 * total.saturating_sub(avail) as f64 / total as f64);
         }
     }
-    let zone = snapshot.node.as_ref().map(|n| n.zone.clone()).unwrap_or_default();
-    NodeContribution { zone, groups, usage }
+    NodeContribution { zone: zone.to_owned(), groups, usage, endpoints }
 }
 
-/// One agent holding workers of a trigger's group, as the evaluation sees it.
+/// One agent holding workers a trigger selects, as the evaluation sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Member<'a> {
     /// The agent's zone.
     pub zone: &'a str,
     /// How long since the agent last sent anything.
     pub age: Duration,
-    /// Its workers of the group.
-    pub totals: &'a WorkerTotals,
+    /// Its selected workers, summed over their classes (one member per agent,
+    /// so a node's device usage counts once however many classes match).
+    pub totals: WorkerTotals,
     /// Its node's device usage.
     pub usage: &'a NodeUsage,
 }
@@ -149,19 +201,17 @@ pub struct Member<'a> {
 /// Why a trigger has no trustworthy value; KEDA then applies `fallback`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EvalError {
-    /// Agents hold workers of the group but none was heard from recently.
+    /// Agents hold selected workers but none was heard from recently.
     #[error(
-        "all {agents} agents with workers of {namespace}/{deployment} ({accelerator}) are stale: silent for more than {stale_after:?}"
+        "all {agents} agents with workers of {workers} ({accelerator}) are stale: silent for more than {stale_after:?}"
     )]
     Stale {
         /// How many agents hold such workers.
         agents: usize,
-        /// The group's accelerator.
+        /// The trigger's accelerator.
         accelerator: AcceleratorType,
-        /// The group's namespace.
-        namespace: String,
-        /// The group's Deployment.
-        deployment: String,
+        /// The trigger's workers: `namespace/deployment` or `namespace/{selector}`.
+        workers: String,
         /// The bound that was exceeded.
         stale_after: Duration,
     },
@@ -176,10 +226,10 @@ pub enum EvalError {
     },
     /// Fresh agents run the workers but report no usage for this metric
     /// (e.g. NVML missing); a value a device does not report is never 0.
-    #[error("no fresh agent with workers of {deployment} reports {metric} for {accelerator}")]
+    #[error("no fresh agent with workers of {workers} reports {metric} for {accelerator}")]
     NoUsage {
-        /// The group's Deployment.
-        deployment: String,
+        /// The trigger's workers, as in [`EvalError::Stale`].
+        workers: String,
         /// The metric.
         metric: MetricKind,
         /// The accelerator.
@@ -224,8 +274,7 @@ pub fn evaluate<'a>(
             return Err(EvalError::Stale {
                 agents: stale,
                 accelerator: trigger.key.accelerator,
-                namespace: trigger.key.namespace.clone(),
-                deployment: trigger.key.deployment.clone(),
+                workers: trigger.key.to_string(),
                 stale_after,
             });
         }
@@ -239,7 +288,7 @@ pub fn evaluate<'a>(
     }
     if mean.count == 0 {
         return Err(EvalError::NoUsage {
-            deployment: trigger.key.deployment.clone(),
+            workers: trigger.key.to_string(),
             metric: trigger.metric,
             accelerator: trigger.key.accelerator,
         });
@@ -288,8 +337,8 @@ mod tests {
         Trigger::parse("ns", &m).unwrap()
     }
 
-    fn key(accel: AcceleratorType) -> GroupKey {
-        GroupKey { accelerator: accel, namespace: "ns".into(), deployment: "sd".into() }
+    fn key(accel: AcceleratorType) -> WorkerClass {
+        WorkerClass { accelerator: accel, namespace: "ns".into(), deployment: "sd".into(), labels: BTreeMap::new() }
     }
 
     #[test]
@@ -323,6 +372,7 @@ mod tests {
         };
         let c = contribution(&snap);
         assert_eq!(c.zone, "lax-1a");
+        assert!(c.endpoints.is_empty(), "no worker advertises an endpoint");
         assert_eq!(c.groups.len(), 3, "{:?}", c.groups);
         assert_eq!(
             c.groups[&key(AcceleratorType::Nvidia)],
@@ -335,6 +385,57 @@ mod tests {
         assert_eq!(c.usage.neuron_utilization, Mean { sum: 50.0, count: 1 });
         assert_eq!(c.usage.cpu_utilization, Mean { sum: 25.0, count: 1 });
         assert_eq!(c.usage.cpu_memory, Mean { sum: 75.0, count: 1 });
+    }
+
+    #[test]
+    fn workers_with_other_labels_are_other_classes() {
+        let labelled = |queue: u32, tier: &str| Worker {
+            labels: [("app".to_owned(), "sd".to_owned()), ("tier".to_owned(), tier.to_owned())].into(),
+            ..worker("sd", "cpu", queue, 0)
+        };
+        let snap = NodeSnapshot {
+            workers: vec![labelled(1, "gold"), labelled(2, "gold"), labelled(4, "batch"), worker("sd", "cpu", 8, 0)],
+            ..Default::default()
+        };
+        let c = contribution(&snap);
+        assert_eq!(c.groups.len(), 3, "{:?}", c.groups);
+        let queue_of = |selector: &str| {
+            let m: HashMap<String, String> =
+                [("acceleratorType", "cpu"), ("labelSelector", selector), ("targetValue", "1")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect();
+            let t = Trigger::parse("ns", &m).unwrap();
+            c.groups.iter().filter(|(k, _)| t.key.selects(k)).map(|(_, t)| t.queue_depth).sum::<u64>()
+        };
+        assert_eq!(queue_of("tier=gold"), 3);
+        assert_eq!(queue_of("app=sd,tier!=gold"), 4);
+        // `!=` also picks the unlabelled worker, as a Kubernetes selector would.
+        assert_eq!(queue_of("tier!=gold"), 12);
+        assert_eq!(queue_of("!tier"), 8);
+        // The Deployment selector still counts them all.
+        assert_eq!(c.groups.iter().filter(|(k, _)| k.deployment == "sd").map(|(_, t)| t.queue_depth).sum::<u64>(), 15);
+    }
+
+    #[test]
+    fn advertised_endpoints_carry_their_node_and_queue() {
+        let snap = NodeSnapshot {
+            node: Some(Node { name: "n1".into(), zone: "lax-1a".into(), ..Default::default() }),
+            workers: vec![
+                Worker { endpoint: "http://10.0.0.1:30080".into(), pod: "sd-a".into(), ..worker("sd", "cpu", 2, 1) },
+                worker("sd", "cpu", 5, 0),
+                Worker { endpoint: "http://10.0.0.1:30081".into(), ..worker("sd", "tpu", 1, 0) },
+            ],
+            ..Default::default()
+        };
+        let c = contribution(&snap);
+        assert_eq!(c.endpoints.len(), 1, "only the known accelerator's advertised worker: {:?}", c.endpoints);
+        let e = &c.endpoints[0];
+        assert_eq!(
+            (e.url.as_str(), e.node.as_str(), e.zone.as_str(), e.pod.as_str()),
+            ("http://10.0.0.1:30080", "n1", "lax-1a", "sd-a")
+        );
+        assert_eq!((e.accelerator, e.queue_depth, e.in_flight, e.capacity), (AcceleratorType::Cpu, 2, 1, 8));
     }
 
     fn usage(gpu: &[f64], neuron: &[f64]) -> NodeUsage {
@@ -353,9 +454,9 @@ mod tests {
         let u = NodeUsage::default();
         let members = || {
             vec![
-                Member { zone: "a", age: Duration::from_secs(1), totals: &t1, usage: &u },
-                Member { zone: "b", age: Duration::from_secs(1), totals: &t2, usage: &u },
-                Member { zone: "a", age: Duration::from_secs(9), totals: &t2, usage: &u },
+                Member { zone: "a", age: Duration::from_secs(1), totals: t1, usage: &u },
+                Member { zone: "b", age: Duration::from_secs(1), totals: t2, usage: &u },
+                Member { zone: "a", age: Duration::from_secs(9), totals: t2, usage: &u },
             ]
         };
         let never = || panic!("not needed when members are fresh");
@@ -375,8 +476,8 @@ mod tests {
         let t = WorkerTotals::default();
         let (u1, u2) = (usage(&[90.0, 70.0], &[]), usage(&[20.0], &[30.0, 50.0]));
         let members = vec![
-            Member { zone: "", age: Duration::ZERO, totals: &t, usage: &u1 },
-            Member { zone: "", age: Duration::ZERO, totals: &t, usage: &u2 },
+            Member { zone: "", age: Duration::ZERO, totals: t, usage: &u1 },
+            Member { zone: "", age: Duration::ZERO, totals: t, usage: &u2 },
         ];
         assert_eq!(evaluate(&trigger("nvidia", "utilization", None), STALE, members.clone(), || true), Ok(60.0));
         assert_eq!(evaluate(&trigger("neuron", "utilization", None), STALE, members.clone(), || true), Ok(40.0));
@@ -388,7 +489,7 @@ mod tests {
     fn all_stale_is_an_error_never_zero() {
         let t = WorkerTotals { workers: 1, queue_depth: 5, ..Default::default() };
         let u = NodeUsage::default();
-        let members = vec![Member { zone: "", age: Duration::from_secs(6), totals: &t, usage: &u }];
+        let members = vec![Member { zone: "", age: Duration::from_secs(6), totals: t, usage: &u }];
         let err = evaluate(&trigger("nvidia", "queueDepth", None), STALE, members, || true).unwrap_err();
         assert!(matches!(err, EvalError::Stale { agents: 1, .. }), "{err:?}");
         assert!(err.to_string().contains("ns/sd"), "{err}");

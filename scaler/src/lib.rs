@@ -2,14 +2,18 @@
 //!
 //! - [`discovery`] finds the agents (static list or Kubernetes EndpointSlices);
 //! - [`sources`] keeps one change stream per agent and feeds [`state`];
-//! - [`aggregate`] turns the agents' contributions and a [`trigger`] into a value;
+//! - [`aggregate`] turns the agents' contributions and a [`trigger`] (its
+//!   workers picked by Deployment or by a [`selector`]) into a value;
 //! - [`service`] answers KEDA (`externalscaler.ExternalScaler`, module [`keda`]);
-//! - [`metrics`] is the scaler's own /metrics.
+//! - [`metrics`] is the scaler's own /metrics, next to the endpoint
+//!   [`inventory`] devices read.
 
 pub mod aggregate;
 pub mod config;
 pub mod discovery;
+pub mod inventory;
 pub mod metrics;
+pub mod selector;
 pub mod service;
 pub mod sources;
 pub mod state;

@@ -1,4 +1,5 @@
-//! The scaler's own `/metrics` and `/healthz`, on their own port.
+//! The scaler's own `/metrics` and `/healthz`, and the endpoint inventory
+//! (`/v1/endpoints`, see [`crate::inventory`]), on their own port.
 //!
 //! Counters are updated where things happen; the agent gauges are read from
 //! the registry at scrape time, so they are never out of date.
@@ -8,12 +9,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
+use std::collections::HashMap;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Json, Router};
 use edge_telemetry::catalogue::scaler as cat;
+use edge_telemetry::inventory::{INVENTORY_PATH, Inventory, InventoryError};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -21,6 +26,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry as PromRegistry;
 use tokio::sync::watch;
 
+use crate::inventory;
 use crate::state::{Registry, Stats};
 
 type Labels = Vec<(&'static str, &'static str)>;
@@ -174,7 +180,8 @@ struct HttpState {
     metrics: Arc<ScalerMetrics>,
 }
 
-/// Serves `/metrics` and `/healthz` on `listener` until `stop` turns true.
+/// Serves `/metrics`, `/healthz` and the endpoint inventory on `listener`
+/// until `stop` turns true.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     registry: Arc<Registry>,
@@ -184,6 +191,7 @@ pub async fn serve(
     let app = Router::new()
         .route("/metrics", get(render))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route(INVENTORY_PATH, get(endpoints))
         .with_state(HttpState { registry, metrics });
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(addr = ?addr, "metrics listening");
@@ -196,6 +204,22 @@ pub async fn serve(
             let _ = stop.wait_for(|s| *s).await;
         })
         .await
+}
+
+async fn endpoints(
+    State(state): State<HttpState>,
+    params: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let query = params
+        .map_err(|e| InventoryError { error: e.body_text(), param: "query".to_owned() })
+        .and_then(|Query(params)| inventory::Query::parse(&params));
+    match query {
+        Ok(q) => Json(Inventory { endpoints: state.registry.endpoints(&q) }).into_response(),
+        Err(e) => {
+            tracing::debug!(param = %e.param, error = %e.error, "inventory request refused");
+            (StatusCode::BAD_REQUEST, Json(e)).into_response()
+        }
+    }
 }
 
 async fn render(State(state): State<HttpState>) -> impl IntoResponse {

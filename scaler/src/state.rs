@@ -1,21 +1,25 @@
 //! The cluster as the scaler sees it: every agent's latest contribution,
-//! indexed by worker group so a trigger is answered in O(agents holding its
-//! workers), not O(all agents).
+//! indexed by worker class (accelerator, namespace, Deployment, labels) so a
+//! trigger is answered in O(agents holding its workers), not O(all agents).
 //!
 //! Writers are the per-agent stream tasks; readers are the KEDA calls. A
-//! change to a group bumps that group's `watch` channel, which is what wakes
-//! the `StreamIsActive` streams at once (no polling loop in between).
+//! change to a class bumps the `watch` channel of every trigger selection
+//! that picks it, which is what wakes the `StreamIsActive` streams at once
+//! (no polling loop in between).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
+use edge_telemetry::inventory::Endpoint;
 use edge_telemetry::proto::NodeSnapshot;
 use tokio::sync::watch;
 
-use crate::aggregate::{self, EvalError, Member, NodeContribution, WorkerTotals};
-use crate::trigger::{GroupKey, Trigger};
+use crate::aggregate::{self, EvalError, Member, NodeContribution, WorkerClass, WorkerTotals};
+use crate::inventory;
+use crate::trigger::{GroupKey, Trigger, WorkerSelector};
 
 /// `seen_ms` of an agent that has not sent anything yet.
 const NEVER: u64 = u64::MAX;
@@ -32,7 +36,7 @@ pub struct Stats {
     pub connected: usize,
     /// Agents silent for longer than --stale-after.
     pub stale: usize,
-    /// Worker groups known.
+    /// Worker classes known (accelerator, namespace, Deployment, labels).
     pub groups: usize,
 }
 
@@ -48,26 +52,69 @@ struct Agent {
     contribution: NodeContribution,
 }
 
-struct Group {
-    members: HashMap<AgentId, WorkerTotals>,
-    changed: watch::Sender<u64>,
-}
-
-impl Group {
-    fn new() -> Self {
-        Self { members: HashMap::new(), changed: watch::Sender::new(0) }
-    }
-
-    fn bump(&self) {
-        self.changed.send_modify(|v| *v = v.wrapping_add(1));
-    }
-}
+/// The agents holding workers of one class, with their totals.
+type Members = HashMap<AgentId, WorkerTotals>;
 
 #[derive(Default)]
 struct Inner {
     next_id: AgentId,
     agents: HashMap<AgentId, Agent>,
-    groups: HashMap<GroupKey, Group>,
+    /// Only classes some agent holds. Ordered: a Deployment's classes, and a
+    /// namespace's, are contiguous ranges (see [`Inner::selected`]).
+    classes: BTreeMap<WorkerClass, Members>,
+    /// One channel per trigger selection with an open activation stream.
+    watchers: HashMap<GroupKey, watch::Sender<u64>>,
+}
+
+/// Takes an agent out of a class; a class nobody holds is dropped.
+fn leave(classes: &mut BTreeMap<WorkerClass, Members>, class: &WorkerClass, id: AgentId) {
+    if let Some(members) = classes.get_mut(class) {
+        members.remove(&id);
+        if members.is_empty() {
+            classes.remove(class);
+        }
+    }
+}
+
+impl Inner {
+    /// The member maps of every class `key` selects: a range lookup for a
+    /// Deployment, a scan of the namespace's classes for a label selector.
+    fn selected<'a>(&'a self, key: &'a GroupKey) -> impl Iterator<Item = &'a Members> + 'a {
+        let deployment = match &key.selector {
+            WorkerSelector::Deployment(d) => d.clone(),
+            WorkerSelector::Labels(_) => String::new(),
+        };
+        let start = WorkerClass {
+            accelerator: key.accelerator,
+            namespace: key.namespace.clone(),
+            deployment,
+            labels: BTreeMap::new(),
+        };
+        self.classes
+            .range((Bound::Included(start), Bound::Unbounded))
+            .take_while(move |(c, _)| {
+                c.accelerator == key.accelerator
+                    && c.namespace == key.namespace
+                    && match &key.selector {
+                        WorkerSelector::Deployment(d) => c.deployment == *d,
+                        WorkerSelector::Labels(_) => true,
+                    }
+            })
+            .filter(move |(c, _)| key.selects(c))
+            .map(|(_, m)| m)
+    }
+
+    /// Wakes the streams of every selection that picks one of `changed`.
+    fn notify(&self, changed: &[&WorkerClass]) {
+        if changed.is_empty() {
+            return;
+        }
+        for (key, tx) in &self.watchers {
+            if changed.iter().any(|c| key.selects(c)) {
+                tx.send_modify(|v| *v = v.wrapping_add(1));
+            }
+        }
+    }
 }
 
 /// Shared cluster state.
@@ -157,29 +204,30 @@ impl Registry {
         let now = self.now_ms();
         // Recompute outside the lock.
         let contribution = aggregate::contribution(snapshot);
-        let mut inner = self.write();
-        let Inner { agents, groups, .. } = &mut *inner;
-        let Some(agent) = agents.get_mut(&id) else { return };
-        let was_stale = self.age(agent, now) > self.stale_after;
-        agent.seen_ms.store(now, Ordering::Relaxed);
-        agent.sequence = Some(snapshot.sequence);
-        let old = std::mem::replace(&mut agent.contribution, contribution);
-        let new = &agent.contribution;
-        // Node-wide values (zone, usage) feed every group of the node.
+        let mut guard = self.write();
+        let inner = &mut *guard;
+        let (was_stale, old) = {
+            let Some(agent) = inner.agents.get_mut(&id) else { return };
+            let was_stale = self.age(agent, now) > self.stale_after;
+            agent.seen_ms.store(now, Ordering::Relaxed);
+            agent.sequence = Some(snapshot.sequence);
+            (was_stale, std::mem::replace(&mut agent.contribution, contribution))
+        };
+        let new = &inner.agents[&id].contribution;
+        // Node-wide values (zone, usage) feed every class of the node.
         let node_changed = old.zone != new.zone || old.usage != new.usage;
-        for (key, totals) in &new.groups {
-            let group = groups.entry(key.clone()).or_insert_with(Group::new);
-            let prev = group.members.insert(id, *totals);
+        let mut changed: Vec<&WorkerClass> = Vec::new();
+        for (class, totals) in &new.groups {
+            let prev = inner.classes.entry(class.clone()).or_default().insert(id, *totals);
             if prev != Some(*totals) || node_changed || was_stale {
-                group.bump();
+                changed.push(class);
             }
         }
-        for key in old.groups.keys().filter(|k| !new.groups.contains_key(*k)) {
-            if let Some(group) = groups.get_mut(key) {
-                group.members.remove(&id);
-                group.bump();
-            }
+        for class in old.groups.keys().filter(|k| !new.groups.contains_key(*k)) {
+            leave(&mut inner.classes, class, id);
+            changed.push(class);
         }
+        inner.notify(&changed);
     }
 
     /// Marks an agent dropped by discovery; its data counts until it is stale
@@ -191,29 +239,29 @@ impl Registry {
         }
     }
 
-    /// Forgets removed agents that went stale, and groups nobody holds or
-    /// watches. Returns how many agents were forgotten.
+    /// Forgets removed agents that went stale, and selections nobody
+    /// watches any more. Returns how many agents were forgotten.
     pub fn purge(&self) -> usize {
         let now = self.now_ms();
-        let mut inner = self.write();
-        let Inner { agents, groups, .. } = &mut *inner;
-        let gone: Vec<AgentId> = agents
+        let mut guard = self.write();
+        let inner = &mut *guard;
+        let gone: Vec<AgentId> = inner
+            .agents
             .iter()
             .filter(|(_, a)| a.removed && self.age(a, now) > self.stale_after)
             .map(|(id, _)| *id)
             .collect();
         for id in &gone {
-            if let Some(agent) = agents.remove(id) {
+            if let Some(agent) = inner.agents.remove(id) {
                 tracing::debug!(agent = %agent.addr, "forgot removed agent");
-                for key in agent.contribution.groups.keys() {
-                    if let Some(group) = groups.get_mut(key) {
-                        group.members.remove(id);
-                        group.bump();
-                    }
+                let classes: Vec<&WorkerClass> = agent.contribution.groups.keys().collect();
+                for class in &classes {
+                    leave(&mut inner.classes, class, *id);
                 }
+                inner.notify(&classes);
             }
         }
-        groups.retain(|_, g| !g.members.is_empty() || g.changed.receiver_count() > 0);
+        inner.watchers.retain(|_, tx| tx.receiver_count() > 0);
         gone.len()
     }
 
@@ -222,16 +270,30 @@ impl Registry {
         let stale_after = trigger.stale_after.unwrap_or(self.stale_after);
         let now = self.now_ms();
         let inner = self.read();
-        let members =
-            inner.groups.get(&trigger.key).into_iter().flat_map(|g| g.members.iter()).filter_map(|(id, totals)| {
-                let agent = inner.agents.get(id)?;
-                Some(Member {
-                    zone: &agent.contribution.zone,
-                    age: self.age(agent, now),
-                    totals,
-                    usage: &agent.contribution.usage,
-                })
-            });
+        let mut selected: Vec<&Members> = inner.selected(&trigger.key).collect();
+        // An agent holding several selected classes is one member (its node's
+        // usage and staleness count once); the usual single class needs no merge.
+        let merged: Members;
+        let per_agent = match selected.len() {
+            0 | 1 => selected.pop(),
+            _ => {
+                let mut m = Members::new();
+                for (id, t) in selected.iter().flat_map(|m| m.iter()) {
+                    m.entry(*id).or_default().merge(t);
+                }
+                merged = m;
+                Some(&merged)
+            }
+        };
+        let members = per_agent.into_iter().flatten().filter_map(|(id, totals)| {
+            let agent = inner.agents.get(id)?;
+            Some(Member {
+                zone: &agent.contribution.zone,
+                age: self.age(agent, now),
+                totals: *totals,
+                usage: &agent.contribution.usage,
+            })
+        });
         let any_fresh = || {
             inner.agents.values().any(|a| {
                 trigger.zone.as_deref().is_none_or(|z| z == a.contribution.zone) && self.age(a, now) <= stale_after
@@ -240,12 +302,33 @@ impl Registry {
         aggregate::evaluate(trigger, stale_after, members, any_fresh)
     }
 
-    /// A channel that changes whenever the group's data does.
+    /// The endpoint inventory: advertised endpoints of agents heard from
+    /// within the default bound that pass `query`, ranked and cut to its limit.
+    pub fn endpoints(&self, query: &inventory::Query) -> Vec<Endpoint> {
+        let now = self.now_ms();
+        let mut out: Vec<Endpoint> = {
+            let inner = self.read();
+            inner
+                .agents
+                .values()
+                .filter(|a| self.age(a, now) <= self.stale_after)
+                .flat_map(|a| a.contribution.endpoints.iter())
+                .filter(|e| query.admits(e))
+                .cloned()
+                .collect()
+        };
+        // Ranked outside the lock: the snapshot streams are not held up by a large page.
+        inventory::rank(&mut out, query.limit);
+        out
+    }
+
+    /// A channel that changes whenever the data of a class `key` selects
+    /// does (a class that starts matching included).
     pub fn subscribe(&self, key: &GroupKey) -> watch::Receiver<u64> {
-        if let Some(g) = self.read().groups.get(key) {
-            return g.changed.subscribe();
+        if let Some(tx) = self.read().watchers.get(key) {
+            return tx.subscribe();
         }
-        self.write().groups.entry(key.clone()).or_insert_with(Group::new).changed.subscribe()
+        self.write().watchers.entry(key.clone()).or_insert_with(|| watch::Sender::new(0)).subscribe()
     }
 
     /// Counts for the scaler's own metrics.
@@ -253,7 +336,7 @@ impl Registry {
         let now = self.now_ms();
         let inner = self.read();
         let live = inner.agents.values().filter(|a| !a.removed);
-        let mut stats = Stats { groups: inner.groups.len(), ..Stats::default() };
+        let mut stats = Stats { groups: inner.classes.len(), ..Stats::default() };
         for a in live {
             stats.agents += 1;
             stats.connected += usize::from(a.connected.load(Ordering::Relaxed));
@@ -332,7 +415,114 @@ mod tests {
         reg.ingest(b, &snapshot(2, "z2", &[("sd", 3)]));
         assert!(other_rx.has_changed().unwrap());
         assert_eq!(reg.evaluate(&other), Ok(0.0));
-        assert_eq!(reg.stats(), Stats { agents: 2, connected: 0, stale: 0, groups: 2 });
+        // One class left: `sd` (same labels, none) on both agents; `other` went with its worker.
+        assert_eq!(reg.stats(), Stats { agents: 2, connected: 0, stale: 0, groups: 1 });
+    }
+
+    /// Workers of Deployment `sd` labelled `tier=<tier>` (no label when empty).
+    fn tiered(seq: u64, workers: &[(&str, &str, u32)]) -> NodeSnapshot {
+        NodeSnapshot {
+            sequence: seq,
+            workers: workers
+                .iter()
+                .map(|(id, tier, q)| Worker {
+                    worker_id: (*id).into(),
+                    namespace: "ns".into(),
+                    deployment: "sd".into(),
+                    accelerator: "cpu".into(),
+                    queue_depth: *q,
+                    labels: if tier.is_empty() {
+                        Default::default()
+                    } else {
+                        [("tier".to_owned(), (*tier).to_owned())].into()
+                    },
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn by_labels(selector: &str) -> Trigger {
+        let m: std::collections::HashMap<String, String> =
+            [("acceleratorType", "cpu"), ("labelSelector", selector), ("targetValue", "1")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        Trigger::parse("ns", &m).unwrap()
+    }
+
+    #[test]
+    fn a_label_selector_counts_and_wakes_on_matching_workers_only() {
+        let reg = Registry::new(Duration::from_secs(5));
+        let (a, b) = (reg.add_agent("a:1"), reg.add_agent("b:1"));
+        let (gold, not_gold) = (by_labels("tier=gold"), by_labels("tier!=gold"));
+        let mut gold_rx = reg.subscribe(&gold.key);
+        let mut rest_rx = reg.subscribe(&not_gold.key);
+        reg.ingest(a, &tiered(1, &[("a1", "gold", 2), ("a2", "batch", 5)]));
+        reg.ingest(b, &tiered(1, &[("b1", "gold", 3), ("b2", "", 7)]));
+        assert_eq!(reg.evaluate(&gold), Ok(5.0));
+        assert_eq!(reg.evaluate(&not_gold), Ok(12.0));
+        assert_eq!(reg.evaluate(&trigger("sd", &[])), Ok(17.0), "the Deployment counts every class");
+        assert_eq!(reg.stats().groups, 3);
+        gold_rx.mark_unchanged();
+        rest_rx.mark_unchanged();
+
+        // A batch worker changing does not wake the gold stream ...
+        reg.ingest(a, &tiered(2, &[("a1", "gold", 2), ("a2", "batch", 6)]));
+        assert!(!gold_rx.has_changed().unwrap());
+        assert!(rest_rx.has_changed().unwrap());
+        rest_rx.mark_unchanged();
+        // ... a class that starts matching does, and counts at once.
+        reg.ingest(b, &tiered(2, &[("b1", "gold", 3), ("b2", "gold", 7)]));
+        assert!(gold_rx.has_changed().unwrap() && rest_rx.has_changed().unwrap());
+        assert_eq!(reg.evaluate(&gold), Ok(12.0));
+        assert_eq!(reg.evaluate(&not_gold), Ok(6.0));
+        assert_eq!(reg.evaluate(&by_labels("tier=none")), Ok(0.0), "fresh agents, no such workers: a true 0");
+    }
+
+    #[test]
+    fn two_selected_classes_on_one_node_count_its_usage_once() {
+        let reg = Registry::new(Duration::from_secs(5));
+        let (a, b) = (reg.add_agent("a:1"), reg.add_agent("b:1"));
+        let with_cpu = |mut snap: NodeSnapshot, ratio: f64| {
+            snap.host = Some(edge_telemetry::proto::Host { cpu_utilization_ratio: Some(ratio), ..Default::default() });
+            snap
+        };
+        reg.ingest(a, &with_cpu(tiered(1, &[("a1", "gold", 2), ("a2", "batch", 5)]), 0.5));
+        reg.ingest(b, &with_cpu(tiered(1, &[("b1", "gold", 1)]), 0.8));
+        let m: std::collections::HashMap<String, String> =
+            [("acceleratorType", "cpu"), ("labelSelector", "tier"), ("targetValue", "1"), ("metric", "utilization")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        // (50 + 80) / 2, not (50 + 50 + 80) / 3.
+        let util = reg.evaluate(&Trigger::parse("ns", &m).unwrap()).unwrap();
+        assert!((util - 65.0).abs() < 1e-9, "{util}");
+        assert_eq!(reg.evaluate(&by_labels("tier")), Ok(8.0));
+    }
+
+    #[test]
+    fn the_inventory_lists_advertised_workers_of_fresh_agents_only() {
+        let reg = Registry::new(Duration::from_secs(1));
+        let (a, b) = (reg.add_agent("a:1"), reg.add_agent("b:1"));
+        let mut snap_a = tiered(1, &[("a1", "gold", 2), ("a2", "gold", 0)]);
+        snap_a.workers[0].endpoint = "http://10.0.0.1:30080".into();
+        snap_a.workers[0].capacity = 4;
+        let mut snap_b = tiered(1, &[("b1", "", 0)]);
+        snap_b.workers[0].endpoint = "http://10.0.0.2:30080".into();
+        snap_b.workers[0].capacity = 4;
+        reg.ingest(a, &snap_a);
+        reg.ingest(b, &snap_b);
+        let urls = |q: &inventory::Query| reg.endpoints(q).into_iter().map(|e| e.url).collect::<Vec<_>>();
+        let all = inventory::Query::default();
+        assert_eq!(urls(&all), ["http://10.0.0.2:30080", "http://10.0.0.1:30080"], "idle b first; a2 advertises none");
+        assert_eq!(urls(&inventory::Query { limit: 1, ..Default::default() }), ["http://10.0.0.2:30080"]);
+        // Only b keeps talking: a goes stale and its endpoint leaves the inventory.
+        std::thread::sleep(Duration::from_millis(1200));
+        snap_b.sequence = 2;
+        reg.ingest(b, &snap_b);
+        assert_eq!(urls(&all), ["http://10.0.0.2:30080"]);
     }
 
     #[test]

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use edge_telemetry::AcceleratorType;
 
+use crate::aggregate::WorkerClass;
 use crate::config::{STALE_AFTER_RANGE, parse_duration};
+use crate::selector::LabelSelector;
 
 /// Metadata key: `nvidia`, `neuron` or `cpu` (required).
 pub const ACCELERATOR_TYPE: &str = "acceleratorType";
@@ -19,8 +21,10 @@ pub const METRIC: &str = "metric";
 pub const TARGET_VALUE: &str = "targetValue";
 /// Metadata key: the value above which a Deployment at zero is woken (default 0).
 pub const ACTIVATION_VALUE: &str = "activationValue";
-/// Metadata key: the workers' Deployment (required).
+/// Metadata key: the workers' Deployment (this or `labelSelector`).
 pub const DEPLOYMENT: &str = "deployment";
+/// Metadata key: a label selector over the labels workers report (this or `deployment`).
+pub const LABEL_SELECTOR: &str = "labelSelector";
 /// Metadata key: the workers' namespace (default: the ScaledObject's).
 pub const NAMESPACE: &str = "namespace";
 /// Metadata key: only agents in this zone count (e.g. a Local Zone).
@@ -29,8 +33,17 @@ pub const ZONE: &str = "zone";
 pub const STALE_AFTER: &str = "staleAfter";
 
 /// Every key the scaler reads.
-pub const KEYS: [&str; 8] =
-    [ACCELERATOR_TYPE, METRIC, TARGET_VALUE, ACTIVATION_VALUE, DEPLOYMENT, NAMESPACE, ZONE, STALE_AFTER];
+pub const KEYS: [&str; 9] = [
+    ACCELERATOR_TYPE,
+    METRIC,
+    TARGET_VALUE,
+    ACTIVATION_VALUE,
+    DEPLOYMENT,
+    LABEL_SELECTOR,
+    NAMESPACE,
+    ZONE,
+    STALE_AFTER,
+];
 
 /// KEDA's own keys for external scalers: accepted and ignored (KEDA uses them
 /// to reach us; `scalerAddress` is always in the map).
@@ -91,16 +104,53 @@ impl fmt::Display for MetricKind {
     }
 }
 
-/// Which workers a trigger counts: one Deployment of one accelerator type in
-/// one namespace. The scaler's state is indexed by it.
+/// How a trigger picks its workers within its accelerator type and namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WorkerSelector {
+    /// The workers reporting this `deployment`.
+    Deployment(String),
+    /// The workers whose reported labels match.
+    Labels(LabelSelector),
+}
+
+impl fmt::Display for WorkerSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Deployment(d) => f.write_str(d),
+            Self::Labels(s) => write!(f, "{{{s}}}"),
+        }
+    }
+}
+
+/// Which workers a trigger counts: those of one accelerator type in one
+/// namespace that its selector picks. Activation streams subscribe by it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GroupKey {
     /// The workers' accelerator type.
     pub accelerator: AcceleratorType,
     /// The workers' namespace as they report it (empty outside Kubernetes).
     pub namespace: String,
-    /// The workers' Deployment.
-    pub deployment: String,
+    /// Deployment name or labels.
+    pub selector: WorkerSelector,
+}
+
+impl GroupKey {
+    /// Whether the trigger counts the workers of `class`.
+    pub fn selects(&self, class: &WorkerClass) -> bool {
+        self.accelerator == class.accelerator
+            && self.namespace == class.namespace
+            && match &self.selector {
+                WorkerSelector::Deployment(d) => *d == class.deployment,
+                WorkerSelector::Labels(s) => s.matches(&class.labels),
+            }
+    }
+}
+
+/// `namespace/deployment` or `namespace/{selector}`, for error messages.
+impl fmt::Display for GroupKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.selector)
+    }
 }
 
 /// One checked trigger.
@@ -181,9 +231,24 @@ impl Trigger {
         if activation < 0.0 {
             return Err(bad(ACTIVATION_VALUE, format!("{activation} is negative; a number >= 0")));
         }
-        let deployment = match get(DEPLOYMENT) {
-            None => return Err(bad(DEPLOYMENT, "missing; the name of the workers' Deployment")),
-            Some(v) => name(DEPLOYMENT, v)?,
+        let selector = match (get(DEPLOYMENT), get(LABEL_SELECTOR)) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    DEPLOYMENT,
+                    "deployment and labelSelector exclude each other; set exactly one of them",
+                ));
+            }
+            (None, None) => {
+                return Err(bad(
+                    DEPLOYMENT,
+                    "missing; set exactly one of deployment (the workers' Deployment) or labelSelector \
+                     (e.g. app=sd,tier!=batch)",
+                ));
+            }
+            (Some(v), None) => WorkerSelector::Deployment(name(DEPLOYMENT, v)?),
+            (None, Some(v)) => {
+                WorkerSelector::Labels(LabelSelector::parse(v).map_err(|e| bad(LABEL_SELECTOR, format!("{v:?}: {e}")))?)
+            }
         };
         let namespace_explicit = get(NAMESPACE).is_some();
         let namespace = match get(NAMESPACE) {
@@ -202,7 +267,7 @@ impl Trigger {
             })
             .transpose()?;
         Ok(Self {
-            key: GroupKey { accelerator, namespace, deployment },
+            key: GroupKey { accelerator, namespace, selector },
             metric,
             target,
             activation,
@@ -214,7 +279,9 @@ impl Trigger {
 
     /// The metric name KEDA asks for: stable, made of `[a-z0-9-]`, and
     /// distinct for every (accelerator, metric, namespace override,
-    /// deployment, zone): `edge-<accelerator>-<metric>[-<namespace>]-<deployment>[-<zone>]`.
+    /// selector, zone): `edge-<accelerator>-<metric>[-<namespace>]-<deployment>[-<zone>]`,
+    /// or `…-labels-<fingerprint>…` for a label selector (its characters
+    /// `=`, `!`, `/` and `,` are not allowed in metric names).
     pub fn metric_name(&self) -> String {
         let mut name = format!("edge-{}-{}", self.key.accelerator, self.metric.as_str().to_ascii_lowercase());
         let mut push = |part: &str| {
@@ -227,7 +294,10 @@ impl Trigger {
         if self.namespace_explicit {
             push(&self.key.namespace);
         }
-        push(&self.key.deployment);
+        match &self.key.selector {
+            WorkerSelector::Deployment(d) => push(d),
+            WorkerSelector::Labels(s) => push(&format!("labels-{}", s.fingerprint())),
+        }
         if let Some(zone) = &self.zone {
             push(zone);
         }
@@ -289,7 +359,7 @@ mod tests {
             GroupKey {
                 accelerator: AcceleratorType::Nvidia,
                 namespace: "inference".into(),
-                deployment: "sd-nvidia".into()
+                selector: WorkerSelector::Deployment("sd-nvidia".into())
             }
         );
         assert_eq!(
@@ -326,6 +396,7 @@ mod tests {
             (&[("zone", "us/west")], "zone", "not a name"),
             (&[("staleAfter", "1ms")], "staleAfter", "outside"),
             (&[("staleAfter", "later")], "staleAfter", "duration"),
+            (&[("labelSelector", "app=sd")], "deployment", "labelSelector exclude each other"),
         ];
         for (extra, key, needle) in cases {
             let err = parse_with(extra).unwrap_err();
@@ -335,7 +406,49 @@ mod tests {
         }
         let mut pairs = base();
         pairs.retain(|(k, _)| *k != "deployment");
-        assert_eq!(Trigger::parse("ns", &meta(&pairs)).unwrap_err().key, "deployment");
+        let err = Trigger::parse("ns", &meta(&pairs)).unwrap_err();
+        assert_eq!(err.key, "deployment");
+        assert!(err.reason.contains("deployment") && err.reason.contains("labelSelector"), "{err}");
+    }
+
+    fn labelled(selector: &str, extra: &[(&'static str, &'static str)]) -> Result<Trigger, TriggerError> {
+        let mut pairs = base();
+        pairs.retain(|(k, _)| *k != "deployment");
+        pairs.push(("labelSelector", selector));
+        pairs.extend_from_slice(extra);
+        Trigger::parse("inference", &meta(&pairs))
+    }
+
+    #[test]
+    fn a_label_selector_replaces_the_deployment() {
+        let t = labelled("tier!=batch, app=sd", &[]).unwrap();
+        let WorkerSelector::Labels(sel) = &t.key.selector else { panic!("{:?}", t.key) };
+        assert_eq!(sel.to_string(), "app=sd,tier!=batch");
+        assert_eq!(t.key.to_string(), "inference/{app=sd,tier!=batch}");
+        let class = |deployment: &str, namespace: &str, tier: &str| WorkerClass {
+            accelerator: AcceleratorType::Nvidia,
+            namespace: namespace.into(),
+            deployment: deployment.into(),
+            labels: [("app".to_owned(), "sd".to_owned()), ("tier".to_owned(), tier.to_owned())].into(),
+        };
+        // Any Deployment whose workers carry matching labels, in the trigger's namespace only.
+        assert!(t.key.selects(&class("sd-a", "inference", "gold")));
+        assert!(t.key.selects(&class("sd-b", "inference", "gold")));
+        assert!(!t.key.selects(&class("sd-a", "inference", "batch")));
+        assert!(!t.key.selects(&class("sd-a", "other", "gold")));
+        let by_name = parse_with(&[]).unwrap();
+        assert!(by_name.key.selects(&class("sd-nvidia", "inference", "batch")));
+        assert!(!by_name.key.selects(&class("sd-a", "inference", "gold")));
+    }
+
+    #[test]
+    fn a_bad_label_selector_names_the_key_and_the_syntax() {
+        for bad in ["app=s d", "tier in (a,b)", "app=sd,,x", "-x"] {
+            let err = labelled(bad, &[]).unwrap_err();
+            assert_eq!(err.key, "labelSelector", "{bad}");
+            let msg = err.to_string();
+            assert!(msg.starts_with("scalerMetadata.labelSelector:") && msg.contains("key=value"), "{bad}: {msg}");
+        }
     }
 
     #[test]
@@ -352,11 +465,34 @@ mod tests {
             vec![("zone", "us-west-2-lax-1a"), ("metric", "backlog")],
         ];
         let mut names = std::collections::HashSet::new();
-        for extra in &configs {
-            let name = parse_with(extra).unwrap().metric_name();
-            assert!(name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{name}");
-            assert!(names.insert(name.clone()), "duplicate {name} for {extra:?}");
+        let mut triggers: Vec<Trigger> = configs.iter().map(|extra| parse_with(extra).unwrap()).collect();
+        for selector in ["app=sd", "app=sd,tier!=batch", "app=sd,tier=batch", "app.kubernetes.io/name=sd", "!spot"] {
+            triggers.push(labelled(selector, &[]).unwrap());
+            triggers.push(labelled(selector, &[("zone", "us-west-2-lax-1a")]).unwrap());
         }
+        for t in &triggers {
+            let name = t.metric_name();
+            assert!(name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{name}");
+            assert!(names.insert(name.clone()), "duplicate {name} for {:?}", t.key);
+        }
+        // A selector's spelling does not change its name; its meaning does.
+        assert_eq!(
+            labelled("tier!=batch,app=sd", &[]).unwrap().metric_name(),
+            labelled("app==sd, tier!=batch", &[]).unwrap().metric_name()
+        );
+        assert!(labelled("app=sd", &[]).unwrap().metric_name().starts_with("edge-nvidia-queuedepth-labels-"));
+        // Pinned: a new release must not rename the metric of a running ScaledObject (scaler/README.md).
+        let mut cpu = base();
+        cpu.retain(|(k, _)| !matches!(*k, "deployment" | "acceleratorType"));
+        cpu.extend([
+            ("acceleratorType", "cpu"),
+            ("metric", "backlog"),
+            ("labelSelector", "edge-diffusion.io/tier=interactive,track!=canary"),
+        ]);
+        assert_eq!(
+            Trigger::parse("inference", &meta(&cpu)).unwrap().metric_name(),
+            "edge-cpu-backlog-labels-72ea97c63e"
+        );
         // Stable: the same configuration always gives the same name.
         assert_eq!(parse_with(&configs[6]).unwrap().metric_name(), "edge-nvidia-queuedepth-sd-nvidia-us-west-2-lax-1a");
         // Target and activation do not change the value, so not the name either.

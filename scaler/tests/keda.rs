@@ -19,8 +19,9 @@ const CPU_QUEUE: &[(&str, &str)] =
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rpc_answers_from_the_agents_reports() {
     let (a, b) = (start_agent("zone-a"), start_agent("zone-b"));
-    report(&a, "w1", "sd-cpu", "cpu", 2, 1);
-    report(&b, "w2", "sd-cpu", "cpu", 3, 0);
+    // Two workers of one Deployment, told apart by their labels only.
+    report_with(&a, "w1", "sd-cpu", "cpu", 2, 1, serde_json::json!({"labels": {"app": "sd", "tier": "gold"}}));
+    report_with(&b, "w2", "sd-cpu", "cpu", 3, 0, serde_json::json!({"labels": {"app": "sd", "tier": "batch"}}));
     report(&b, "w3", "sd-nvidia", "nvidia", 7, 1);
     let scaler = Scaler::start(&[agents_flag(&[&a, &b])], &[]);
     let mut keda = scaler.client().await;
@@ -51,6 +52,21 @@ async fn every_rpc_answers_from_the_agents_reports() {
     assert_eq!(get_metric(&mut keda, &nvidia).await.unwrap(), 7.0);
     // A Deployment with no workers anywhere, while agents are fresh: a true 0.
     assert_eq!(get_metric(&mut keda, &with(&[("deployment", "sd-none")])).await.unwrap(), 0.0);
+
+    // Selecting by labels instead of the Deployment: only the matching worker's queue counts.
+    let by_labels = |selector: &'static str| {
+        let mut pairs = with(&[("labelSelector", selector)]);
+        pairs.retain(|(k, _)| *k != "deployment");
+        pairs
+    };
+    let not_batch = by_labels("app=sd,tier!=batch");
+    assert_eq!(get_metric(&mut keda, &not_batch).await.unwrap(), 2.0, "w1 only");
+    assert_eq!(get_metric(&mut keda, &by_labels("tier=batch")).await.unwrap(), 3.0, "w2 only");
+    assert_eq!(get_metric(&mut keda, &by_labels("app=sd")).await.unwrap(), 5.0, "both");
+    assert_eq!(get_metric(&mut keda, &by_labels("tier=none")).await.unwrap(), 0.0);
+    let name = keda.get_metric_spec(object(&not_batch)).await.unwrap().into_inner().metric_specs[0].metric_name.clone();
+    assert!(name.starts_with("edge-cpu-queuedepth-labels-"), "{name}");
+    assert!(keda.is_active(object(&not_batch)).await.unwrap().into_inner().result);
 
     // CPU utilisation and memory come from the agents' real /proc readings.
     let util = eventually(PATIENCE, "node CPU utilisation", || {
@@ -201,7 +217,17 @@ async fn bad_metadata_is_invalid_argument_naming_the_key_on_every_rpc() {
             "queue",
             "allowed: acceleratorType",
         ),
-        (&[("acceleratorType", "cpu"), ("targetValue", "1")], "deployment", "missing"),
+        (&[("acceleratorType", "cpu"), ("targetValue", "1")], "deployment", "labelSelector"),
+        (
+            &[("acceleratorType", "cpu"), ("deployment", "d"), ("labelSelector", "app=sd"), ("targetValue", "1")],
+            "deployment",
+            "exclude each other",
+        ),
+        (
+            &[("acceleratorType", "cpu"), ("labelSelector", "tier in (a,b)"), ("targetValue", "1")],
+            "labelSelector",
+            "key!=value",
+        ),
     ];
     for (pairs, key, needle) in cases {
         let expect = |status: tonic::Status| {

@@ -3,11 +3,15 @@
 //! - [`proto`]: the agent's snapshot and its change feed (gRPC), the one
 //!   in-memory and on-wire shape of a node.
 //! - [`report`]: what an inference worker tells its node's agent.
+//! - [`inventory`]: the scaler's endpoint inventory, what user devices read.
 //! - [`accelerator`]: the accelerator types we scale on.
+//! - [`labels`]: Kubernetes label syntax, for reports and selectors alike.
 //! - [`catalogue`]: every metric name the project exposes, in one place.
 
 pub mod accelerator;
 pub mod catalogue;
+pub mod inventory;
+pub mod labels;
 pub mod report;
 
 /// Generated from `proto/edge/agent/v1/snapshot.proto`.

@@ -7,9 +7,12 @@
 //! A worker sends a report on every change and at least once a second; the
 //! agent forgets a worker that has been silent for a few seconds.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::AcceleratorType;
+use crate::labels::{self, MAX_LABELS};
 
 /// The path the agent serves reports on.
 pub const REPORT_PATH: &str = "/v1/reports";
@@ -19,6 +22,13 @@ pub const MAX_REPORT_BYTES: usize = 16 * 1024;
 
 /// Longest identifier (worker id, pod, namespace, deployment) accepted.
 pub const MAX_ID_LEN: usize = 253;
+
+/// Longest `endpoint` URL accepted.
+pub const MAX_ENDPOINT_LEN: usize = 512;
+
+/// What `endpoint` may be, for error messages.
+pub const ENDPOINT_SYNTAX: &str =
+    "an http:// or https:// URL with a host and a port and no query, e.g. http://10.0.3.7:30080";
 
 /// Largest queue, in-flight or capacity value accepted. Far above any real
 /// worker; it keeps a corrupt report from dwarfing every other node.
@@ -53,6 +63,17 @@ pub struct WorkerReport {
     /// 99th percentile request latency over the worker's recent window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_p99_seconds: Option<f64>,
+    /// Kubernetes-style labels (typically the pod's selector labels): the
+    /// scaler's `labelSelector` matches on them. At most [`MAX_LABELS`], in
+    /// Kubernetes label syntax. Never turned into metric labels (unbounded).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The URL clients reach this worker at (in Kubernetes its node's
+    /// address and its Service's NodePort): the scaler lists it in the
+    /// endpoint inventory. Sent only while the worker accepts requests, so a
+    /// draining worker drops out of the inventory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 /// Why a report was refused. `field` names the offending field.
@@ -73,7 +94,7 @@ impl ReportError {
 
 impl WorkerReport {
     /// Every field a report may carry.
-    pub const FIELDS: [&'static str; 10] = [
+    pub const FIELDS: [&'static str; 12] = [
         "worker_id",
         "pod",
         "namespace",
@@ -84,6 +105,8 @@ impl WorkerReport {
         "capacity",
         "latency_p50_seconds",
         "latency_p99_seconds",
+        "labels",
+        "endpoint",
     ];
 
     /// Parses and validates a report body. Each field is read on its own so a
@@ -114,6 +137,8 @@ impl WorkerReport {
             capacity: required(&obj, "capacity", "an integer 0..=1000000")?,
             latency_p50_seconds: optional(&obj, "latency_p50_seconds", "a number of seconds >= 0")?,
             latency_p99_seconds: optional(&obj, "latency_p99_seconds", "a number of seconds >= 0")?,
+            labels: label_map(&obj)?,
+            endpoint: optional(&obj, "endpoint", ENDPOINT_SYNTAX)?,
         };
         report.validate()?;
         Ok(report)
@@ -141,8 +166,92 @@ impl WorkerReport {
                 return Err(ReportError::new(field, format!("{v} is not a finite number >= 0")));
             }
         }
+        check_labels(&self.labels)?;
+        if let Some(url) = &self.endpoint {
+            check_endpoint(url).map_err(|reason| ReportError::new("endpoint", reason))?;
+        }
         Ok(())
     }
+}
+
+/// `http(s)://host:port[/path]`: devices connect to it as given, so it must
+/// name both host and port, with nothing a client would have to interpret.
+pub fn check_endpoint(url: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("{url:?} {why}; expected {ENDPOINT_SYNTAX}"));
+    if url.len() > MAX_ENDPOINT_LEN {
+        return bad(&format!("is longer than {MAX_ENDPOINT_LEN} characters"));
+    }
+    let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else {
+        return bad("is not an http:// or https:// URL");
+    };
+    let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+    if authority.contains('@') {
+        return bad("carries user information");
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((addr, tail)) if addr.parse::<std::net::Ipv6Addr>().is_ok() => (addr, tail.strip_prefix(':')),
+            _ => return bad("has a malformed IPv6 address"),
+        },
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    let bracketed = authority.starts_with('[');
+    let named = !host.is_empty()
+        && host.len() <= MAX_ID_LEN
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'));
+    if !(bracketed || named) {
+        return bad("has no valid host name or address");
+    }
+    let Some(port) = port.filter(|p| !p.is_empty()) else { return bad("has no port") };
+    if !(port.bytes().all(|b| b.is_ascii_digit()) && matches!(port.parse::<u16>(), Ok(p) if p > 0)) {
+        return bad(&format!("has port {port:?}, not a number in 1..=65535"));
+    }
+    if let Some(c) = path.chars().find(|c| !(c.is_ascii_alphanumeric() || "-._~/%!$&'()*+,;=:@".contains(*c))) {
+        return bad(&format!("has {c:?} in its path (no query, fragment or spaces)"));
+    }
+    Ok(())
+}
+
+/// Bounded count, Kubernetes syntax; a bad pair is named `labels.<key>`.
+fn check_labels(map: &BTreeMap<String, String>) -> Result<(), ReportError> {
+    if map.len() > MAX_LABELS {
+        return Err(ReportError::new("labels", format!("{} labels; at most {MAX_LABELS} allowed", map.len())));
+    }
+    for (key, value) in map {
+        let field = format!("labels.{key}");
+        labels::check_key(key).map_err(|e| ReportError::new(&field, e))?;
+        labels::check_value(value).map_err(|e| ReportError::new(&field, e))?;
+    }
+    Ok(())
+}
+
+/// `labels`: an object of strings. Read pair by pair so a value of the wrong
+/// type is named by its key.
+fn label_map(obj: &Object) -> Result<BTreeMap<String, String>, ReportError> {
+    let map = match obj.get("labels") {
+        None | Some(serde_json::Value::Null) => return Ok(BTreeMap::new()),
+        Some(serde_json::Value::Object(map)) => map,
+        Some(v) => {
+            return Err(ReportError::new(
+                "labels",
+                format!("{v} is not allowed; expected an object of label key to string value"),
+            ));
+        }
+    };
+    if map.len() > MAX_LABELS {
+        return Err(ReportError::new("labels", format!("{} labels; at most {MAX_LABELS} allowed", map.len())));
+    }
+    map.iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => Ok((k.clone(), s.clone())),
+            other => {
+                Err(ReportError::new(&format!("labels.{k}"), format!("{other} is not allowed; expected a string")))
+            }
+        })
+        .collect()
 }
 
 /// Identifiers become label values: keep them to what Kubernetes names allow.
@@ -196,7 +305,9 @@ mod tests {
             "in_flight": 1,
             "capacity": 8,
             "latency_p50_seconds": 0.8,
-            "latency_p99_seconds": 1.9
+            "latency_p99_seconds": 1.9,
+            "labels": {"app.kubernetes.io/name": "edge-diffusion", "tier": "gold", "canary": ""},
+            "endpoint": "http://10.0.3.7:30080"
         })
     }
 
@@ -209,6 +320,8 @@ mod tests {
         let r = parse(&valid()).unwrap();
         assert_eq!(r.accelerator, AcceleratorType::Nvidia);
         assert_eq!((r.queue_depth, r.in_flight, r.capacity), (3, 1, 8));
+        assert_eq!(r.labels.get("tier").map(String::as_str), Some("gold"));
+        assert_eq!(r.labels.len(), 3);
         let again = WorkerReport::from_json(&serde_json::to_vec(&r).unwrap()).unwrap();
         assert_eq!(again, r);
     }
@@ -216,12 +329,81 @@ mod tests {
     #[test]
     fn optional_fields_may_be_left_out() {
         let mut v = valid();
-        for k in ["pod", "namespace", "latency_p50_seconds", "latency_p99_seconds"] {
+        for k in ["pod", "namespace", "latency_p50_seconds", "latency_p99_seconds", "labels", "endpoint"] {
             v.as_object_mut().unwrap().remove(k);
         }
         let r = parse(&v).unwrap();
         assert_eq!(r.pod, "");
         assert_eq!(r.latency_p99_seconds, None);
+        assert!(r.labels.is_empty());
+        assert_eq!(r.endpoint, None);
+        // Without labels or endpoint the report serialises as before: older agents accept it.
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(!json.contains("labels") && !json.contains("endpoint"), "{json}");
+    }
+
+    #[test]
+    fn endpoints_are_http_urls_with_host_and_port() {
+        for ok in [
+            "http://10.0.3.7:30080",
+            "https://sd.example.com:443",
+            "http://[fd00::7]:30080",
+            "http://node-a.internal:30080/v1",
+        ] {
+            assert_eq!(check_endpoint(ok), Ok(()), "{ok}");
+        }
+        let cases: &[(&str, &str)] = &[
+            ("10.0.3.7:30080", "not an http"),
+            ("ftp://10.0.3.7:21", "not an http"),
+            ("http://10.0.3.7", "no port"),
+            ("http://10.0.3.7:", "no port"),
+            ("http://10.0.3.7:0", "not a number"),
+            ("http://10.0.3.7:70000", "not a number"),
+            ("http://10.0.3.7:+80", "not a number"),
+            ("http://:30080", "no valid host"),
+            ("http://fd00::7:30080", "no valid host"),
+            ("http://[fd00::zz]:30080", "IPv6"),
+            ("http://user:pw@10.0.3.7:30080", "user information"),
+            ("http://10.0.3.7:30080/?a=b", "in its path"),
+            ("http://10.0.3.7:30080/a b", "in its path"),
+        ];
+        for (url, needle) in cases {
+            let err = check_endpoint(url).unwrap_err();
+            assert!(err.contains(needle) && err.contains("expected an http"), "{url}: {err}");
+        }
+        let mut v = valid();
+        v["endpoint"] = serde_json::json!("10.0.3.7:30080");
+        assert_eq!(parse(&v).unwrap_err().field, "endpoint");
+        v["endpoint"] = serde_json::json!(30080);
+        assert_eq!(parse(&v).unwrap_err().field, "endpoint");
+    }
+
+    #[test]
+    fn each_bad_label_is_named_by_its_key() {
+        let cases: &[(serde_json::Value, &str, &str)] = &[
+            (serde_json::json!({"tier": "a b"}), "labels.tier", "not a label value"),
+            (serde_json::json!({"tier": "x".repeat(64)}), "labels.tier", "at most 63"),
+            (serde_json::json!({"-tier": "a"}), "labels.-tier", "not a label key"),
+            (serde_json::json!({"Edge.IO/tier": "a"}), "labels.Edge.IO/tier", "DNS subdomain"),
+            (serde_json::json!({"tier": 3}), "labels.tier", "expected a string"),
+            (serde_json::json!(["tier=a"]), "labels", "expected an object"),
+        ];
+        for (labels, field, needle) in cases {
+            let mut v = valid();
+            v["labels"] = labels.clone();
+            let err = parse(&v).unwrap_err();
+            assert_eq!(err.field, *field, "{err}");
+            assert!(err.to_string().contains(needle), "{field}: {err}");
+        }
+        let mut v = valid();
+        v["labels"] = (0..=MAX_LABELS).map(|i| (format!("k{i}"), serde_json::json!("v"))).collect();
+        let err = parse(&v).unwrap_err();
+        assert_eq!(err.field, "labels");
+        assert!(err.reason.contains("at most 16"), "{err}");
+        // validate() checks a report built in code the same way.
+        let mut r = parse(&valid()).unwrap();
+        r.labels.insert("bad key".into(), "v".into());
+        assert_eq!(r.validate().unwrap_err().field, "labels.bad key");
     }
 
     #[test]

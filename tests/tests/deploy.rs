@@ -12,8 +12,17 @@ use serde_json::Value;
 
 /// Trigger metadata keys the scaler reads (scaler/src/trigger.rs `KEYS`) and
 /// KEDA's own keys it accepts (`KEDA_KEYS`); anything else is INVALID_ARGUMENT.
-const SCALER_KEYS: [&str; 8] =
-    ["acceleratorType", "metric", "targetValue", "activationValue", "deployment", "namespace", "zone", "staleAfter"];
+const SCALER_KEYS: [&str; 9] = [
+    "acceleratorType",
+    "metric",
+    "targetValue",
+    "activationValue",
+    "deployment",
+    "labelSelector",
+    "namespace",
+    "zone",
+    "staleAfter",
+];
 const KEDA_KEYS: [&str; 7] =
     ["scalerAddress", "enableTLS", "unsafeSsl", "caCert", "tlsCertFile", "tlsClientCert", "tlsClientKey"];
 
@@ -128,6 +137,86 @@ fn scaled_objects_match_their_deployments_and_the_scaler() {
         .filter(|s| s["spec"]["triggers"][0]["metadata"]["zone"].is_string())
         .collect();
     assert_eq!(zoned.len(), 2, "nvidia and cpu pinned to the Local Zone");
+}
+
+/// Every worker reports exactly its pod's labels (selector labels included,
+/// values-configured ones too), in a form the agent accepts, so a trigger's
+/// `labelSelector` over pod labels selects these workers.
+#[test]
+fn workers_report_their_pod_labels() {
+    for p in chart::profiles() {
+        let objects = rendered(&p);
+        for d in of_kind(&objects, "Deployment")
+            .into_iter()
+            .filter(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] == "inference")
+        {
+            let name = d["metadata"]["name"].as_str().unwrap();
+            let worker = &pod_specs(d)[0]["containers"][0];
+            let flag = env(worker, "EDGE_INFERENCE_LABELS").unwrap()["value"].as_str().unwrap();
+            let reported: serde_json::Map<String, Value> = flag
+                .split(',')
+                .map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or_else(|| panic!("{p}/{name}: {kv:?} in {flag:?}"));
+                    (k.to_owned(), Value::from(v))
+                })
+                .collect();
+            let pod_labels = d["spec"]["template"]["metadata"]["labels"].as_object().unwrap();
+            assert_eq!(&reported, pod_labels, "{p}/{name}: reported labels = pod labels");
+            for (k, v) in d["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+                assert_eq!(reported.get(k), Some(v), "{p}/{name}: selector label {k} is reported");
+            }
+            let report = serde_json::json!({
+                "worker_id": "w", "deployment": name, "accelerator": "cpu",
+                "queue_depth": 0, "in_flight": 0, "capacity": 1, "labels": reported,
+            });
+            if let Err(e) = edge_telemetry::WorkerReport::from_json(report.to_string().as_bytes()) {
+                panic!("{p}/{name}: the agent would refuse these labels: {e}");
+            }
+            if p == "all-localzone" {
+                assert_eq!(reported["edge-diffusion.io/tier"], "interactive", "{p}/{name}: inference.podLabels");
+            }
+        }
+    }
+}
+
+/// A worker whose Service has a fixed NodePort advertises its node's address
+/// and that port (the endpoint inventory); one whose NodePort Kubernetes
+/// picks advertises nothing rather than a wrong port.
+#[test]
+fn workers_advertise_their_node_address_and_node_port() {
+    let mut advertised = 0;
+    let mut silent = 0;
+    for p in chart::profiles() {
+        let objects = rendered(&p);
+        for d in of_kind(&objects, "Deployment")
+            .into_iter()
+            .filter(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] == "inference")
+        {
+            let name = d["metadata"]["name"].as_str().unwrap();
+            let worker = &pod_specs(d)[0]["containers"][0];
+            let node_port = find(&objects, "Service", name)["spec"]["ports"][0]["nodePort"].as_u64();
+            let url = env(worker, "EDGE_INFERENCE_ADVERTISE_URL").map(|e| e["value"].as_str().unwrap());
+            let Some(node_port) = node_port else {
+                assert_eq!(url, None, "{p}/{name}: no fixed NodePort, nothing to advertise");
+                silent += 1;
+                continue;
+            };
+            assert_eq!(url, Some(format!("http://$(HOST_IP):{node_port}").as_str()), "{p}/{name}");
+            // Kubernetes expands $(HOST_IP) only from a variable defined earlier in the list.
+            let vars: Vec<&str> = worker["env"].as_array().unwrap().iter().filter_map(|e| e["name"].as_str()).collect();
+            let host_ip = vars.iter().position(|v| *v == "HOST_IP").expect("HOST_IP");
+            assert!(host_ip < vars.iter().position(|v| *v == "EDGE_INFERENCE_ADVERTISE_URL").unwrap(), "{p}/{name}");
+            assert_eq!(
+                env(worker, "HOST_IP").unwrap()["valueFrom"]["fieldRef"]["fieldPath"],
+                "status.hostIP",
+                "{p}/{name}"
+            );
+            let expanded = url.unwrap().replace("$(HOST_IP)", "10.0.3.7");
+            assert_eq!(edge_telemetry::report::check_endpoint(&expanded), Ok(()), "{p}/{name}");
+            advertised += 1;
+        }
+    }
+    assert!(advertised >= 3 && silent >= 1, "the profiles cover both cases: {advertised} advertised, {silent} not");
 }
 
 /// Non-root, read-only root filesystem, no privilege escalation, no
@@ -371,6 +460,14 @@ fn bad_values_fail_with_a_message_naming_the_value() {
         (&["--set", "model.source=s3"], "model.s3.bucket"),
         (&["--set", "model.s3.bucket=b", "--set", "karpenter.enabled=true"], "karpenter.nodeRole"),
         (&["--set", "model.s3.bucket=b", "--set", "scaler.tls.enabled=true"], "scaler.tls.secretName"),
+        (&["--set", "model.s3.bucket=b", "--set", "inference.podLabels.Bad_Key/x=y"], "Bad_Key/x"),
+        (&["--set", "model.s3.bucket=b", "--set", "inference.podLabels.tier=a b"], "/inference/podLabels/tier"),
+        (
+            &["--set", "model.s3.bucket=b", "--set", "inference.podLabels.app\\.kubernetes\\.io/component=x"],
+            "inference.podLabels",
+        ),
+        (&["--set", "model.s3.bucket=b", "--set", "localZone.nodePorts.z1.gpu=30100"], "/localZone/nodePorts/z1"),
+        (&["--set", "model.s3.bucket=b", "--set", "localZone.nodePorts.z1.cpu=80"], "/localZone/nodePorts/z1/cpu"),
     ];
     for (args, key) in cases {
         let Err(err) = chart::template(args) else { panic!("{args:?} rendered without an error") };
@@ -468,14 +565,25 @@ fn the_scaler_and_the_worker_accept_the_rendered_flags() {
     let objects = rendered("all-localzone");
     let scaler = &pod_specs(find(&objects, "Deployment", "edge-edge-diffusion-scaler"))[0]["containers"][0];
     let worker = &pod_specs(find(&objects, "Deployment", "edge-edge-diffusion-cpu"))[0]["containers"][0];
-    for (bin, container) in [("edge-scaler", scaler), ("edge-inference", worker)] {
+    // Variables whose values the binary parses, passed as their flags: clap checks a flag's value
+    // when it reads it (before the trailing --help), an environment value only after all flags.
+    let worker_env_flags: Vec<String> =
+        [("EDGE_INFERENCE_LABELS", "labels"), ("EDGE_INFERENCE_ADVERTISE_URL", "advertise-url")]
+            .iter()
+            .map(|(var, flag)| {
+                let value = env(worker, var).unwrap_or_else(|| panic!("{var} on the cpu worker"))["value"].as_str();
+                // What the kubelet does with the downward API's node address.
+                format!("--{flag}={}", value.unwrap().replace("$(HOST_IP)", "10.0.3.7"))
+            })
+            .collect();
+    for (bin, container, extra) in [("edge-scaler", scaler, Vec::new()), ("edge-inference", worker, worker_env_flags)] {
         let path = edge_testkit::artifact(bin);
         let probe = Command::new(&path).arg("--help").output().unwrap();
         if !probe.status.success() && String::from_utf8_lossy(&probe.stderr).contains("not implemented yet") {
             eprintln!("PENDING: {bin} is still the placeholder binary; its flag check runs once it is merged");
             continue;
         }
-        let out = Command::new(&path).args(strings(&container["args"])).arg("--help").output().unwrap();
+        let out = Command::new(&path).args(strings(&container["args"])).args(&extra).arg("--help").output().unwrap();
         assert!(
             out.status.success(),
             "{bin} rejects the chart's flags {:?}: {}",

@@ -5,6 +5,10 @@
 //! the scaler selects on), an `edge-scaler` on its static agent list, and a
 //! KEDA-side client generated from the project's `externalscaler.proto`.
 //!
+//! The nvidia worker advertises its own address: the scaler's endpoint
+//! inventory must list it (and only it) with its live queue, at a URL that
+//! reaches the worker.
+//!
 //! A burst on the nvidia worker must wake only the nvidia trigger (one `true`
 //! on its StreamIsActive), GetMetrics must follow the worker's own queue, the
 //! neuron trigger must stay inactive, and once the burst drains the metric
@@ -19,6 +23,7 @@ use std::time::Duration;
 use edge_scaler::keda::external_scaler_client::ExternalScalerClient;
 use edge_scaler::keda::{GetMetricsRequest, ScaledObjectRef};
 use edge_telemetry::catalogue::{dcgm, edge, inference, neuron, scaler};
+use edge_telemetry::inventory::{INVENTORY_PATH, Inventory};
 use edge_testkit::{Agent, AgentBuilder, ScalerBuilder, Worker, WorkerBuilder, artifact, eventually, http, sample};
 use tokio::runtime::Runtime;
 use tonic::transport::Channel;
@@ -120,6 +125,10 @@ impl Keda {
 
 /// A worker on the tiny model reporting to `agent` as `sd-<accelerator>`.
 fn worker(model: &std::path::Path, agent: &Agent, accelerator: &str) -> Worker {
+    worker_builder(model, agent, accelerator).start()
+}
+
+fn worker_builder(model: &std::path::Path, agent: &Agent, accelerator: &str) -> WorkerBuilder {
     WorkerBuilder::new(artifact("edge-inference"), model)
         .flag("agent", agent.report_addr.expect("report port").to_string())
         .flag("accelerator", accelerator)
@@ -129,7 +138,14 @@ fn worker(model: &std::path::Path, agent: &Agent, accelerator: &str) -> Worker {
         .flag("default-size", "64x64")
         .flag("max-steps", "1000")
         .flag("queue-capacity", "8")
-        .start()
+}
+
+/// (url, queue depth) of every endpoint in the scaler's inventory.
+fn inventory(scaler: &edge_testkit::Scaler) -> Vec<(String, u32)> {
+    let (status, body) = http::get(scaler.metrics_addr, INVENTORY_PATH).expect("GET /v1/endpoints");
+    assert_eq!(status, 200, "{body}");
+    let inventory: Inventory = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    inventory.endpoints.into_iter().map(|e| (e.url, e.queue_depth)).collect()
 }
 
 /// `n` prompts at once, each answered on its own thread.
@@ -210,7 +226,14 @@ fn a_burst_wakes_only_its_accelerator_and_the_scaler_survives_an_agent_restart()
     let model = dir.path().join("tiny");
     let out = std::process::Command::new(artifact("edge-inference")).arg("tiny-model").arg(&model).output().unwrap();
     assert!(out.status.success(), "tiny-model: {}", String::from_utf8_lossy(&out.stderr));
-    let nvidia = worker(&model, &agent, "nvidia");
+    // The nvidia worker tells devices where to find it (its own loopback address here; a node
+    // address and NodePort in Kubernetes).
+    let nvidia_addr = format!("127.0.0.1:{}", edge_testkit::free_port());
+    let nvidia_url = format!("http://{nvidia_addr}");
+    let nvidia = worker_builder(&model, &agent, "nvidia")
+        .flag("listen", nvidia_addr.as_str())
+        .flag("advertise-url", nvidia_url.as_str())
+        .start();
     let neuron_worker = worker(&model, &agent, "neuron");
     eventually(PATIENCE, "both idle workers at the agent", || {
         (agent_queue(&agent, "nvidia")? == 0.0 && agent_queue(&agent, "neuron")? == 0.0).then_some(())
@@ -228,11 +251,22 @@ fn a_burst_wakes_only_its_accelerator_and_the_scaler_survives_an_agent_restart()
     });
     assert!(!keda.is_active(&nv).unwrap() && !keda.is_active(&ne).unwrap());
     let (nv_pushes, ne_pushes) = (keda.stream_is_active(&nv), keda.stream_is_active(&ne));
+    eventually(PATIENCE, "the advertised worker, alone, in the inventory", || {
+        (inventory(&scaler) == [(nvidia_url.clone(), 0)]).then_some(())
+    });
+    let via_inventory: std::net::SocketAddr = nvidia_url.trim_start_matches("http://").parse().unwrap();
+    assert_eq!(http::get(via_inventory, "/readyz").unwrap().0, 200, "the listed URL reaches the worker");
 
     // Burst 1: one request runs, two wait.
     let requests = burst(&nvidia, 3);
     eventually(PATIENCE, "a true on the nvidia StreamIsActive", || (!nv_pushes.received().is_empty()).then_some(()));
     scaler_follows_queue(&keda, &nvidia, &nv, 2.0);
+    eventually(PATIENCE, "the inventory showing the worker's queue of 2", || {
+        let before = worker_queue(&nvidia)?;
+        let listed = inventory(&scaler);
+        let after = worker_queue(&nvidia)?;
+        (before == 2.0 && after == 2.0 && listed == [(nvidia_url.clone(), 2)]).then_some(())
+    });
     assert!(keda.is_active(&nv).unwrap(), "IsActive agrees with the push");
     assert_eq!(keda.metric(&ne).unwrap(), 0.0, "the neuron queue is untouched");
     assert!(!keda.is_active(&ne).unwrap(), "the neuron trigger stays inactive");

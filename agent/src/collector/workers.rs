@@ -201,6 +201,8 @@ fn worker_from(r: WorkerReport) -> Worker {
         capacity: r.capacity,
         latency_p50_seconds: r.latency_p50_seconds,
         latency_p99_seconds: r.latency_p99_seconds,
+        labels: r.labels,
+        endpoint: r.endpoint.unwrap_or_default(),
     }
 }
 

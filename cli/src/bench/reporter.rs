@@ -32,6 +32,8 @@ impl Reporter {
             capacity: 16,
             latency_p50_seconds: None,
             latency_p99_seconds: None,
+            labels: Default::default(),
+            endpoint: None,
         };
         let state = Arc::new(Mutex::new(report));
         let beat = Arc::clone(&state);

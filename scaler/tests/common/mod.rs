@@ -36,7 +36,20 @@ pub fn agent_builder(zone: &str) -> AgentBuilder {
 
 /// Reports one worker's queue to `agent` (what a worker does on every change).
 pub fn report(agent: &Agent, worker: &str, deployment: &str, accelerator: &str, queue: u32, in_flight: u32) {
-    let body = serde_json::json!({
+    report_with(agent, worker, deployment, accelerator, queue, in_flight, serde_json::json!({}));
+}
+
+/// [`report`] with extra report fields (`labels`, …) merged in.
+pub fn report_with(
+    agent: &Agent,
+    worker: &str,
+    deployment: &str,
+    accelerator: &str,
+    queue: u32,
+    in_flight: u32,
+    extra: serde_json::Value,
+) {
+    let mut body = serde_json::json!({
         "worker_id": worker,
         "pod": worker,
         "namespace": NS,
@@ -45,9 +58,11 @@ pub fn report(agent: &Agent, worker: &str, deployment: &str, accelerator: &str, 
         "queue_depth": queue,
         "in_flight": in_flight,
         "capacity": 16,
-    })
-    .to_string();
-    let (status, reply) = agent.report(&body);
+    });
+    for (k, v) in extra.as_object().expect("extra fields are an object") {
+        body[k] = v.clone();
+    }
+    let (status, reply) = agent.report(&body.to_string());
     assert_eq!(status, 204, "report refused: {reply}");
 }
 

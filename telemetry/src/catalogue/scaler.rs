@@ -20,7 +20,7 @@ pub const AGENTS_STALE: Metric = Metric::gauge(
 );
 /// Worker groups (accelerator, namespace, Deployment) known.
 pub const WORKER_GROUPS: Metric =
-    Metric::gauge("edge_scaler_worker_groups", "Worker groups (accelerator, namespace, Deployment) known");
+    Metric::gauge("edge_scaler_worker_groups", "Worker groups (accelerator, namespace, Deployment, labels) known");
 /// Snapshot messages received from agents, heartbeats included.
 pub const SNAPSHOTS: Metric = Metric::counter("edge_scaler_snapshots", "Snapshot messages received from agents");
 /// Agent streams that failed or ended (each is followed by a reconnect).

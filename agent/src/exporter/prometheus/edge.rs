@@ -127,4 +127,24 @@ mod tests {
         assert!(!out.contains("edge_worker_latency_p50_seconds"), "no worker reported p50: {out}");
         assert!(!out.contains("worker_id") && !out.contains("\"a\""), "{out}");
     }
+
+    #[test]
+    fn worker_labels_never_become_metric_labels() {
+        let labelled = |id: &str, tier: &str| Worker {
+            labels: [("tier".to_owned(), tier.to_owned()), ("app.kubernetes.io/name".to_owned(), "sd".to_owned())]
+                .into(),
+            ..worker(id, "sd-nvidia", 1, None)
+        };
+        let snapshot =
+            NodeSnapshot { workers: vec![labelled("a", "gold"), labelled("b", "batch")], ..Default::default() };
+        let mut s = Samples::default();
+        add(&mut s, &snapshot);
+        let out = s.encode();
+        // Workers with different labels still sum into the one bounded series.
+        let l = r#"accelerator="nvidia",namespace="inference",deployment="sd-nvidia""#;
+        assert!(out.contains(&format!("edge_worker_queue_depth{{{l}}} 2")), "{out}");
+        for needle in ["tier", "gold", "batch", "app_kubernetes_io_name"] {
+            assert!(!out.contains(needle), "{needle} leaked into /metrics: {out}");
+        }
+    }
 }

@@ -5,7 +5,8 @@ flags); EDGE_* environment variables for what the downward API fills in.
   edge-agent:     agent/src/config.rs
   edge-scaler:    scaler/src/config.rs
   edge-inference: inference/src/config.rs (issue 4: serve --model-dir --listen --agent
-                  --queue-capacity --drain-timeout; deployment, pod, namespace from the environment)
+                  --queue-capacity --drain-timeout; deployment, pod, namespace, labels from the
+                  environment)
 */}}
 
 {{/* edge-agent: (dict "root" $ "group" $group). */}}
@@ -100,6 +101,10 @@ flags); EDGE_* environment variables for what the downward API fills in.
   value: {{ .workload.name | quote }}
 - name: EDGE_INFERENCE_ACCELERATOR
   value: {{ .workload.accelerator | quote }}
+# The pod's labels, reported with every queue report: a trigger's labelSelector matches on them.
+# Rendered here because the downward API only hands out single labels (or a file of all).
+- name: EDGE_INFERENCE_LABELS
+  value: {{ include "edge-diffusion.inference.labelsFlag" . | quote }}
 - name: POD_NAME
   valueFrom:
     fieldRef:
@@ -108,6 +113,16 @@ flags); EDGE_* environment variables for what the downward API fills in.
   valueFrom:
     fieldRef:
       fieldPath: metadata.namespace
+{{- with .workload.nodePort }}
+# The node's address and the Service's NodePort: what devices connect to, published by the scaler's
+# endpoint inventory. (With a NodePort Kubernetes picks, the chart cannot know it: not advertised.)
+- name: HOST_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.hostIP
+- name: EDGE_INFERENCE_ADVERTISE_URL
+  value: "http://$(HOST_IP):{{ . }}"
+{{- end }}
 # candle's CPU thread pool follows the container's CPU limit, not the node's cores.
 - name: RAYON_NUM_THREADS
   valueFrom:
@@ -118,4 +133,14 @@ flags); EDGE_* environment variables for what the downward API fills in.
 {{- with .root.Values.inference.extraEnv }}
 {{ toYaml . }}
 {{- end }}
+{{- end }}
+
+{{/* The worker pods' labels as KEY=VALUE,KEY=VALUE (sorted): (dict "root" $ "workload" $w). */}}
+{{- define "edge-diffusion.inference.labelsFlag" -}}
+{{- $labels := fromJson (include "edge-diffusion.inference.podLabels" (dict "root" .root "workload" .workload)) }}
+{{- $pairs := list }}
+{{- range $k, $v := $labels }}
+{{- $pairs = append $pairs (printf "%s=%s" $k $v) }}
+{{- end }}
+{{- join "," $pairs }}
 {{- end }}

@@ -30,6 +30,24 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
+{{/*
+Labels of a worker pod, as JSON: the selector labels, workload and accelerator, plus
+inference.podLabels (which may not override them). (dict "root" $ "workload" $w).
+*/}}
+{{- define "edge-diffusion.inference.podLabels" -}}
+{{- $own := fromYaml (include "edge-diffusion.selectorLabels" (dict "root" .root "component" "inference")) }}
+{{- $_ := set $own "edge-diffusion.io/workload" .workload.name }}
+{{- $_ := set $own "edge-diffusion.io/accelerator" .workload.accelerator }}
+{{- $labels := deepCopy $own }}
+{{- range $k, $v := .root.Values.inference.podLabels }}
+{{- if hasKey $own $k }}
+{{- fail (printf "inference.podLabels: %q is one of the chart's own pod labels; choose another key" $k) }}
+{{- end }}
+{{- $_ := set $labels $k (toString $v) }}
+{{- end }}
+{{- toJson $labels }}
+{{- end }}
+
 {{/* An image reference: (dict "root" $ "image" .Values.image.edge). */}}
 {{- define "edge-diffusion.image" -}}
 {{- $repo := required "an image repository is empty: set it in values (image.*, accelerators.<type>.image or volcano.image)" .image.repository }}
@@ -102,7 +120,9 @@ Local Zones, checked: the list of zone names when localZone.enabled, else empty.
 {{/*
 Workloads: one per enabled accelerator type in the region, plus one per (Local Zone, accelerator
 type) pair. Each becomes a Deployment, a NodePort Service and a ScaledObject, and its name is the
-`deployment` the workers report and the trigger selects. Returns {"items": [...]} as JSON.
+`deployment` the workers report and the trigger selects. `nodePort` is the fixed NodePort when
+values give one (the workers then advertise it in the endpoint inventory), else null. Returns
+{"items": [...]} as JSON.
 */}}
 {{- define "edge-diffusion.workloads" -}}
 {{- $full := include "edge-diffusion.fullname" . }}
@@ -111,14 +131,15 @@ type) pair. Each becomes a Deployment, a NodePort Service and a ScaledObject, an
 {{- range $acc := list "nvidia" "neuron" "cpu" }}
 {{- $spec := index $.Values.accelerators $acc }}
 {{- if $spec.enabled }}
-{{- $items = append $items (dict "name" (printf "%s-%s" $full $acc) "accelerator" $acc "zone" "" "excludeZones" $zones "scaling" $spec.scaling) }}
+{{- $items = append $items (dict "name" (printf "%s-%s" $full $acc) "accelerator" $acc "zone" "" "excludeZones" $zones "scaling" $spec.scaling "nodePort" $spec.nodePort) }}
 {{- end }}
 {{- end }}
 {{- range $zone := $zones }}
 {{- range $acc := $.Values.localZone.accelerators }}
 {{- $scaling := merge (deepCopy $.Values.localZone.scaling) (deepCopy (index $.Values.accelerators $acc "scaling")) }}
 {{- $name := printf "%s-%s-%s" $full $acc $zone | trunc 63 | trimSuffix "-" }}
-{{- $items = append $items (dict "name" $name "accelerator" $acc "zone" $zone "excludeZones" (list) "scaling" $scaling) }}
+{{- $nodePort := dig $zone $acc nil $.Values.localZone.nodePorts }}
+{{- $items = append $items (dict "name" $name "accelerator" $acc "zone" $zone "excludeZones" (list) "scaling" $scaling "nodePort" $nodePort) }}
 {{- end }}
 {{- end }}
 {{- toJson (dict "items" $items) }}

@@ -125,7 +125,8 @@ fn workers_are_summed_per_deployment_with_their_own_accelerator() {
             ..Default::default()
         }),
         workers: vec![
-            w("a", "sd-cpu", "cpu", 2, Some(1.5)),
+            // Labels never become dimensions (each distinct set would be a new, billed metric).
+            Worker { labels: [("tier".to_owned(), "gold".to_owned())].into(), ..w("a", "sd-cpu", "cpu", 2, Some(1.5)) },
             w("b", "sd-cpu", "cpu", 3, Some(2.5)),
             w("c", "sd-gpu", "nvidia", 7, None),
         ],
@@ -145,6 +146,7 @@ fn workers_are_summed_per_deployment_with_their_own_accelerator() {
     assert_eq!(value(&s, "node_memory_utilization", &[]), Some(25.0));
     assert_eq!(value(&s, "edge_agent_up", &[]), Some(1.0));
     assert!(!s.iter().any(|(k, _)| k.dimensions.iter().any(|(_, v)| v == "a" || v == "b")), "no worker ids");
+    assert!(!s.iter().any(|(k, _)| k.dimensions.iter().any(|(n, v)| *n == "tier" || v == "gold")), "no labels");
 }
 
 #[test]

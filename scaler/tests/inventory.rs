@@ -1,0 +1,78 @@
+//! The endpoint inventory through real processes: `edge-agent`s fed by
+//! reporting workers (one advertising an endpoint, one not), a real
+//! `edge-scaler` following them, and `GET /v1/endpoints` on its HTTP port.
+
+mod common;
+
+use common::*;
+use edge_telemetry::inventory::{INVENTORY_PATH, Inventory, InventoryError};
+use edge_testkit::http;
+use serde_json::json;
+
+fn get(scaler: &Scaler, query: &str) -> (u16, String) {
+    http::get(scaler.metrics_addr, &format!("{INVENTORY_PATH}{query}")).expect("GET /v1/endpoints")
+}
+
+fn urls(scaler: &Scaler, query: &str) -> Vec<String> {
+    let (status, body) = get(scaler, query);
+    assert_eq!(status, 200, "{body}");
+    let inventory: Inventory = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    inventory.endpoints.into_iter().map(|e| e.url).collect()
+}
+
+#[test]
+fn lists_advertised_workers_of_fresh_agents_least_loaded_first() {
+    let (a, b) = (start_agent("zone-a"), start_agent("zone-b"));
+    let busy = json!({"endpoint": "http://10.0.3.7:30080", "latency_p50_seconds": 0.8});
+    report_with(&a, "w1", "sd-cpu", "cpu", 3, 1, busy.clone());
+    report(&a, "w2", "sd-cpu", "cpu", 0, 0); // serves, but advertises no endpoint
+    report_with(&b, "w3", "sd-nvidia", "nvidia", 0, 1, json!({"endpoint": "http://10.0.4.9:30081"}));
+    let agents = format!("{},{}", a.addr, b.addr);
+    let scaler = Scaler::start(&[("agents", agents), ("stale-after", "1s".into())], &[]);
+
+    edge_testkit::eventually(PATIENCE, "both advertised workers in the inventory", || {
+        (urls(&scaler, "") == ["http://10.0.4.9:30081", "http://10.0.3.7:30080"]).then_some(())
+    });
+    let (_, body) = get(&scaler, "");
+    let w1 = &serde_json::from_str::<serde_json::Value>(&body).unwrap()["endpoints"][1];
+    assert_eq!(
+        w1,
+        &json!({
+            "url": "http://10.0.3.7:30080", "accelerator": "cpu", "zone": "zone-a", "node": "node-zone-a",
+            "namespace": NS, "deployment": "sd-cpu", "pod": "w1", "queue_depth": 3, "in_flight": 1,
+            "capacity": 16, "latency_p50_seconds": 0.8, "latency_p99_seconds": null
+        }),
+        "{body}"
+    );
+
+    // Filters and the page size.
+    assert_eq!(urls(&scaler, "?accelerator=cpu"), ["http://10.0.3.7:30080"]);
+    assert_eq!(urls(&scaler, "?zone=zone-b"), ["http://10.0.4.9:30081"]);
+    assert_eq!(urls(&scaler, "?accelerator=cpu&zone=zone-b"), Vec::<String>::new());
+    assert_eq!(urls(&scaler, "?limit=1"), ["http://10.0.4.9:30081"]);
+    for (query, param, needle) in [
+        ("?accelerator=tpu", "accelerator", "nvidia, neuron, cpu"),
+        ("?limit=5000", "limit", "1..=1000"),
+        ("?region=west", "region", "accelerator, zone, limit"),
+    ] {
+        let (status, body) = get(&scaler, query);
+        assert_eq!(status, 400, "{query}: {body}");
+        let err: InventoryError = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        assert_eq!(err.param, param, "{query}");
+        assert!(err.error.contains(needle), "{query}: {body}");
+    }
+
+    // Load changes reorder the answer.
+    report_with(&b, "w3", "sd-nvidia", "nvidia", 16, 0, json!({"endpoint": "http://10.0.4.9:30081"}));
+    edge_testkit::eventually(PATIENCE, "the busier worker last", || {
+        (urls(&scaler, "") == ["http://10.0.3.7:30080", "http://10.0.4.9:30081"]).then_some(())
+    });
+    // A worker that stops advertising (draining) leaves at once ...
+    report(&a, "w1", "sd-cpu", "cpu", 3, 1);
+    edge_testkit::eventually(PATIENCE, "the draining worker gone", || {
+        (urls(&scaler, "") == ["http://10.0.4.9:30081"]).then_some(())
+    });
+    // ... and an agent that goes silent takes its workers along once it is stale.
+    drop(b);
+    edge_testkit::eventually(PATIENCE, "the silent agent's worker gone", || urls(&scaler, "").is_empty().then_some(()));
+}

@@ -1,0 +1,140 @@
+//! The endpoint inventory: the inference endpoints the scaler knows, for user
+//! devices to pick the closest, least-loaded one.
+//!
+//! Wire format: `GET /v1/endpoints[?accelerator=…&zone=…&limit=…]` on the
+//! scaler's HTTP port, answered with [`Inventory`] as JSON, or `400` with
+//! [`InventoryError`]. Devices may deserialise these types directly.
+
+use serde::{Deserialize, Serialize};
+
+use crate::AcceleratorType;
+
+/// The path the scaler serves the inventory on.
+pub const INVENTORY_PATH: &str = "/v1/endpoints";
+
+/// Endpoints per answer when the request names no `limit`.
+pub const DEFAULT_LIMIT: usize = 100;
+
+/// Most endpoints one answer holds (`limit` above it is refused).
+pub const MAX_LIMIT: usize = 1000;
+
+/// Query parameter: only endpoints of this accelerator type.
+pub const PARAM_ACCELERATOR: &str = "accelerator";
+/// Query parameter: only endpoints whose node is in this zone.
+pub const PARAM_ZONE: &str = "zone";
+/// Query parameter: at most this many endpoints (1..=[`MAX_LIMIT`]).
+pub const PARAM_LIMIT: &str = "limit";
+/// Every query parameter.
+pub const PARAMS: [&str; 3] = [PARAM_ACCELERATOR, PARAM_ZONE, PARAM_LIMIT];
+
+/// The answer: ready endpoints of fresh agents, least loaded first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Inventory {
+    /// Ordered by [`Endpoint::load`], then median latency.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// One worker a device can send requests to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// Where to send requests (the worker's advertised `endpoint`).
+    pub url: String,
+    /// The device the worker runs on.
+    pub accelerator: AcceleratorType,
+    /// The node's zone (empty when its agent was given none).
+    pub zone: String,
+    /// The node's name.
+    pub node: String,
+    /// The worker's namespace.
+    pub namespace: String,
+    /// The worker's Deployment.
+    pub deployment: String,
+    /// The worker's pod.
+    pub pod: String,
+    /// Requests waiting.
+    pub queue_depth: u32,
+    /// Requests running.
+    pub in_flight: u32,
+    /// Requests the worker accepts in total.
+    pub capacity: u32,
+    /// Recent median latency; `null` when the worker reported none.
+    pub latency_p50_seconds: Option<f64>,
+    /// Recent 99th percentile latency; `null` when the worker reported none.
+    pub latency_p99_seconds: Option<f64>,
+}
+
+impl Endpoint {
+    /// (queued + running) / capacity; a worker without capacity counts as
+    /// infinitely loaded (it accepts nothing).
+    pub fn load(&self) -> f64 {
+        if self.capacity == 0 {
+            return f64::INFINITY;
+        }
+        f64::from(self.queue_depth.saturating_add(self.in_flight)) / f64::from(self.capacity)
+    }
+}
+
+/// A refused request: the parameter at fault and what is allowed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{param}: {error}")]
+pub struct InventoryError {
+    /// What is wrong and what is allowed.
+    pub error: String,
+    /// The query parameter at fault.
+    pub param: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(queue: u32, in_flight: u32, capacity: u32) -> Endpoint {
+        Endpoint {
+            url: "http://10.0.0.1:30080".into(),
+            accelerator: AcceleratorType::Cpu,
+            zone: String::new(),
+            node: "n".into(),
+            namespace: "ns".into(),
+            deployment: "sd".into(),
+            pod: "sd-0".into(),
+            queue_depth: queue,
+            in_flight,
+            capacity,
+            latency_p50_seconds: None,
+            latency_p99_seconds: Some(2.0),
+        }
+    }
+
+    #[test]
+    fn load_is_the_share_of_capacity_in_use() {
+        assert_eq!(endpoint(3, 1, 8).load(), 0.5);
+        assert_eq!(endpoint(0, 0, 8).load(), 0.0);
+        assert_eq!(endpoint(0, 0, 0).load(), f64::INFINITY);
+    }
+
+    #[test]
+    fn the_json_shape_is_the_documented_one() {
+        let json = serde_json::to_value(Inventory { endpoints: vec![endpoint(3, 1, 8)] }).unwrap();
+        let keys: Vec<&str> = json["endpoints"][0].as_object().unwrap().keys().map(String::as_str).collect();
+        let mut expected = [
+            "url",
+            "accelerator",
+            "zone",
+            "node",
+            "namespace",
+            "deployment",
+            "pod",
+            "queue_depth",
+            "in_flight",
+            "capacity",
+            "latency_p50_seconds",
+            "latency_p99_seconds",
+        ];
+        expected.sort_unstable();
+        let mut keys = keys;
+        keys.sort_unstable();
+        assert_eq!(keys, expected);
+        assert_eq!(json["endpoints"][0]["accelerator"], "cpu");
+        assert!(json["endpoints"][0]["latency_p50_seconds"].is_null(), "absent, not 0");
+    }
+}
