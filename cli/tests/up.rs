@@ -180,7 +180,18 @@ fn missing_binaries_name_the_build_command() {
     let cache = tempfile::tempdir().unwrap();
     let cmd = up_command(cache.path());
     let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
-    let out = Command::new(&alone).args(args).env("XDG_CACHE_HOME", cache.path()).output().unwrap();
+    // Another test thread may fork while our copy's write handle is open; the
+    // child holds it until it execs, and exec of the copy fails with "text
+    // file busy" meanwhile. That is a race of this test, not of `up`: retry.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let out = loop {
+        match Command::new(&alone).args(&args).env("XDG_CACHE_HOME", cache.path()).output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            result => break result.unwrap(),
+        }
+    };
     let err = one_line_failure(out);
     assert!(err.contains("edge-agent not found") && err.contains("cargo build --workspace"), "{err}");
 }
