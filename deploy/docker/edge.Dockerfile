@@ -8,7 +8,7 @@
 #   docker buildx build -f deploy/docker/edge.Dockerfile --target agent-neuron --platform linux/amd64 \
 #     -t $REGISTRY/edge-diffusion/edge-agent-neuron:$TAG --push .
 
-ARG RUST_IMAGE=rust:1.88-bookworm
+ARG RUST_IMAGE=rust:1.94-bookworm
 
 FROM --platform=$BUILDPLATFORM ${RUST_IMAGE} AS build
 ARG TARGETARCH

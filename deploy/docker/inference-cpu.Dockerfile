@@ -4,7 +4,7 @@
 #   docker buildx build -f deploy/docker/inference-cpu.Dockerfile --platform linux/amd64,linux/arm64 \
 #     -t $REGISTRY/edge-diffusion/edge-inference:$TAG --push .
 
-ARG RUST_IMAGE=rust:1.88-bookworm
+ARG RUST_IMAGE=rust:1.94-bookworm
 
 FROM --platform=$BUILDPLATFORM ${RUST_IMAGE} AS build
 ARG TARGETARCH

@@ -6,7 +6,7 @@
 #     --build-arg CUDA_COMPUTE_CAP=86 -t $REGISTRY/edge-diffusion/edge-inference-cuda:$TAG --push .
 
 ARG CUDA_VERSION=12.4.1
-ARG RUST_IMAGE=rust:1.88-bookworm
+ARG RUST_IMAGE=rust:1.94-bookworm
 
 FROM ${RUST_IMAGE} AS rust
 

@@ -138,3 +138,36 @@ fn the_chart_runs_the_paths_the_images_provide() {
         );
     }
 }
+
+/// `major.minor` of a version string such as `1.94` or `1.94.1`.
+fn major_minor(v: &str) -> (u32, u32) {
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or_else(|_| panic!("not a version: {v}")));
+    (parts.next().unwrap(), parts.next().unwrap_or(0))
+}
+
+/// Cargo refuses to build a package whose `rust-version` is newer than the
+/// toolchain, so a builder image older than the workspace's MSRV is an image
+/// that cannot be built — and nothing else here runs `docker build`.
+#[test]
+fn builder_images_meet_the_workspace_rust_version() {
+    let toml = std::fs::read_to_string(repo_root().join("Cargo.toml")).unwrap();
+    let msrv = toml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("rust-version = "))
+        .map(|v| v.trim_matches('"').to_owned())
+        .expect("rust-version in the workspace Cargo.toml");
+    for f in DOCKERFILES {
+        let image = instructions(&read(f))
+            .into_iter()
+            .find_map(|(ins, args)| {
+                (ins == "ARG").then(|| args.strip_prefix("RUST_IMAGE=").map(str::to_owned)).flatten()
+            })
+            .unwrap_or_else(|| panic!("{f}: no ARG RUST_IMAGE=..."));
+        let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or_else(|| panic!("{f}: {image} has no tag"));
+        let version = tag.split('-').next().unwrap();
+        assert!(
+            major_minor(version) >= major_minor(&msrv),
+            "{f}: builder {image} is older than the workspace's rust-version {msrv}"
+        );
+    }
+}
