@@ -1,7 +1,8 @@
 //! The agent's footprint on a busy node, against an idle agent in the same run.
 //!
-//! Run with `scripts/bench-agent` (it builds the release fake NVML library
-//! first), or: `cargo build --release -p fake-nvml && cargo bench -p edge-agent --bench footprint`.
+//! Run with `scripts/bench-agent` (the agent image's size-optimised `daemon`
+//! profile; it builds the fake NVML library there first), or:
+//! `cargo build --profile daemon -p fake-nvml && cargo bench --profile daemon -p edge-agent --bench footprint`.
 //!
 //! Two real `edge-agent` processes at a 1 s tick:
 //! - idle: /proc and the report intake only, nobody reporting;

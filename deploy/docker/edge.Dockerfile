@@ -29,9 +29,10 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target,id=edge-target-${TARGETARCH} \
-    cargo build --locked --release --target "$(cat /rust-target)" -p edge-agent -p edge-scaler \
+    cargo build --locked --profile daemon --target "$(cat /rust-target)" -p edge-agent \
+ && cargo build --locked --release --target "$(cat /rust-target)" -p edge-scaler \
  && mkdir -p /out \
- && cp "target/$(cat /rust-target)/release/edge-agent" "target/$(cat /rust-target)/release/edge-scaler" /out/
+ && cp "target/$(cat /rust-target)/daemon/edge-agent" "target/$(cat /rust-target)/release/edge-scaler" /out/
 
 FROM gcr.io/distroless/cc-debian12:nonroot AS edge
 COPY --from=build /out/edge-agent /usr/local/bin/edge-agent
