@@ -159,6 +159,8 @@ async fn start(
         format!("--namespace={NAMESPACE}"),
         "--worker-id=local-cpu-0".to_owned(),
         "--drain-timeout=15s".to_owned(),
+        // So the scaler's endpoint inventory (/v1/endpoints) lists it, as in a cluster.
+        format!("--advertise-url=http://{}", args.api),
     ];
     if model.tiny {
         // The tiny model draws noise at any size: keep requests small and quick.

@@ -111,6 +111,19 @@ fn up_serves_the_printed_url_shows_the_scaler_and_stops_on_ctrl_c() {
         (status == 200 && metrics.contains("edge_worker_queue_depth{")).then_some(())
     });
 
+    // The scaler's endpoint inventory lists the worker at the printed API address.
+    let scaler_metrics = seen.iter().find(|l| l.contains("(scaler)")).expect("the scaler's /metrics on a line").clone();
+    let scaler_http: SocketAddr = scaler_metrics
+        .split_whitespace()
+        .filter(|w| w.starts_with("http://"))
+        .nth(1)
+        .and_then(|u| u.trim_start_matches("http://").split('/').next()?.parse().ok())
+        .expect("the scaler's HTTP address");
+    edge_testkit::eventually(PATIENCE, "the worker in the scaler's /v1/endpoints", || {
+        let (status, body) = http::get(scaler_http, "/v1/endpoints").ok()?;
+        (status == 200 && body.contains(&format!("\"url\":\"http://{api}\""))).then_some(())
+    });
+
     // The live line: the CPU worker as the scaler (and KEDA) sees it.
     read_until(&rx, &mut seen, "a status line", |l| l.starts_with("queue  cpu 0 inactive"));
 
