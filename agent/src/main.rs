@@ -30,7 +30,7 @@ fn one_malloc_arena() {
 
 async fn agent() -> std::process::ExitCode {
     let config = Config::parse();
-    init_tracing(config.log_format);
+    edge_telemetry::daemon::init_tracing("EDGE_AGENT_LOG", config.log_format == LogFormat::Json);
     let settings = match config.validate() {
         Ok(s) => s,
         Err(e) => {
@@ -39,7 +39,7 @@ async fn agent() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    match edge_agent::run(settings, shutdown_signal()).await {
+    match edge_agent::run(settings, edge_telemetry::daemon::shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             let e = anyhow::Error::from(e);
@@ -47,32 +47,5 @@ async fn agent() -> std::process::ExitCode {
             eprintln!("edge-agent: {e:#}");
             std::process::ExitCode::FAILURE
         }
-    }
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("EDGE_AGENT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; Ctrl-C only");
-            let _ = ctrl_c.await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
     }
 }

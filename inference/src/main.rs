@@ -17,13 +17,7 @@ fn main() -> anyhow::Result<()> {
         // this variable when they size their pools.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("EDGE_INFERENCE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    edge_telemetry::daemon::init_tracing("EDGE_INFERENCE_LOG", false);
     match cli.command {
         Command::TinyModel { dir } => {
             edge_inference::tiny::write(&dir).with_context(|| format!("writing the tiny model to {}", dir.display()))

@@ -10,6 +10,7 @@
 
 pub mod accelerator;
 pub mod catalogue;
+pub mod daemon;
 pub mod inventory;
 pub mod labels;
 pub mod report;
