@@ -1,5 +1,6 @@
 //! Command-line flags (each also an `EDGE_AGENT_*` variable) and their checks.
 
+pub use edge_telemetry::daemon::LogFormat;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -133,15 +134,6 @@ impl HostnameLabel {
             Self::Lowercase => "hostname",
         }
     }
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// A flag whose value is not allowed; the message names the flag.

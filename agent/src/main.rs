@@ -1,7 +1,7 @@
 //! `edge-agent`: parse flags, set up logging, run until SIGTERM or Ctrl-C.
 
 use clap::Parser;
-use edge_agent::config::{Config, LogFormat};
+use edge_agent::config::Config;
 
 fn main() -> std::process::ExitCode {
     one_malloc_arena();
@@ -30,7 +30,7 @@ fn one_malloc_arena() {
 
 async fn agent() -> std::process::ExitCode {
     let config = Config::parse();
-    edge_telemetry::daemon::init_tracing("EDGE_AGENT_LOG", config.log_format == LogFormat::Json);
+    edge_telemetry::daemon::init_tracing("EDGE_AGENT_LOG", config.log_format);
     let settings = match config.validate() {
         Ok(s) => s,
         Err(e) => {

@@ -17,7 +17,7 @@ fn main() -> anyhow::Result<()> {
         // this variable when they size their pools.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
     }
-    edge_telemetry::daemon::init_tracing("EDGE_INFERENCE_LOG", false);
+    edge_telemetry::daemon::init_tracing("EDGE_INFERENCE_LOG", edge_telemetry::daemon::LogFormat::Text);
     match cli.command {
         Command::TinyModel { dir } => {
             edge_inference::tiny::write(&dir).with_context(|| format!("writing the tiny model to {}", dir.display()))

@@ -1,10 +1,11 @@
 //! Command-line flags (each also an `EDGE_SCALER_*` variable) and their checks.
 
+pub use edge_telemetry::daemon::LogFormat;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 
 /// The KEDA external scaler of edge-diffusion.
 ///
@@ -75,15 +76,6 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "EDGE_SCALER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// A flag whose value is not allowed; the message names the flag.

@@ -1,12 +1,12 @@
 //! `edge-scaler`: parse flags, set up logging, run until SIGTERM or Ctrl-C.
 
 use clap::Parser;
-use edge_scaler::config::{Config, LogFormat};
+use edge_scaler::config::Config;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config = Config::parse();
-    edge_telemetry::daemon::init_tracing("EDGE_SCALER_LOG", config.log_format == LogFormat::Json);
+    edge_telemetry::daemon::init_tracing("EDGE_SCALER_LOG", config.log_format);
     // kube's HTTPS client asks rustls for the process default provider; with both ring
     // and aws-lc-rs compiled into the workspace rustls cannot pick one, so pick ring
     // (what tonic's TLS uses here) before anything builds a TLS config.

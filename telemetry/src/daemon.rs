@@ -2,18 +2,26 @@
 //! stderr filtered by its own `EDGE_*_LOG` variable, and one shutdown signal
 //! for SIGTERM (Kubernetes) and Ctrl-C (a terminal).
 
+/// Log output format (each daemon's `--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// Installs the global `tracing` subscriber: stderr, level filter from the
 /// environment variable `filter_env` (default `info`), colours only on a
-/// terminal, one JSON object per line when `json`.
-pub fn init_tracing(filter_env: &str, json: bool) {
+/// terminal.
+pub fn init_tracing(filter_env: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env(filter_env)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
     }
 }
 
