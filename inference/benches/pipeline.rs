@@ -60,7 +60,7 @@ fn model_only(model: &Model) -> f64 {
         let (s50, s90, _) = stats(step_times);
         let (t50, t90, _) = stats(totals);
         println!(
-            "{side}x{side} {steps} steps (CFG): step p50 {} p90 {} | whole request p50 {} p90 {} | rest (text+decode+png) ≈ {}",
+            "{side}x{side} {steps} steps (CFG): step p50 {} p90 {} | whole request p50 {} p90 {} | rest (text encoder + VAE decode) ≈ {}",
             ms(s50),
             ms(s90),
             ms(t50),
@@ -74,8 +74,8 @@ fn model_only(model: &Model) -> f64 {
         model.generate(&params(64, 1, i), |_| ControlFlow::Continue(())).unwrap();
         one.push(t.elapsed().as_secs_f64());
     }
-    let (p50, _, _) = stats(one);
-    println!("64x64 1 step: whole request p50 {}", ms(p50));
+    let (p50, p90, _) = stats(one);
+    println!("64x64 1 step: whole request p50 {} p90 {}", ms(p50), ms(p90));
     p50
 }
 
@@ -111,8 +111,37 @@ fn main() {
     for i in 0..5 {
         common::request(w.addr, "POST", "/generate", &body(i)).unwrap();
     }
-    // One client: whatever the client sees beyond the model's time is overhead.
-    let (mut overhead, mut model_t) = (Vec::new(), Vec::new());
+    // The baseline: the same client's round trip on a fresh connection to an
+    // endpoint that does no work. What a generation adds beyond it is ours.
+    // Asked back to back, and again after a pause as long as a generation:
+    // a client and a server that sat idle that long wake up slower (on this
+    // VM by several hundred µs), and a generation's client has always waited.
+    let floor = |pause: std::time::Duration| {
+        let v: Vec<f64> = (0..60)
+            .map(|_| {
+                std::thread::sleep(pause);
+                let t = Instant::now();
+                let r = common::request(w.addr, "GET", "/healthz", "").unwrap();
+                assert_eq!(r.status, 200);
+                t.elapsed().as_secs_f64()
+            })
+            .collect();
+        stats(v)
+    };
+    let (f50, f90, _) = floor(std::time::Duration::ZERO);
+    let (i50, i90, _) = floor(std::time::Duration::from_secs_f64(model_p50));
+    println!(
+        "baseline: GET /healthz round trip (connect + HTTP, no work) back to back p50 {} p90 {} | after a {} pause p50 {} p90 {}",
+        ms(f50),
+        ms(f90),
+        ms(model_p50),
+        ms(i50),
+        ms(i90)
+    );
+    // One client: whatever the client sees beyond the model's time is
+    // overhead; Server-Timing's total splits it into the worker's share
+    // (parse, admit, hand to the runner and back, encode) and the network's.
+    let (mut overhead, mut worker, mut model_t) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..60 {
         let t = Instant::now();
         let r = common::request(w.addr, "POST", "/generate", &body(i)).unwrap();
@@ -120,15 +149,20 @@ fn main() {
         assert_eq!(r.status, 200);
         model_t.push(timing(&r, "model"));
         overhead.push(total - timing(&r, "model"));
+        worker.push(timing(&r, "total") - timing(&r, "queue") - timing(&r, "model"));
     }
     let (o50, o90, _) = stats(overhead);
+    let (w50, w90, _) = stats(worker);
     let (m50, _, _) = stats(model_t);
     println!(
-        "sequential: model p50 {} | HTTP+queue overhead p50 {} p90 {} (ratio to model {:.4})",
+        "sequential: model p50 {} | HTTP+queue overhead p50 {} p90 {} (ratio to model {:.4}, to the paused baseline {:.2}x) | in the worker p50 {} p90 {}",
         ms(m50),
         ms(o50),
         ms(o90),
-        o50 / m50
+        o50 / m50,
+        o50 / i50,
+        ms(w50),
+        ms(w90)
     );
 
     for clients in [4usize, 16] {
@@ -146,21 +180,27 @@ fn main() {
                                 .to_string();
                         let r = common::request(addr, "POST", "/generate", &body).unwrap();
                         assert_eq!(r.status, 200, "{}", r.text());
-                        v.push((t.elapsed().as_secs_f64(), timing(&r, "queue"), timing(&r, "model")));
+                        v.push((
+                            t.elapsed().as_secs_f64(),
+                            timing(&r, "queue"),
+                            timing(&r, "model"),
+                            timing(&r, "total"),
+                        ));
                     }
                     v
                 })
             })
             .collect();
-        let results: Vec<(f64, f64, f64)> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        let results: Vec<(f64, f64, f64, f64)> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
         let wall = started.elapsed().as_secs_f64();
         let n = results.len() as f64;
         let model_sum: f64 = results.iter().map(|r| r.2).sum();
         let (lat50, lat90, _) = stats(results.iter().map(|r| r.0).collect());
         let (q50, _, _) = stats(results.iter().map(|r| r.1).collect());
         let (ov50, ov90, _) = stats(results.iter().map(|r| r.0 - r.1 - r.2).collect());
+        let (wk50, wk90, _) = stats(results.iter().map(|r| r.3 - r.1 - r.2).collect());
         println!(
-            "{clients} clients x {per_client}: {:.1} images/s (model alone {:.1}/s, ratio {:.3}) | latency p50 {} p90 {} | queue wait p50 {} | HTTP overhead (latency - queue - model) p50 {} p90 {} | runner busy {:.1}%",
+            "{clients} clients x {per_client}: {:.1} images/s (model alone {:.1}/s, ratio {:.3}) | latency p50 {} p90 {} | queue wait p50 {} | HTTP overhead (latency - queue - model) p50 {} p90 {}, in the worker p50 {} p90 {} | runner busy {:.1}%",
             n / wall,
             1.0 / model_p50,
             (n / wall) * model_p50,
@@ -169,6 +209,8 @@ fn main() {
             ms(q50),
             ms(ov50),
             ms(ov90),
+            ms(wk50),
+            ms(wk90),
             100.0 * model_sum / wall
         );
     }

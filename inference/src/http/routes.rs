@@ -46,14 +46,19 @@ pub async fn png(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
 }
 
 /// Where the time of a request went, sent as `Server-Timing` so clients
-/// (and the benchmark) can tell queue and HTTP overhead from model time.
+/// (and the benchmark) can tell queue and HTTP overhead from model time:
+/// `total` runs from the parsed request to the built response, so
+/// `total - queue - model` is the worker's own overhead and the client's
+/// latency minus `total` is the network's.
 struct Timing {
+    received: Instant,
     queue_ms: f64,
     model_ms: f64,
 }
 
 fn with_timing(mut response: Response, t: &Timing) -> Response {
-    let value = format!("queue;dur={:.3}, model;dur={:.3}", t.queue_ms, t.model_ms);
+    let total_ms = t.received.elapsed().as_secs_f64() * 1e3;
+    let value = format!("queue;dur={:.3}, model;dur={:.3}, total;dur={total_ms:.3}", t.queue_ms, t.model_ms);
     if let Ok(v) = HeaderValue::from_str(&value) {
         response.headers_mut().insert("server-timing", v);
     }
@@ -78,6 +83,7 @@ fn answer(state: &AppState, result: Result<Response, ApiError>) -> Response {
 }
 
 async fn generate(state: &AppState, body: &[u8], endpoint: Endpoint) -> Result<(Output, Timing), ApiError> {
+    let received = Instant::now();
     if state.queue.is_closed() {
         return Err(ApiError::Draining);
     }
@@ -95,7 +101,8 @@ async fn generate(state: &AppState, body: &[u8], endpoint: Endpoint) -> Result<(
     state.metrics.queue_wait_seconds.observe(waited.as_secs_f64());
     let out = engine::run(model, state.metrics.clone(), running, job, cancel.flag()).await?;
     state.metrics.request_seconds.observe(admitted.elapsed().as_secs_f64());
-    let timing = Timing { queue_ms: waited.as_secs_f64() * 1e3, model_ms: out.model_time.as_secs_f64() * 1e3 };
+    let timing =
+        Timing { received, queue_ms: waited.as_secs_f64() * 1e3, model_ms: out.model_time.as_secs_f64() * 1e3 };
     Ok((out, timing))
 }
 
