@@ -117,7 +117,10 @@ impl NeuronCollector {
             Phase::Disabled => (CollectorState::Absent, "disabled (--neuron-monitor is empty)".to_owned()),
             Phase::Absent(m) => (CollectorState::Absent, m.clone()),
             Phase::Down(m) => (CollectorState::Failing, m.clone()),
-            Phase::Starting => (CollectorState::Ok, String::new()),
+            // Not known yet: on a CPU node the spawn is about to fail with
+            // NotFound. Reporting Ok here made such a node's first CloudWatch
+            // sample look like an inf2 node's.
+            Phase::Starting => (CollectorState::Unspecified, "starting neuron-monitor".to_owned()),
             Phase::Running { since } => {
                 let quiet_since = s.last.as_ref().map_or(*since, |(at, _)| (*at).max(*since));
                 if fresh.is_none() && now.duration_since(quiet_since) > self.stale_after {
@@ -208,6 +211,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("no-neuron-monitor").display().to_string();
         let c = NeuronCollector::spawn(settings(Some(vec![missing.clone()]), &dir));
+        // The supervising task has not run yet: the state is not known, so
+        // neither "present" nor "absent".
+        assert_eq!(state(&c.latest()), CollectorState::Unspecified);
         let r = until("absent", || Some(c.latest()).filter(|r| state(r) == CollectorState::Absent)).await;
         assert!(r.health.message.contains(&missing), "{}", r.health.message);
         assert_eq!(r.health.errors, 0);

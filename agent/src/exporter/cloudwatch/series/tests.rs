@@ -207,4 +207,8 @@ fn a_node_keeps_its_accelerator_type_while_its_devices_report_nothing() {
     let idle = NodeSnapshot { neuron_devices: vec![NeuronDevice::default()], ..node_with(Absent, Absent) };
     assert_eq!(node_type(&idle), "neuron");
     assert_eq!(node_type(&node_with(Absent, Absent)), "cpu");
+    // neuron-monitor not spawned yet (a CPU node's is about to be found
+    // missing): nothing is sampled until it is known.
+    assert!(!super::collected(&node_with(Absent, CollectorState::Unspecified)));
+    assert!(super::collected(&node_with(Absent, Absent)));
 }
