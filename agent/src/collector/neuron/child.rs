@@ -241,6 +241,7 @@ fn handle_line(shared: &Arc<Mutex<Shared>>, line: &[u8]) {
     if text.is_empty() {
         return;
     }
+    let started = Instant::now();
     match report::parse(text) {
         Ok(report) => {
             let mut s = lock(shared);
@@ -249,7 +250,9 @@ fn handle_line(shared: &Arc<Mutex<Shared>>, line: &[u8]) {
             }
             s.errors += report.problems.len() as u64;
             let reading = s.totals.apply(report);
-            s.last = Some((Instant::now(), reading));
+            let now = Instant::now();
+            s.last = Some((now, reading));
+            s.last_duration = now - started;
         }
         Err(e) => bad_line(shared, &e.to_string()),
     }

@@ -78,6 +78,9 @@ struct Shared {
     phase: Phase,
     totals: totals::Totals,
     last: Option<(Instant, NeuronReading)>,
+    /// How long parsing and applying the last report took: this collector's
+    /// run (the child does the reading on its own clock).
+    last_duration: Duration,
     errors: u64,
     warnings: u64,
 }
@@ -98,6 +101,7 @@ impl NeuronCollector {
             phase,
             totals: totals::Totals::default(),
             last: None,
+            last_duration: Duration::ZERO,
             errors: 0,
             warnings: 0,
         }));
@@ -135,7 +139,9 @@ impl NeuronCollector {
             Phase::Disabled | Phase::Absent(_) => NeuronReading::default(),
             _ => fresh.map(|(_, r)| r.clone()).unwrap_or_default(),
         };
-        Reading { value, health: health(NAME, state, message, s.errors) }
+        let mut health = health(NAME, state, message, s.errors);
+        health.last_duration_seconds = s.last_duration.as_secs_f64();
+        Reading { value, health }
     }
 }
 
@@ -233,6 +239,7 @@ mod tests {
         let c = NeuronCollector::spawn(settings(Some(command), &dir));
         let r = until("the first report", || Some(c.latest()).filter(|r| r.value.cores.len() == 2)).await;
         assert_eq!(state(&r), CollectorState::Ok);
+        assert!(r.health.last_duration_seconds > 0.0, "the report's parse time is the collector's run");
         assert_eq!(r.value.runtimes[0].tag, "2817");
         let started = Instant::now();
         let r = until("the reading to go stale", || Some(c.latest()).filter(|r| r.value.cores.is_empty())).await;
