@@ -79,12 +79,9 @@ fn model_only(model: &Model) -> f64 {
     p50
 }
 
+/// A Server-Timing duration in seconds (NaN when missing).
 fn timing(r: &common::Response, key: &str) -> f64 {
-    let t = r.header("server-timing").unwrap_or_default();
-    t.split(',')
-        .find_map(|part| part.trim().strip_prefix(key)?.strip_prefix(";dur=")?.parse::<f64>().ok())
-        .unwrap_or(f64::NAN)
-        / 1e3
+    r.server_timing(key).unwrap_or(f64::NAN) / 1e3
 }
 
 fn main() {

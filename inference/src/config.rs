@@ -161,7 +161,7 @@ pub struct GenerateArgs {
     pub out: PathBuf,
 }
 
-/// `k=v,k=v` into a map, each pair checked as the agent checks reports.
+/// `k=v,k=v` into a map, checked as the agent checks a report's labels.
 pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
     let mut out = BTreeMap::new();
     if s.trim().is_empty() {
@@ -172,15 +172,11 @@ pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
             return Err(format!("{item:?} is not KEY=VALUE; expected e.g. app=sd,tier=gold"));
         };
         let (key, value) = (key.trim(), value.trim());
-        edge_telemetry::labels::check_key(key)?;
-        edge_telemetry::labels::check_value(value)?;
         if out.insert(key.to_owned(), value.to_owned()).is_some() {
             return Err(format!("label {key:?} is given twice"));
         }
     }
-    if out.len() > edge_telemetry::labels::MAX_LABELS {
-        return Err(format!("{} labels; at most {} allowed", out.len(), edge_telemetry::labels::MAX_LABELS));
-    }
+    edge_telemetry::report::check_labels(&out).map_err(|e| e.to_string())?;
     Ok(out)
 }
 

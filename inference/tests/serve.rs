@@ -24,12 +24,7 @@ fn serves_pngs_that_a_seed_reproduces_and_answers_probes() {
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(a.header("content-type"), Some("image/png"));
     assert_eq!(a.header("x-seed"), Some("7"));
-    let timing = |name: &str| -> f64 {
-        let t = a.header("server-timing").unwrap_or_else(|| panic!("no Server-Timing in {:?}", a.headers));
-        t.split(',')
-            .find_map(|part| part.trim().strip_prefix(name)?.strip_prefix(";dur=")?.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in Server-Timing {t:?}"))
-    };
+    let timing = |name: &str| a.server_timing(name).unwrap_or_else(|| panic!("no {name} in {:?}", a.headers));
     assert!(timing("model") > 0.0);
     assert!(timing("total") >= timing("queue") + timing("model"), "total covers queue and model");
     let (width, height, _) = decode_png(&a.body);

@@ -371,14 +371,17 @@ mod tests {
         }
     }
 
-    fn trigger(deployment: &str, extra: &[(&str, &str)]) -> Trigger {
-        let mut m: std::collections::HashMap<String, String> =
-            [("acceleratorType", "cpu"), ("deployment", deployment), ("targetValue", "1")]
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-        m.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    /// A trigger in namespace `ns` from its metadata; a later pair overrides an earlier one.
+    fn parse_trigger(pairs: &[(&str, &str)]) -> Trigger {
+        let m: std::collections::HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Trigger::parse("ns", &m).unwrap()
+    }
+
+    fn trigger(deployment: &str, extra: &[(&str, &str)]) -> Trigger {
+        let mut pairs = vec![("acceleratorType", "cpu"), ("deployment", deployment), ("targetValue", "1")];
+        pairs.extend_from_slice(extra);
+        parse_trigger(&pairs)
     }
 
     #[test]
@@ -444,12 +447,7 @@ mod tests {
     }
 
     fn by_labels(selector: &str) -> Trigger {
-        let m: std::collections::HashMap<String, String> =
-            [("acceleratorType", "cpu"), ("labelSelector", selector), ("targetValue", "1")]
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-        Trigger::parse("ns", &m).unwrap()
+        parse_trigger(&[("acceleratorType", "cpu"), ("labelSelector", selector), ("targetValue", "1")])
     }
 
     #[test]
@@ -491,13 +489,14 @@ mod tests {
         };
         reg.ingest(a, &with_cpu(tiered(1, &[("a1", "gold", 2), ("a2", "batch", 5)]), 0.5));
         reg.ingest(b, &with_cpu(tiered(1, &[("b1", "gold", 1)]), 0.8));
-        let m: std::collections::HashMap<String, String> =
-            [("acceleratorType", "cpu"), ("labelSelector", "tier"), ("targetValue", "1"), ("metric", "utilization")]
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
+        let utilization = parse_trigger(&[
+            ("acceleratorType", "cpu"),
+            ("labelSelector", "tier"),
+            ("targetValue", "1"),
+            ("metric", "utilization"),
+        ]);
         // (50 + 80) / 2, not (50 + 50 + 80) / 3.
-        let util = reg.evaluate(&Trigger::parse("ns", &m).unwrap()).unwrap();
+        let util = reg.evaluate(&utilization).unwrap();
         assert!((util - 65.0).abs() < 1e-9, "{util}");
         assert_eq!(reg.evaluate(&by_labels("tier")), Ok(8.0));
     }

@@ -216,7 +216,9 @@ pub fn check_endpoint(url: &str) -> Result<(), String> {
 }
 
 /// Bounded count, Kubernetes syntax; a bad pair is named `labels.<key>`.
-fn check_labels(map: &BTreeMap<String, String>) -> Result<(), ReportError> {
+/// What the agent checks of a report's `labels`, so a worker can check its
+/// own before sending them.
+pub fn check_labels(map: &BTreeMap<String, String>) -> Result<(), ReportError> {
     if map.len() > MAX_LABELS {
         return Err(ReportError::new("labels", format!("{} labels; at most {MAX_LABELS} allowed", map.len())));
     }
@@ -241,9 +243,7 @@ fn label_map(obj: &Object) -> Result<BTreeMap<String, String>, ReportError> {
             ));
         }
     };
-    if map.len() > MAX_LABELS {
-        return Err(ReportError::new("labels", format!("{} labels; at most {MAX_LABELS} allowed", map.len())));
-    }
+    // The count and the syntax are checked once, by `validate`.
     map.iter()
         .map(|(k, v)| match v {
             serde_json::Value::String(s) => Ok((k.clone(), s.clone())),

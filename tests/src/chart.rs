@@ -103,6 +103,14 @@ pub fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
     objects.iter().filter(|o| o["kind"] == kind).collect()
 }
 
+/// The worker Deployments (one per accelerator type, one more per Local Zone).
+pub fn inference_deployments(objects: &[Value]) -> Vec<&Value> {
+    of_kind(objects, "Deployment")
+        .into_iter()
+        .filter(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] == "inference")
+        .collect()
+}
+
 /// The one object of a kind and name.
 pub fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
     objects

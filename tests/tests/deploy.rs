@@ -6,7 +6,9 @@
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use edge_e2e::chart::{self, NAMESPACE, containers, env, find, flag, of_kind, pod_specs, rendered, strings};
+use edge_e2e::chart::{
+    self, NAMESPACE, containers, env, find, flag, inference_deployments, of_kind, pod_specs, rendered, strings,
+};
 use edge_e2e::tools::{helm, run_ok};
 use serde_json::Value;
 
@@ -84,10 +86,7 @@ fn scaled_objects_match_their_deployments_and_the_scaler() {
                 .unwrap();
         let address = format!("edge-edge-diffusion-scaler.{NAMESPACE}.svc.cluster.local:{grpc_port}");
         let scaled = of_kind(&objects, "ScaledObject");
-        let inference: Vec<&Value> = of_kind(&objects, "Deployment")
-            .into_iter()
-            .filter(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] == "inference")
-            .collect();
+        let inference = inference_deployments(&objects);
         assert_eq!(scaled.len(), inference.len(), "{p}: one ScaledObject per inference Deployment");
         for so in scaled {
             let name = so["metadata"]["name"].as_str().unwrap();
@@ -146,10 +145,7 @@ fn scaled_objects_match_their_deployments_and_the_scaler() {
 fn workers_report_their_pod_labels() {
     for p in chart::profiles() {
         let objects = rendered(&p);
-        for d in of_kind(&objects, "Deployment")
-            .into_iter()
-            .filter(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] == "inference")
-        {
+        for d in inference_deployments(&objects) {
             let name = d["metadata"]["name"].as_str().unwrap();
             let worker = &pod_specs(d)[0]["containers"][0];
             let flag = env(worker, "EDGE_INFERENCE_LABELS").unwrap()["value"].as_str().unwrap();
@@ -188,10 +184,7 @@ fn workers_advertise_their_node_address_and_node_port() {
     let mut silent = 0;
     for p in chart::profiles() {
         let objects = rendered(&p);
-        for d in of_kind(&objects, "Deployment")
-            .into_iter()
-            .filter(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] == "inference")
-        {
+        for d in inference_deployments(&objects) {
             let name = d["metadata"]["name"].as_str().unwrap();
             let worker = &pod_specs(d)[0]["containers"][0];
             let node_port = find(&objects, "Service", name)["spec"]["ports"][0]["nodePort"].as_u64();
@@ -312,10 +305,7 @@ fn agents_workers_and_scaler_are_wired_together() {
             };
             assert!(tolerated.contains(&taint), "{p}: agent tolerates {taint}");
         }
-        for d in of_kind(&objects, "Deployment")
-            .into_iter()
-            .filter(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] == "inference")
-        {
+        for d in inference_deployments(&objects) {
             let name = d["metadata"]["name"].as_str().unwrap();
             let pod = pod_specs(d)[0];
             let worker = &pod["containers"][0];
@@ -341,10 +331,7 @@ fn host_path_behind<'a>(pod: &'a Value, container: &Value, file: &str) -> &'a st
 fn inference_pods_drain_size_their_threads_and_get_a_node_port() {
     for p in chart::profiles() {
         let objects = rendered(&p);
-        for d in of_kind(&objects, "Deployment")
-            .into_iter()
-            .filter(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] == "inference")
-        {
+        for d in inference_deployments(&objects) {
             let name = d["metadata"]["name"].as_str().unwrap();
             let accel = d["metadata"]["labels"]["edge-diffusion.io/accelerator"].as_str().unwrap();
             let pod = pod_specs(d)[0];

@@ -36,6 +36,13 @@ impl Response {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
+    /// A metric's `dur` from the `Server-Timing` header, in milliseconds.
+    pub fn server_timing(&self, name: &str) -> Option<f64> {
+        self.header("server-timing")?
+            .split(',')
+            .find_map(|part| part.trim().strip_prefix(name)?.strip_prefix(";dur=")?.parse().ok())
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
