@@ -237,6 +237,56 @@ pub enum EvalError {
     },
 }
 
+/// What wakes a trigger besides its own workers.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Wake {
+    /// Distinct devices that recently asked the inventory for its class.
+    pub demand: u64,
+    /// Its `spillFrom` sibling's backlog beyond `spillAbove` per worker.
+    pub spill: f64,
+}
+
+impl Wake {
+    /// Whether either signal is present.
+    pub fn any(&self) -> bool {
+        self.demand > 0 || self.spill > 0.0
+    }
+}
+
+/// What KEDA is told: the metric value and whether the trigger is active.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reading {
+    /// `GetMetrics`' value.
+    pub value: f64,
+    /// `IsActive`'s answer.
+    pub active: bool,
+}
+
+/// Folds the wake signals into a trigger's own value.
+///
+/// - A sum metric (queueDepth, inFlight, backlog) adds pending demand (one
+///   per device) and the spilled-over backlog, so the HPA sizes the
+///   Deployment for them from its first replica on.
+/// - An average metric (utilization, memoryUtilization) keeps its reading;
+///   while waking with no reading (no node, no worker yet) it reports its
+///   target: one replica's worth under `AverageValue`.
+/// - Either signal makes the trigger active whatever its `activationValue`.
+/// - Without a signal, an error stays an error (KEDA's `fallback`).
+pub fn with_wake(trigger: &Trigger, own: Result<f64, EvalError>, wake: Wake) -> Result<Reading, EvalError> {
+    let extra = wake.demand as f64 + wake.spill;
+    match own {
+        Ok(v) => {
+            let value = if trigger.metric.is_sum() { v + extra } else { v };
+            Ok(Reading { value, active: wake.any() || trigger.is_active(v) })
+        }
+        Err(_) if wake.any() => {
+            let value = if trigger.metric.is_sum() { extra } else { trigger.target };
+            Ok(Reading { value, active: true })
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// A trigger's value from the agents holding its group's workers.
 /// `any_fresh_agent` answers, only when no member is fresh and none is stale,
 /// whether some agent in the trigger's zone is fresh (then "no workers" is a
@@ -301,6 +351,29 @@ mod tests {
     use edge_telemetry::proto::{Gpu, Host, NeuronCore, Node, Worker};
 
     use super::*;
+
+    #[test]
+    fn wake_signals_add_to_sums_and_activate_any_metric() {
+        let queue = trigger("nvidia", "queueDepth", None);
+        let util = trigger("nvidia", "utilization", None);
+        let none = Wake::default();
+        let demand = Wake { demand: 3, spill: 0.0 };
+        let spill = Wake { demand: 0, spill: 2.5 };
+        let no_agents = || Err(EvalError::NoFreshAgents { zone: None, stale_after: Duration::from_secs(6) });
+        assert_eq!(with_wake(&queue, Ok(0.0), none), Ok(Reading { value: 0.0, active: false }));
+        assert_eq!(with_wake(&queue, Ok(2.0), none), Ok(Reading { value: 2.0, active: true }));
+        assert_eq!(with_wake(&queue, Ok(0.0), demand), Ok(Reading { value: 3.0, active: true }));
+        assert_eq!(with_wake(&queue, Ok(1.0), spill), Ok(Reading { value: 3.5, active: true }));
+        assert_eq!(with_wake(&queue, no_agents(), demand), Ok(Reading { value: 3.0, active: true }));
+        assert!(with_wake(&queue, no_agents(), none).is_err(), "no signal: the error stays");
+        assert_eq!(with_wake(&util, Ok(40.0), demand), Ok(Reading { value: 40.0, active: true }));
+        assert_eq!(with_wake(&util, no_agents(), demand), Ok(Reading { value: 1.0, active: true }), "its target");
+        // activationValue does not hold back a wake.
+        let mut high = queue.clone();
+        high.activation = 10.0;
+        assert!(with_wake(&high, Ok(0.0), demand).unwrap().active);
+        assert!(!with_wake(&high, Ok(5.0), none).unwrap().active);
+    }
 
     fn worker(deployment: &str, accelerator: &str, queue: u32, in_flight: u32) -> Worker {
         Worker {

@@ -73,6 +73,18 @@ pub struct Config {
     #[arg(long, env = "EDGE_SCALER_TLS_CLIENT_CA", default_value = "")]
     pub tls_client_ca: String,
 
+    /// How long a device's inventory pull for a class with no ready
+    /// endpoint (accelerator, zone) keeps that class's triggers awake
+    /// (device demand, which wakes a Deployment at zero). `0s` turns demand
+    /// off: only worker queues then wake a trigger.
+    #[arg(long, env = "EDGE_SCALER_DEMAND_TTL", default_value = "5m", value_parser = parse_duration)]
+    pub demand_ttl: Duration,
+
+    /// Distinct devices remembered per demand class; beyond it the oldest is
+    /// forgotten, so a flood of pulls cannot grow memory.
+    #[arg(long, env = "EDGE_SCALER_DEMAND_MAX_REQUESTERS", default_value_t = 10_000)]
+    pub demand_max_requesters: usize,
+
     /// Log format.
     #[arg(long, env = "EDGE_SCALER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -149,6 +161,10 @@ pub struct Settings {
     pub reconnect_max: Duration,
     /// TLS for the KEDA port, if enabled.
     pub tls: Option<TlsFiles>,
+    /// See [`Config::demand_ttl`]; zero: off.
+    pub demand_ttl: Duration,
+    /// See [`Config::demand_max_requesters`].
+    pub demand_max_requesters: usize,
 }
 
 /// Bounds of --stale-after (and of a trigger's `staleAfter`).
@@ -162,6 +178,12 @@ impl Config {
         }
         if !(Duration::from_millis(10)..=Duration::from_secs(300)).contains(&self.reconnect_max) {
             return Err(err("reconnect-max", format!("{:?} is outside 10ms..=5m", self.reconnect_max)));
+        }
+        if self.demand_ttl > Duration::from_secs(24 * 3600) {
+            return Err(err("demand-ttl", format!("{:?} is outside 0s..=24h (0s turns demand off)", self.demand_ttl)));
+        }
+        if !(1..=1_000_000).contains(&self.demand_max_requesters) {
+            return Err(err("demand-max-requesters", format!("{} is outside 1..=1000000", self.demand_max_requesters)));
         }
         let metrics_listen = non_empty(&self.metrics_listen)
             .map(|s| {
@@ -178,6 +200,8 @@ impl Config {
             stale_after: self.stale_after,
             reconnect_max: self.reconnect_max,
             tls,
+            demand_ttl: self.demand_ttl,
+            demand_max_requesters: self.demand_max_requesters,
         })
     }
 

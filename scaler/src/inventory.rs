@@ -11,7 +11,8 @@ use std::collections::HashMap;
 
 use edge_telemetry::AcceleratorType;
 use edge_telemetry::inventory::{
-    DEFAULT_LIMIT, Endpoint, InventoryError, MAX_LIMIT, PARAM_ACCELERATOR, PARAM_LIMIT, PARAM_ZONE, PARAMS,
+    DEFAULT_LIMIT, Endpoint, InventoryError, MAX_DEVICE_LEN, MAX_LIMIT, PARAM_ACCELERATOR, PARAM_DEVICE, PARAM_LIMIT,
+    PARAM_ZONE, PARAMS,
 };
 
 /// A checked request.
@@ -23,11 +24,13 @@ pub struct Query {
     pub zone: Option<String>,
     /// At most this many endpoints.
     pub limit: usize,
+    /// The device's own id, if it sent one (demand counts distinct devices).
+    pub device: Option<String>,
 }
 
 impl Default for Query {
     fn default() -> Self {
-        Self { accelerator: None, zone: None, limit: DEFAULT_LIMIT }
+        Self { accelerator: None, zone: None, limit: DEFAULT_LIMIT, device: None }
     }
 }
 
@@ -60,7 +63,30 @@ impl Query {
                 _ => return Err(refuse(PARAM_LIMIT, format!("{v:?} is not a number in 1..={MAX_LIMIT}"))),
             },
         };
-        Ok(Self { accelerator, zone: get(PARAM_ZONE).map(str::to_owned), limit })
+        let device = get(PARAM_DEVICE)
+            .map(|v| {
+                let ok = v.len() <= MAX_DEVICE_LEN
+                    && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
+                if ok {
+                    Ok(v.to_owned())
+                } else {
+                    Err(refuse(
+                        PARAM_DEVICE,
+                        format!("not a device id: at most {MAX_DEVICE_LEN} of letters, digits, '.', '_', ':', '-'"),
+                    ))
+                }
+            })
+            .transpose()?;
+        let zone = get(PARAM_ZONE)
+            .map(|v| {
+                if v.len() <= 253 && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')) {
+                    Ok(v.to_owned())
+                } else {
+                    Err(refuse(PARAM_ZONE, "not a zone name (letters, digits, '-', '.', '_'; at most 253)"))
+                }
+            })
+            .transpose()?;
+        Ok(Self { accelerator, zone, limit, device })
     }
 
     /// Whether an endpoint passes the filters.
@@ -84,11 +110,27 @@ fn order(a: &Endpoint, b: &Endpoint) -> Ordering {
 /// Orders `endpoints` and keeps the first `limit`; only those are sorted in
 /// full, so a large cluster costs O(n) plus the page.
 pub fn rank(endpoints: &mut Vec<Endpoint>, limit: usize) {
+    rank_by(endpoints, limit, order);
+}
+
+fn rank_by(endpoints: &mut Vec<Endpoint>, limit: usize, order: impl Fn(&Endpoint, &Endpoint) -> Ordering) {
     if endpoints.len() > limit && limit > 0 {
-        endpoints.select_nth_unstable_by(limit - 1, order);
+        endpoints.select_nth_unstable_by(limit - 1, &order);
     }
     endpoints.truncate(limit);
-    endpoints.sort_unstable_by(order);
+    endpoints.sort_unstable_by(&order);
+}
+
+/// For a pull whose class has no ready endpoint: the best others, the
+/// accelerator asked for (in other zones) first, then the zone asked for (on
+/// other accelerators), then the rest, each tier least loaded first.
+pub fn rank_fallback(endpoints: &mut Vec<Endpoint>, query: &Query) {
+    let tier = |e: &Endpoint| {
+        let same_accelerator = query.accelerator.is_none_or(|a| a == e.accelerator);
+        let same_zone = query.zone.as_deref().is_none_or(|z| z == e.zone);
+        (!same_accelerator, !same_zone)
+    };
+    rank_by(endpoints, query.limit, |a, b| tier(a).cmp(&tier(b)).then_with(|| order(a, b)));
 }
 
 #[cfg(test)]
@@ -150,6 +192,20 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_fallback_lists_the_accelerator_elsewhere_then_the_zone_then_the_rest() {
+        let q = Query::parse(&params(&[("accelerator", "neuron"), ("zone", "b")])).unwrap();
+        let mut v = fleet();
+        rank_fallback(&mut v, &q);
+        assert_eq!(
+            urls(&v),
+            ["idle-unmeasured", "idle-fast", "quarter", "no-capacity", "idle-slow", "quarter-too", "full"]
+        );
+        let mut page = fleet();
+        rank_fallback(&mut page, &Query { limit: 2, ..q });
+        assert_eq!(urls(&page), ["idle-unmeasured", "idle-fast"]);
+    }
+
     fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
@@ -163,7 +219,9 @@ mod tests {
         let q = Query::parse(&params(&[("accelerator", "nvidia")])).unwrap();
         assert_eq!(fleet().iter().filter(|e| q.admits(e)).count(), 2);
         let q = Query::parse(&params(&[("zone", ""), ("limit", "3")])).unwrap();
-        assert_eq!(q, Query { accelerator: None, zone: None, limit: 3 }, "empty values are absent");
+        assert_eq!(q, Query { accelerator: None, zone: None, limit: 3, device: None }, "empty values are absent");
+        let q = Query::parse(&params(&[("device", "phone-7:ab.c_d")])).unwrap();
+        assert_eq!(q.device.as_deref(), Some("phone-7:ab.c_d"));
         assert_eq!(Query::parse(&HashMap::new()).unwrap().limit, DEFAULT_LIMIT);
         assert_eq!(Query::parse(&params(&[("limit", "1000")])).unwrap().limit, MAX_LIMIT);
     }
@@ -178,7 +236,9 @@ mod tests {
             (&[("limit", "0")], "limit", "1..=1000"),
             (&[("limit", "1001")], "limit", "1..=1000"),
             (&[("limit", "ten")], "limit", "1..=1000"),
-            (&[("region", "us-west-2")], "region", "accelerator, zone, limit"),
+            (&[("region", "us-west-2")], "region", "accelerator, zone, limit, device"),
+            (&[("device", "a b")], "device", "not a device id"),
+            (&[("zone", "us/west")], "zone", "not a zone name"),
         ];
         for (pairs, param, needle) in cases {
             let err = Query::parse(&params(pairs)).unwrap_err();

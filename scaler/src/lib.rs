@@ -4,12 +4,16 @@
 //! - [`sources`] keeps one change stream per agent and feeds [`state`];
 //! - [`aggregate`] turns the agents' contributions and a [`trigger`] (its
 //!   workers picked by Deployment or by a [`selector`]) into a value;
+//! - [`demand`] holds device pulls for classes with no ready endpoint, which
+//!   wake triggers at zero like a queue does; [`cold_start`] times those wakes;
 //! - [`service`] answers KEDA (`externalscaler.ExternalScaler`, module [`keda`]);
 //! - [`metrics`] is the scaler's own /metrics, next to the endpoint
 //!   [`inventory`] devices read.
 
 pub mod aggregate;
+pub mod cold_start;
 pub mod config;
+pub mod demand;
 pub mod discovery;
 pub mod inventory;
 pub mod metrics;
@@ -26,6 +30,7 @@ use tokio::sync::watch;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::config::{Discovery, Settings, TlsFiles};
+use crate::demand::Demand;
 use crate::metrics::ScalerMetrics;
 use crate::service::KedaService;
 use crate::sources::Sources;
@@ -83,7 +88,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let registry = Arc::new(Registry::new(settings.stale_after));
+    let demand = Demand::new(settings.demand_ttl, settings.demand_max_requesters);
+    let registry = Arc::new(Registry::with_demand(settings.stale_after, demand));
     let metrics = Arc::new(ScalerMetrics::new());
 
     // `tcp_nodelay` on the builder only applies to listeners tonic binds

@@ -1,5 +1,6 @@
 //! The scaler's own `/metrics` and `/healthz`, and the endpoint inventory
-//! (`/v1/endpoints`, see [`crate::inventory`]), on their own port.
+//! (`/v1/endpoints`, see [`crate::inventory`]; a pull for a class with no
+//! ready endpoint is recorded as [`crate::demand`]), on their own port.
 //!
 //! Counters are updated where things happen; the agent gauges are read from
 //! the registry at scrape time, so they are never out of date.
@@ -12,13 +13,13 @@ use std::time::Instant;
 use std::collections::HashMap;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use edge_telemetry::catalogue::scaler as cat;
-use edge_telemetry::inventory::{INVENTORY_PATH, Inventory, InventoryError};
+use edge_telemetry::inventory::{INVENTORY_PATH, Inventory, InventoryError, PARAM_ZONE};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -26,10 +27,20 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry as PromRegistry;
 use tokio::sync::watch;
 
+use crate::cold_start::Sample;
+use crate::demand::DemandClass;
 use crate::inventory;
 use crate::state::{Registry, Stats};
 
 type Labels = Vec<(&'static str, &'static str)>;
+type ZoneLabels = Vec<(&'static str, String)>;
+
+/// `Retry-After` of a pull that wakes a class no wake of which was measured yet.
+pub const DEFAULT_RETRY_AFTER_SECONDS: u64 = 30;
+
+fn cold_start_histogram() -> Histogram {
+    Histogram::new(cat::COLD_START_SECONDS.buckets.iter().copied())
+}
 
 /// Content type of the classic Prometheus text format.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -49,6 +60,8 @@ pub enum Method {
     GetMetricSpec,
     /// `GetMetrics`.
     GetMetrics,
+    /// `StreamMetricSpec`.
+    StreamMetricSpec,
 }
 
 impl Method {
@@ -58,6 +71,7 @@ impl Method {
             Self::StreamIsActive => "StreamIsActive",
             Self::GetMetricSpec => "GetMetricSpec",
             Self::GetMetrics => "GetMetrics",
+            Self::StreamMetricSpec => "StreamMetricSpec",
         }
     }
 }
@@ -77,8 +91,12 @@ pub struct ScalerMetrics {
     pub activations: Counter,
     /// StreamIsActive streams open now.
     pub active_streams: Gauge,
+    demand_requesters: Gauge,
+    /// Inventory pulls that woke a class.
+    pub demand_wakes: Counter,
     requests: Family<Labels, Counter>,
     durations: Family<Labels, Histogram, fn() -> Histogram>,
+    cold_starts: Family<ZoneLabels, Histogram, fn() -> Histogram>,
 }
 
 impl Default for ScalerMetrics {
@@ -109,11 +127,17 @@ impl ScalerMetrics {
         let snapshots = counter(&mut registry, cat::SNAPSHOTS);
         let disconnects = counter(&mut registry, cat::AGENT_DISCONNECTS);
         let activations = counter(&mut registry, cat::ACTIVATIONS);
+        let demand_requesters = gauge(&mut registry, cat::DEMAND_REQUESTERS);
+        let demand_wakes = counter(&mut registry, cat::DEMAND_WAKES);
         let requests = Family::<Labels, Counter>::default();
         registry.register(cat::GRPC_REQUESTS.name, cat::GRPC_REQUESTS.help, requests.clone());
         let durations = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(duration_histogram);
         let h = cat::GRPC_REQUEST_DURATION_SECONDS;
         registry.register(h.name, h.help, durations.clone());
+        let cold_starts =
+            Family::<ZoneLabels, Histogram, fn() -> Histogram>::new_with_constructor(cold_start_histogram);
+        let h = cat::COLD_START_SECONDS;
+        registry.register(h.name, h.help, cold_starts.clone());
         Self {
             registry,
             agents,
@@ -124,8 +148,25 @@ impl ScalerMetrics {
             disconnects,
             activations,
             active_streams,
+            demand_requesters,
+            demand_wakes,
             requests,
             durations,
+            cold_starts,
+        }
+    }
+
+    /// Records finished cold-start phases.
+    pub fn observe_cold_starts(&self, samples: &[Sample]) {
+        for s in samples {
+            tracing::info!(accelerator = %s.accelerator, zone = %s.zone, phase = s.phase.as_str(), seconds = s.seconds, "cold start");
+            self.cold_starts
+                .get_or_create(&vec![
+                    (cat::LABEL_ACCELERATOR, s.accelerator.as_str().to_owned()),
+                    (cat::LABEL_ZONE, s.zone.clone()),
+                    (cat::LABEL_PHASE, s.phase.as_str().to_owned()),
+                ])
+                .observe(s.seconds);
         }
     }
 
@@ -144,6 +185,7 @@ impl ScalerMetrics {
         self.connected.set(stats.connected as i64);
         self.stale.set(stats.stale as i64);
         self.groups.set(stats.groups as i64);
+        self.demand_requesters.set(stats.demand_requesters as i64);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -199,27 +241,67 @@ pub async fn serve(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app)
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;
         })
         .await
 }
 
+fn refused(e: InventoryError) -> Response {
+    tracing::debug!(param = %e.param, error = %e.error, "inventory request refused");
+    (StatusCode::BAD_REQUEST, Json(e)).into_response()
+}
+
 async fn endpoints(
     State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
     let query = params
         .map_err(|e| InventoryError { error: e.body_text(), param: "query".to_owned() })
         .and_then(|Query(params)| inventory::Query::parse(&params));
-    match query {
-        Ok(q) => Json(Inventory { endpoints: state.registry.endpoints(&q) }).into_response(),
-        Err(e) => {
-            tracing::debug!(param = %e.param, error = %e.error, "inventory request refused");
-            (StatusCode::BAD_REQUEST, Json(e)).into_response()
-        }
+    let q = match query {
+        Ok(q) => q,
+        Err(e) => return refused(e),
+    };
+    let registry = &state.registry;
+    // Unknown zones are refused: they would be classes nothing can serve,
+    // and a flood of made-up ones must not grow the demand table.
+    if let Some(zone) = &q.zone
+        && !registry.knows_zone(zone)
+    {
+        let known = registry.zones();
+        let known = if known.is_empty() { "none yet".to_owned() } else { known.join(", ") };
+        return refused(InventoryError {
+            error: format!("unknown zone {zone:?}; known: {known}"),
+            param: PARAM_ZONE.to_owned(),
+        });
     }
+    let endpoints = registry.endpoints(&q);
+    let Some(accelerator) = q.accelerator.filter(|_| endpoints.is_empty()) else {
+        return Json(Inventory { endpoints, waking: Vec::new() }).into_response();
+    };
+    // Demand: the class asked for has no ready endpoint.
+    let class = DemandClass { accelerator, zone: q.zone.clone() };
+    let requester = q.device.clone().unwrap_or_else(|| peer.ip().to_string());
+    let demand = registry.demand();
+    if demand.record(class.clone(), &requester) {
+        state.metrics.demand_wakes.inc();
+        tracing::info!(%accelerator, zone = q.zone.as_deref().unwrap_or(""), "device demand wakes a class with no ready endpoint");
+    }
+    let waking = if demand.enabled() { demand.waking(&class) } else { Vec::new() };
+    let wakes = !waking.is_empty();
+    let mut response = Json(Inventory { endpoints: registry.fallback_endpoints(&q), waking }).into_response();
+    if wakes {
+        let seconds = registry
+            .cold_starts()
+            .last_report(accelerator)
+            .map_or(DEFAULT_RETRY_AFTER_SECONDS, |d| d.as_secs_f64().ceil() as u64)
+            .clamp(1, 600);
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
 }
 
 async fn render(State(state): State<HttpState>) -> impl IntoResponse {
@@ -236,7 +318,21 @@ mod tests {
         let m = ScalerMetrics::new();
         m.observe(Method::GetMetrics, Instant::now(), tonic::Code::Ok);
         m.observe(Method::GetMetrics, Instant::now(), tonic::Code::InvalidArgument);
-        let text = m.render(Stats { agents: 3, connected: 2, stale: 1, groups: 4 });
+        m.observe_cold_starts(&[Sample {
+            accelerator: edge_telemetry::AcceleratorType::Nvidia,
+            zone: "lax".into(),
+            phase: crate::cold_start::Phase::Report,
+            seconds: 42.0,
+        }]);
+        let text = m.render(Stats { agents: 3, connected: 2, stale: 1, groups: 4, demand_requesters: 5 });
+        for h in cat::HISTOGRAMS {
+            assert!(text.contains(&format!("# TYPE {} histogram", h.name)), "{} missing:\n{text}", h.name);
+        }
+        assert!(text.contains("edge_scaler_demand_requesters 5\n"), "{text}");
+        assert!(
+            text.contains(r#"edge_scaler_cold_start_seconds_count{accelerator="nvidia",zone="lax",phase="report"} 1"#),
+            "{text}"
+        );
         for metric in cat::ALL {
             assert!(text.contains(&format!("# TYPE {} ", metric.name)), "{} missing:\n{text}", metric.name);
         }

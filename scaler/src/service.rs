@@ -1,9 +1,12 @@
 //! KEDA's `externalscaler.ExternalScaler` service.
 //!
 //! Every call parses the trigger metadata KEDA sends along and reads the
-//! shared [`Registry`]; nothing here waits on the network. `StreamIsActive`
-//! sleeps on the trigger's group channel and pushes `true` only on an
-//! inactive→active transition.
+//! shared [`Registry`]; nothing here waits on the network. A trigger's
+//! reading is its workers' value with the wake signals folded in
+//! ([`aggregate::with_wake`]: device demand, spill-over). `StreamIsActive`
+//! sleeps on the channels of its workers, its spill-over sibling and its
+//! accelerator's demand, and pushes `true` only on an inactive→active
+//! transition. `StreamMetricSpec` sends the spec `GetMetricSpec` answers.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,7 +17,8 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::aggregate::EvalError;
+use crate::aggregate::{self, EvalError, Reading};
+use crate::demand::ListenGuard;
 use crate::keda::external_scaler_server::{ExternalScaler, ExternalScalerServer};
 use crate::keda::{
     GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec, MetricValue,
@@ -22,7 +26,7 @@ use crate::keda::{
 };
 use crate::metrics::{Method, ScalerMetrics};
 use crate::state::Registry;
-use crate::trigger::{Trigger, TriggerError};
+use crate::trigger::{Trigger, TriggerError, WorkerSelector};
 
 /// The one mapping from the scaler's errors to gRPC statuses.
 fn trigger_status(e: TriggerError) -> Status {
@@ -69,17 +73,36 @@ fn parse(r: &ScaledObjectRef) -> Result<Trigger, Status> {
     Trigger::parse(&r.namespace, &r.scaler_metadata).map_err(trigger_status)
 }
 
+/// A trigger's reading: its workers' value with the wake signals folded in.
+fn read(registry: &Registry, trigger: &Trigger) -> Result<Reading, EvalError> {
+    aggregate::with_wake(trigger, registry.evaluate(trigger), registry.wake(trigger))
+}
+
+/// The one spec of a trigger, for `GetMetricSpec` and `StreamMetricSpec` alike.
+fn metric_spec(trigger: &Trigger) -> GetMetricSpecResponse {
+    GetMetricSpecResponse {
+        metric_specs: vec![MetricSpec {
+            metric_name: trigger.metric_name(),
+            // Older KEDA reads the integer; an HPA target of 0 is invalid.
+            target_size: (trigger.target.round() as i64).max(1),
+            target_size_float: trigger.target,
+        }],
+    }
+}
+
 type ActiveStream = Pin<Box<dyn Stream<Item = Result<IsActiveResponse, Status>> + Send>>;
+type SpecStream = Pin<Box<dyn Stream<Item = Result<GetMetricSpecResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl ExternalScaler for KedaService {
     type StreamIsActiveStream = ActiveStream;
+    type StreamMetricSpecStream = SpecStream;
 
     async fn is_active(&self, request: Request<ScaledObjectRef>) -> Result<Response<IsActiveResponse>, Status> {
         self.timed(Method::IsActive, || {
             let trigger = parse(request.get_ref())?;
-            let value = self.registry.evaluate(&trigger).map_err(eval_status)?;
-            Ok(IsActiveResponse { result: trigger.is_active(value) })
+            let reading = read(&self.registry, &trigger).map_err(eval_status)?;
+            Ok(IsActiveResponse { result: reading.active })
         })
     }
 
@@ -87,17 +110,36 @@ impl ExternalScaler for KedaService {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<GetMetricSpecResponse>, Status> {
-        self.timed(Method::GetMetricSpec, || {
-            let trigger = parse(request.get_ref())?;
-            Ok(GetMetricSpecResponse {
-                metric_specs: vec![MetricSpec {
-                    metric_name: trigger.metric_name(),
-                    // Older KEDA reads the integer; an HPA target of 0 is invalid.
-                    target_size: (trigger.target.round() as i64).max(1),
-                    target_size_float: trigger.target,
-                }],
-            })
-        })
+        self.timed(Method::GetMetricSpec, || Ok(metric_spec(&parse(request.get_ref())?)))
+    }
+
+    /// The spec depends on the trigger's metadata alone, which KEDA sends
+    /// when it opens the stream: one message, then the stream stays open
+    /// (a later metadata change makes KEDA open a new one) until shutdown.
+    async fn stream_metric_spec(
+        &self,
+        request: Request<ScaledObjectRef>,
+    ) -> Result<Response<Self::StreamMetricSpecStream>, Status> {
+        let started = Instant::now();
+        let spec = parse(request.get_ref()).map(|t| metric_spec(&t));
+        self.metrics.observe(
+            Method::StreamMetricSpec,
+            started,
+            spec.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok),
+        );
+        let spec = spec?;
+        let (tx, rx) = mpsc::channel(1);
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            if tx.send(Ok(spec)).await.is_err() {
+                return;
+            }
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => {}
+                _ = tx.closed() => {}
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn get_metrics(&self, request: Request<GetMetricsRequest>) -> Result<Response<GetMetricsResponse>, Status> {
@@ -115,7 +157,7 @@ impl ExternalScaler for KedaService {
                     req.metric_name
                 )));
             }
-            let value = self.registry.evaluate(&trigger).map_err(eval_status)?;
+            let value = read(&self.registry, &trigger).map_err(eval_status)?.value;
             Ok(GetMetricsResponse {
                 metric_values: vec![MetricValue {
                     metric_name: name,
@@ -139,8 +181,20 @@ impl ExternalScaler for KedaService {
             }
         };
         let (tx, rx) = mpsc::channel(4);
+        let demand = self.registry.demand();
+        let listening = trigger.activate_on_demand.then(|| {
+            // KEDA names the ScaledObject; a Deployment selector names the Deployment itself.
+            let deployment = match &trigger.key.selector {
+                WorkerSelector::Deployment(d) => d.as_str(),
+                _ => request.get_ref().name.as_str(),
+            };
+            demand.listen(trigger.key.accelerator, trigger.zone.as_deref(), &trigger.key.namespace, deployment)
+        });
         let watcher = ActivationWatch {
             changes: self.registry.subscribe(&trigger.key),
+            sibling: trigger.spill.as_ref().map(|s| self.registry.subscribe(&s.key)),
+            demand: demand.subscribe(trigger.key.accelerator),
+            _listening: listening,
             recheck: (trigger.stale_after.unwrap_or(self.registry.stale_after()) / 2).max(Duration::from_millis(100)),
             trigger,
             registry: Arc::clone(&self.registry),
@@ -158,6 +212,12 @@ impl ExternalScaler for KedaService {
 struct ActivationWatch {
     trigger: Trigger,
     changes: watch::Receiver<u64>,
+    /// The spill-over sibling's channel, if the trigger has one.
+    sibling: Option<watch::Receiver<u64>>,
+    /// Demand for the trigger's accelerator starting or clearing.
+    demand: watch::Receiver<u64>,
+    /// Names this trigger in the inventory's `waking` while the stream is open.
+    _listening: Option<ListenGuard>,
     /// Staleness changes with time alone, so the state is also re-read on a timer.
     recheck: Duration,
     registry: Arc<Registry>,
@@ -169,7 +229,15 @@ struct ActivationWatch {
 impl ActivationWatch {
     fn active(&self) -> bool {
         // No trustworthy value counts as inactive: a later real activation is then pushed.
-        self.registry.evaluate(&self.trigger).is_ok_and(|v| self.trigger.is_active(v))
+        read(&self.registry, &self.trigger).is_ok_and(|r| r.active)
+    }
+
+    /// Resolves when the spill-over sibling's data changes; never without one.
+    async fn sibling_changed(sibling: &mut Option<watch::Receiver<u64>>) -> Result<(), watch::error::RecvError> {
+        match sibling {
+            Some(rx) => rx.changed().await,
+            None => std::future::pending().await,
+        }
     }
 
     async fn run(mut self) {
@@ -179,6 +247,10 @@ impl ActivationWatch {
         // The state at open is the baseline: only a later transition is pushed
         // (KEDA's IsActive polling covers a trigger that is already active).
         self.changes.mark_unchanged();
+        self.demand.mark_unchanged();
+        if let Some(rx) = &mut self.sibling {
+            rx.mark_unchanged();
+        }
         let mut was_active = self.active();
         loop {
             tokio::select! {
@@ -191,10 +263,21 @@ impl ActivationWatch {
                         self.changes = self.registry.subscribe(&self.trigger.key);
                     }
                 }
+                changed = Self::sibling_changed(&mut self.sibling) => {
+                    if changed.is_err() && let Some(spill) = &self.trigger.spill {
+                        self.sibling = Some(self.registry.subscribe(&spill.key));
+                    }
+                }
+                _ = self.demand.changed() => {}
                 _ = tokio::time::sleep(self.recheck) => {}
             }
             let active = self.active();
             if active && !was_active {
+                // Woken with no worker to serve it: a cold start begins.
+                if !self.registry.has_fresh_workers(&self.trigger.key, self.trigger.zone.as_deref()) {
+                    let zone = self.trigger.zone.as_deref().unwrap_or("");
+                    self.registry.cold_starts().activated(&self.trigger.key, zone);
+                }
                 if self.tx.send(Ok(IsActiveResponse { result: true })).await.is_err() {
                     break;
                 }

@@ -125,11 +125,9 @@ async fn subscribe(
     tracing::debug!(agent = %addr, "agent stream open");
     let mut first = true;
     while let Some(snapshot) = stream.message().await.map_err(SourceError::Stream)? {
-        if std::mem::take(&mut first) {
-            registry.apply(id, &snapshot);
-        } else {
-            registry.ingest(id, &snapshot);
-        }
+        let samples =
+            if std::mem::take(&mut first) { registry.apply(id, &snapshot) } else { registry.ingest(id, &snapshot) };
+        metrics.observe_cold_starts(&samples);
         metrics.snapshots.inc();
         backoff.reset();
     }

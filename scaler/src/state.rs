@@ -10,16 +10,18 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use edge_telemetry::inventory::Endpoint;
 use edge_telemetry::proto::NodeSnapshot;
 use tokio::sync::watch;
 
-use crate::aggregate::{self, EvalError, Member, NodeContribution, WorkerClass, WorkerTotals};
+use crate::aggregate::{self, EvalError, Member, NodeContribution, Wake, WorkerClass, WorkerTotals};
+use crate::cold_start::{self, ColdStarts};
+use crate::demand::Demand;
 use crate::inventory;
-use crate::trigger::{GroupKey, Trigger, WorkerSelector};
+use crate::trigger::{GroupKey, Spill, Trigger, WorkerSelector};
 
 /// `seen_ms` of an agent that has not sent anything yet.
 const NEVER: u64 = u64::MAX;
@@ -38,6 +40,8 @@ pub struct Stats {
     pub stale: usize,
     /// Worker classes known (accelerator, namespace, Deployment, labels).
     pub groups: usize,
+    /// Devices remembered as waiting for a class with no ready endpoint.
+    pub demand_requesters: usize,
 }
 
 struct Agent {
@@ -82,7 +86,7 @@ impl Inner {
     fn selected<'a>(&'a self, key: &'a GroupKey) -> impl Iterator<Item = &'a Members> + 'a {
         let deployment = match &key.selector {
             WorkerSelector::Deployment(d) => d.clone(),
-            WorkerSelector::Labels(_) => String::new(),
+            WorkerSelector::Labels(_) | WorkerSelector::All => String::new(),
         };
         let start = WorkerClass {
             accelerator: key.accelerator,
@@ -97,7 +101,7 @@ impl Inner {
                     && c.namespace == key.namespace
                     && match &key.selector {
                         WorkerSelector::Deployment(d) => c.deployment == *d,
-                        WorkerSelector::Labels(_) => true,
+                        WorkerSelector::Labels(_) | WorkerSelector::All => true,
                     }
             })
             .filter(move |(c, _)| key.selects(c))
@@ -122,12 +126,41 @@ pub struct Registry {
     inner: RwLock<Inner>,
     epoch: Instant,
     stale_after: Duration,
+    demand: Arc<Demand>,
+    cold_starts: ColdStarts,
 }
 
+/// Demand remembered this long when no `--demand-ttl` is given.
+pub const DEFAULT_DEMAND_TTL: Duration = Duration::from_secs(300);
+/// Distinct requesters per demand class when no `--demand-max-requesters` is given.
+pub const DEFAULT_DEMAND_MAX_REQUESTERS: usize = 10_000;
+
 impl Registry {
-    /// An empty registry; `stale_after` is the default freshness bound.
+    /// An empty registry; `stale_after` is the default freshness bound;
+    /// demand with the default TTL and bound.
     pub fn new(stale_after: Duration) -> Self {
-        Self { inner: RwLock::new(Inner::default()), epoch: Instant::now(), stale_after }
+        Self::with_demand(stale_after, Demand::new(DEFAULT_DEMAND_TTL, DEFAULT_DEMAND_MAX_REQUESTERS))
+    }
+
+    /// An empty registry tracking device demand in `demand`.
+    pub fn with_demand(stale_after: Duration, demand: Demand) -> Self {
+        Self {
+            inner: RwLock::new(Inner::default()),
+            epoch: Instant::now(),
+            stale_after,
+            demand: Arc::new(demand),
+            cold_starts: ColdStarts::default(),
+        }
+    }
+
+    /// Device demand at the inventory.
+    pub fn demand(&self) -> &Arc<Demand> {
+        &self.demand
+    }
+
+    /// The wakes from zero under way.
+    pub fn cold_starts(&self) -> &ColdStarts {
+        &self.cold_starts
     }
 
     /// The default freshness bound (--stale-after).
@@ -183,31 +216,37 @@ impl Registry {
     }
 
     /// Takes in one message of the agent's stream. A heartbeat (same
-    /// sequence) only refreshes the agent, under the read lock.
-    pub fn ingest(&self, id: AgentId, snapshot: &NodeSnapshot) {
+    /// sequence) only refreshes the agent, under the read lock. Returns the
+    /// wake-from-zero phases this snapshot finished.
+    pub fn ingest(&self, id: AgentId, snapshot: &NodeSnapshot) -> Vec<cold_start::Sample> {
         let now = self.now_ms();
         {
             let inner = self.read();
-            let Some(agent) = inner.agents.get(&id) else { return };
+            let Some(agent) = inner.agents.get(&id) else { return Vec::new() };
             let was_stale = self.age(agent, now) > self.stale_after;
             if agent.sequence == Some(snapshot.sequence) && !was_stale {
                 agent.seen_ms.store(now, Ordering::Relaxed);
-                return;
+                return Vec::new();
             }
         }
-        self.apply(id, snapshot);
+        self.apply(id, snapshot)
     }
 
     /// Takes in a snapshot unconditionally: the first message of a new
     /// stream (a restarted agent may repeat an old sequence number).
-    pub fn apply(&self, id: AgentId, snapshot: &NodeSnapshot) {
+    pub fn apply(&self, id: AgentId, snapshot: &NodeSnapshot) -> Vec<cold_start::Sample> {
         let now = self.now_ms();
         // Recompute outside the lock.
         let contribution = aggregate::contribution(snapshot);
+        // A listed endpoint is a woken class served: its demand clears.
+        for e in &contribution.endpoints {
+            self.demand.satisfy(e.accelerator, &contribution.zone);
+        }
+        let samples = self.cold_starts.observe(snapshot);
         let mut guard = self.write();
         let inner = &mut *guard;
         let (was_stale, old) = {
-            let Some(agent) = inner.agents.get_mut(&id) else { return };
+            let Some(agent) = inner.agents.get_mut(&id) else { return samples };
             let was_stale = self.age(agent, now) > self.stale_after;
             agent.seen_ms.store(now, Ordering::Relaxed);
             agent.sequence = Some(snapshot.sequence);
@@ -228,6 +267,7 @@ impl Registry {
             changed.push(class);
         }
         inner.notify(&changed);
+        samples
     }
 
     /// Marks an agent dropped by discovery; its data counts until it is stale
@@ -239,9 +279,10 @@ impl Registry {
         }
     }
 
-    /// Forgets removed agents that went stale, and selections nobody
-    /// watches any more. Returns how many agents were forgotten.
+    /// Forgets expired demand, removed agents that went stale, and
+    /// selections nobody watches any more. Returns how many agents were forgotten.
     pub fn purge(&self) -> usize {
+        self.demand.purge();
         let now = self.now_ms();
         let mut guard = self.write();
         let inner = &mut *guard;
@@ -302,6 +343,71 @@ impl Registry {
         aggregate::evaluate(trigger, stale_after, members, any_fresh)
     }
 
+    /// What wakes a trigger besides its own workers' value: device demand
+    /// for its class (unless `activateOnDemand: "false"`) and its sibling's
+    /// spill-over.
+    pub fn wake(&self, trigger: &Trigger) -> Wake {
+        let demand = if trigger.activate_on_demand {
+            self.demand.pending(trigger.key.accelerator, trigger.zone.as_deref())
+        } else {
+            0
+        };
+        let spill = trigger.spill.as_ref().map_or(0.0, |s| self.spill_excess(trigger, s));
+        Wake { demand, spill }
+    }
+
+    /// The sibling's backlog beyond `spill.above` per fresh worker, in the
+    /// trigger's zone.
+    fn spill_excess(&self, trigger: &Trigger, spill: &Spill) -> f64 {
+        let stale_after = trigger.stale_after.unwrap_or(self.stale_after);
+        let now = self.now_ms();
+        let inner = self.read();
+        let mut per_agent: HashMap<AgentId, WorkerTotals> = HashMap::new();
+        for members in inner.selected(&spill.key) {
+            for (id, totals) in members {
+                per_agent.entry(*id).or_default().merge(totals);
+            }
+        }
+        let (mut backlog, mut workers) = (0u64, 0u64);
+        for (id, totals) in &per_agent {
+            let Some(agent) = inner.agents.get(id) else { continue };
+            if trigger.zone.as_deref().is_some_and(|z| z != agent.contribution.zone)
+                || self.age(agent, now) > stale_after
+            {
+                continue;
+            }
+            backlog += totals.queue_depth + totals.in_flight;
+            workers += u64::from(totals.workers);
+        }
+        (backlog as f64 - spill.above * workers as f64).max(0.0)
+    }
+
+    /// Whether any fresh agent (in `zone`, if given) runs a worker `key` selects.
+    pub fn has_fresh_workers(&self, key: &GroupKey, zone: Option<&str>) -> bool {
+        let now = self.now_ms();
+        let inner = self.read();
+        inner.selected(key).flat_map(|m| m.iter()).any(|(id, t)| {
+            t.workers > 0
+                && inner.agents.get(id).is_some_and(|a| {
+                    zone.is_none_or(|z| z == a.contribution.zone) && self.age(a, now) <= self.stale_after
+                })
+        })
+    }
+
+    /// Whether `zone` is one the scaler knows: a followed agent's, or the
+    /// zone of a trigger with an open stream.
+    pub fn knows_zone(&self, zone: &str) -> bool {
+        self.read().agents.values().any(|a| a.contribution.zone == zone) || self.demand.listens_in(zone)
+    }
+
+    /// The zones of the followed agents and of the triggers with an open stream, sorted.
+    pub fn zones(&self) -> Vec<String> {
+        let mut zones: std::collections::BTreeSet<String> =
+            self.read().agents.values().map(|a| a.contribution.zone.clone()).filter(|z| !z.is_empty()).collect();
+        zones.extend(self.demand.zones());
+        zones.into_iter().collect()
+    }
+
     /// The endpoint inventory: advertised endpoints of agents heard from
     /// within the default bound that pass `query`, ranked and cut to its limit.
     pub fn endpoints(&self, query: &inventory::Query) -> Vec<Endpoint> {
@@ -322,6 +428,24 @@ impl Registry {
         out
     }
 
+    /// For a pull whose class has no ready endpoint: every fresh endpoint,
+    /// ranked by [`inventory::rank_fallback`].
+    pub fn fallback_endpoints(&self, query: &inventory::Query) -> Vec<Endpoint> {
+        let now = self.now_ms();
+        let mut out: Vec<Endpoint> = {
+            let inner = self.read();
+            inner
+                .agents
+                .values()
+                .filter(|a| self.age(a, now) <= self.stale_after)
+                .flat_map(|a| a.contribution.endpoints.iter())
+                .cloned()
+                .collect()
+        };
+        inventory::rank_fallback(&mut out, query);
+        out
+    }
+
     /// A channel that changes whenever the data of a class `key` selects
     /// does (a class that starts matching included).
     pub fn subscribe(&self, key: &GroupKey) -> watch::Receiver<u64> {
@@ -336,7 +460,8 @@ impl Registry {
         let now = self.now_ms();
         let inner = self.read();
         let live = inner.agents.values().filter(|a| !a.removed);
-        let mut stats = Stats { groups: inner.classes.len(), ..Stats::default() };
+        let mut stats =
+            Stats { groups: inner.classes.len(), demand_requesters: self.demand.requesters(), ..Stats::default() };
         for a in live {
             stats.agents += 1;
             stats.connected += usize::from(a.connected.load(Ordering::Relaxed));
@@ -348,6 +473,7 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
+    use edge_telemetry::AcceleratorType;
     use edge_telemetry::proto::{Node, Worker};
 
     use super::*;
@@ -419,7 +545,7 @@ mod tests {
         assert!(other_rx.has_changed().unwrap());
         assert_eq!(reg.evaluate(&other), Ok(0.0));
         // One class left: `sd` (same labels, none) on both agents; `other` went with its worker.
-        assert_eq!(reg.stats(), Stats { agents: 2, connected: 0, stale: 0, groups: 1 });
+        assert_eq!(reg.stats(), Stats { agents: 2, connected: 0, stale: 0, groups: 1, demand_requesters: 0 });
     }
 
     /// Workers of Deployment `sd` labelled `tier=<tier>` (no label when empty).
@@ -522,6 +648,75 @@ mod tests {
         snap_b.sequence = 2;
         reg.ingest(b, &snap_b);
         assert_eq!(urls(&all), ["http://10.0.0.2:30080"]);
+    }
+
+    #[test]
+    fn spill_over_is_the_siblings_backlog_beyond_its_share_per_worker() {
+        let reg = Registry::new(Duration::from_secs(5));
+        let (a, b) = (reg.add_agent("a:1"), reg.add_agent("b:1"));
+        let cpu = |seq, zone: &str, queues: &[(&str, u32)]| {
+            let mut s = snapshot(seq, zone, queues);
+            for w in &mut s.workers {
+                w.in_flight = 1;
+            }
+            s
+        };
+        // Two CPU workers in z1 (backlog 5 + 4), one in z2 (backlog 2).
+        reg.ingest(a, &cpu(1, "z1", &[("sd-cpu", 4), ("sd-cpu-b", 3)]));
+        reg.ingest(b, &cpu(1, "z2", &[("sd-cpu", 1)]));
+        let gpu = |extra: &[(&str, &str)]| {
+            let mut pairs = vec![
+                ("acceleratorType", "nvidia"),
+                ("deployment", "sd-nvidia"),
+                ("targetValue", "1"),
+                ("spillFrom", "cpu"),
+            ];
+            pairs.extend_from_slice(extra);
+            parse_trigger(&pairs)
+        };
+        // 11 over 3 workers, 3 each absorbed: 2 spill over.
+        assert_eq!(reg.wake(&gpu(&[("spillAbove", "3")])), Wake { demand: 0, spill: 2.0 });
+        assert_eq!(reg.wake(&gpu(&[("spillAbove", "4")])).spill, 0.0);
+        assert_eq!(reg.wake(&gpu(&[("spillAbove", "3"), ("zone", "z1")])).spill, 3.0, "9 over 2 workers in z1");
+        assert_eq!(reg.wake(&gpu(&[("spillAbove", "0"), ("zone", "z2")])).spill, 2.0);
+        // The sibling's changes wake the spilling trigger's stream.
+        let spill_key = gpu(&[("spillAbove", "3")]).spill.unwrap().key;
+        let mut rx = reg.subscribe(&spill_key);
+        rx.mark_unchanged();
+        reg.ingest(b, &cpu(2, "z2", &[("sd-cpu", 9)]));
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(reg.wake(&gpu(&[("spillAbove", "3")])).spill, 10.0);
+    }
+
+    #[test]
+    fn demand_counts_for_its_triggers_until_an_endpoint_of_the_class_is_listed() {
+        let reg = Registry::new(Duration::from_secs(5));
+        let a = reg.add_agent("a:1");
+        reg.ingest(a, &snapshot(1, "z1", &[]));
+        let nvidia = |extra: &[(&str, &str)]| {
+            let mut pairs = vec![("acceleratorType", "nvidia"), ("deployment", "sd-nvidia"), ("targetValue", "1")];
+            pairs.extend_from_slice(extra);
+            parse_trigger(&pairs)
+        };
+        let class = crate::demand::DemandClass { accelerator: AcceleratorType::Nvidia, zone: Some("z1".into()) };
+        assert!(reg.knows_zone("z1") && !reg.knows_zone("z9"));
+        assert_eq!(reg.zones(), ["z1"]);
+        reg.demand().record(class.clone(), "phone-1");
+        reg.demand().record(class, "phone-2");
+        assert_eq!(reg.wake(&nvidia(&[])).demand, 2);
+        assert_eq!(reg.wake(&nvidia(&[("activateOnDemand", "false")])).demand, 0);
+        assert_eq!(reg.wake(&trigger("sd", &[])).demand, 0, "a cpu trigger");
+        // A cpu endpoint does not answer nvidia demand; an nvidia one in z1 does.
+        let mut snap = snapshot(2, "z1", &[("sd-nvidia", 0)]);
+        snap.workers[0].endpoint = "http://10.0.0.1:30080".into();
+        reg.ingest(a, &snap);
+        assert_eq!(reg.wake(&nvidia(&[])).demand, 2);
+        snap.sequence = 3;
+        snap.workers[0].accelerator = "nvidia".into();
+        reg.ingest(a, &snap);
+        assert_eq!(reg.wake(&nvidia(&[])).demand, 0);
+        assert!(reg.has_fresh_workers(&nvidia(&[]).key, Some("z1")));
+        assert!(!reg.has_fresh_workers(&nvidia(&[]).key, Some("z2")));
     }
 
     #[test]

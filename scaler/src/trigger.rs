@@ -31,9 +31,18 @@ pub const NAMESPACE: &str = "namespace";
 pub const ZONE: &str = "zone";
 /// Metadata key: this trigger's own staleness bound.
 pub const STALE_AFTER: &str = "staleAfter";
+/// Metadata key: whether device demand at the endpoint inventory wakes this
+/// trigger (`true`, the default, or `false`).
+pub const ACTIVATE_ON_DEMAND: &str = "activateOnDemand";
+/// Metadata key: a sibling accelerator type whose backlog spills over into
+/// this trigger (see [`Spill`]).
+pub const SPILL_FROM: &str = "spillFrom";
+/// Metadata key: with `spillFrom`, the backlog per ready worker of the
+/// sibling above which the excess spills over.
+pub const SPILL_ABOVE: &str = "spillAbove";
 
 /// Every key the scaler reads.
-pub const KEYS: [&str; 9] = [
+pub const KEYS: [&str; 12] = [
     ACCELERATOR_TYPE,
     METRIC,
     TARGET_VALUE,
@@ -43,6 +52,9 @@ pub const KEYS: [&str; 9] = [
     NAMESPACE,
     ZONE,
     STALE_AFTER,
+    ACTIVATE_ON_DEMAND,
+    SPILL_FROM,
+    SPILL_ABOVE,
 ];
 
 /// KEDA's own keys for external scalers: accepted and ignored (KEDA uses them
@@ -111,6 +123,8 @@ pub enum WorkerSelector {
     Deployment(String),
     /// The workers whose reported labels match.
     Labels(LabelSelector),
+    /// Every worker of the accelerator type and namespace (a spill-over sibling).
+    All,
 }
 
 impl fmt::Display for WorkerSelector {
@@ -118,6 +132,7 @@ impl fmt::Display for WorkerSelector {
         match self {
             Self::Deployment(d) => f.write_str(d),
             Self::Labels(s) => write!(f, "{{{s}}}"),
+            Self::All => f.write_str("*"),
         }
     }
 }
@@ -142,6 +157,7 @@ impl GroupKey {
             && match &self.selector {
                 WorkerSelector::Deployment(d) => *d == class.deployment,
                 WorkerSelector::Labels(s) => s.matches(&class.labels),
+                WorkerSelector::All => true,
             }
     }
 }
@@ -168,8 +184,23 @@ pub struct Trigger {
     pub zone: Option<String>,
     /// Overrides the scaler's --stale-after.
     pub stale_after: Option<Duration>,
+    /// Whether device demand at the inventory wakes it (`activateOnDemand`).
+    pub activate_on_demand: bool,
+    /// A sibling class whose backlog spills over into it.
+    pub spill: Option<Spill>,
     /// Whether `namespace` was given in the metadata (it then shows in the metric name).
     namespace_explicit: bool,
+}
+
+/// Spill-over: when the backlog (queued + running) per ready worker of every
+/// `from` worker in the trigger's namespace (and zone) is above `above`, the
+/// excess, `backlog - above × workers`, wakes the trigger and adds to its sum.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spill {
+    /// The sibling's workers: every worker of `spillFrom` in the trigger's namespace.
+    pub key: GroupKey,
+    /// Backlog per sibling worker the sibling absorbs itself.
+    pub above: f64,
 }
 
 /// Bad trigger metadata; answered with `INVALID_ARGUMENT`.
@@ -266,6 +297,43 @@ impl Trigger {
                 }
             })
             .transpose()?;
+        let activate_on_demand = match get(ACTIVATE_ON_DEMAND) {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(v) => return Err(bad(ACTIVATE_ON_DEMAND, format!("{v:?} is not a boolean; allowed: true, false"))),
+        };
+        let spill = match (get(SPILL_FROM), get(SPILL_ABOVE)) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(bad(SPILL_ABOVE, "needs spillFrom (the accelerator type whose backlog spills over)"));
+            }
+            (Some(from), above) => {
+                let from = from.parse::<AcceleratorType>().map_err(|_| {
+                    bad(SPILL_FROM, format!("unknown accelerator {from:?}; allowed: {}", AcceleratorType::ALLOWED))
+                })?;
+                if from == accelerator {
+                    return Err(bad(
+                        SPILL_FROM,
+                        format!(
+                            "{from} is this trigger's own acceleratorType; name another of {}",
+                            AcceleratorType::ALLOWED
+                        ),
+                    ));
+                }
+                let Some(above) = above else {
+                    return Err(bad(
+                        SPILL_ABOVE,
+                        "missing; with spillFrom, the backlog per ready worker (a number >= 0, e.g. 4) above which it spills over",
+                    ));
+                };
+                let above = number(SPILL_ABOVE, above)?;
+                if above < 0.0 {
+                    return Err(bad(SPILL_ABOVE, format!("{above} is negative; a number >= 0")));
+                }
+                let key = GroupKey { accelerator: from, namespace: namespace.clone(), selector: WorkerSelector::All };
+                Some(Spill { key, above })
+            }
+        };
         Ok(Self {
             key: GroupKey { accelerator, namespace, selector },
             metric,
@@ -273,6 +341,8 @@ impl Trigger {
             activation,
             zone,
             stale_after,
+            activate_on_demand,
+            spill,
             namespace_explicit,
         })
     }
@@ -297,6 +367,8 @@ impl Trigger {
         match &self.key.selector {
             WorkerSelector::Deployment(d) => push(d),
             WorkerSelector::Labels(s) => push(&format!("labels-{}", s.fingerprint())),
+            // Never a trigger's own selector (only a spill-over sibling's).
+            WorkerSelector::All => push("all"),
         }
         if let Some(zone) = &self.zone {
             push(zone);
@@ -371,6 +443,25 @@ mod tests {
     }
 
     #[test]
+    fn demand_and_spill_over_keys() {
+        let t = parse_with(&[]).unwrap();
+        assert!(t.activate_on_demand && t.spill.is_none());
+        let t = parse_with(&[("activateOnDemand", "false"), ("spillFrom", "cpu"), ("spillAbove", "4")]).unwrap();
+        assert!(!t.activate_on_demand);
+        let spill = t.spill.unwrap();
+        assert_eq!(spill.above, 4.0);
+        assert_eq!(
+            spill.key,
+            GroupKey {
+                accelerator: AcceleratorType::Cpu,
+                namespace: "inference".into(),
+                selector: WorkerSelector::All
+            }
+        );
+        assert_eq!(parse_with(&[("spillFrom", "cpu"), ("spillAbove", "0")]).unwrap().spill.unwrap().above, 0.0);
+    }
+
+    #[test]
     fn keda_keys_are_accepted() {
         let t = parse_with(&[("enableTLS", "true"), ("unsafeSsl", "false"), ("caCert", "x"), ("tlsClientCert", "y")]);
         assert!(t.is_ok(), "{t:?}");
@@ -397,6 +488,13 @@ mod tests {
             (&[("staleAfter", "1ms")], "staleAfter", "outside"),
             (&[("staleAfter", "later")], "staleAfter", "duration"),
             (&[("labelSelector", "app=sd")], "deployment", "labelSelector exclude each other"),
+            (&[("activateOnDemand", "yes")], "activateOnDemand", "allowed: true, false"),
+            (&[("spillFrom", "gpu"), ("spillAbove", "4")], "spillFrom", "nvidia, neuron, cpu"),
+            (&[("spillFrom", "nvidia"), ("spillAbove", "4")], "spillFrom", "own acceleratorType"),
+            (&[("spillFrom", "cpu")], "spillAbove", "missing"),
+            (&[("spillAbove", "4")], "spillAbove", "needs spillFrom"),
+            (&[("spillFrom", "cpu"), ("spillAbove", "-1")], "spillAbove", "negative"),
+            (&[("spillFrom", "cpu"), ("spillAbove", "many")], "spillAbove", "not a number"),
         ];
         for (extra, key, needle) in cases {
             let err = parse_with(extra).unwrap_err();

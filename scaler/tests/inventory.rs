@@ -48,12 +48,16 @@ fn lists_advertised_workers_of_fresh_agents_least_loaded_first() {
     // Filters and the page size.
     assert_eq!(urls(&scaler, "?accelerator=cpu"), ["http://10.0.3.7:30080"]);
     assert_eq!(urls(&scaler, "?zone=zone-b"), ["http://10.0.4.9:30081"]);
-    assert_eq!(urls(&scaler, "?accelerator=cpu&zone=zone-b"), Vec::<String>::new());
+    // No cpu endpoint in zone-b: demand, answered with the best others (cpu elsewhere first).
+    assert_eq!(urls(&scaler, "?accelerator=cpu&zone=zone-b"), ["http://10.0.3.7:30080", "http://10.0.4.9:30081"]);
+    let (_, body) = get(&scaler, "?accelerator=cpu&zone=zone-b");
+    let answer: Inventory = serde_json::from_str(&body).unwrap();
+    assert!(answer.waking.is_empty(), "no trigger listens for cpu: {body}");
     assert_eq!(urls(&scaler, "?limit=1"), ["http://10.0.4.9:30081"]);
     for (query, param, needle) in [
         ("?accelerator=tpu", "accelerator", "nvidia, neuron, cpu"),
         ("?limit=5000", "limit", "1..=1000"),
-        ("?region=west", "region", "accelerator, zone, limit"),
+        ("?region=west", "region", "accelerator, zone, limit, device"),
     ] {
         let (status, body) = get(&scaler, query);
         assert_eq!(status, 400, "{query}: {body}");

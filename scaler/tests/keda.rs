@@ -187,6 +187,29 @@ async fn a_killed_agent_goes_stale_then_errors_and_recovers_when_back() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_metric_spec_sends_what_get_metric_spec_answers_and_ends_ok_on_shutdown() {
+    let agent = start_agent("zone-a");
+    let mut scaler = Scaler::start(&[agents_flag(&[&agent])], &[]);
+    let mut keda = scaler.client().await;
+    let pairs = [CPU_QUEUE, &[("targetValue", "2.5")]].concat();
+    let mut stream = keda.stream_metric_spec(object(&pairs)).await.unwrap().into_inner();
+    let first = tokio::time::timeout(PATIENCE, stream.message()).await.expect("no spec on open").unwrap();
+    let spec = keda.get_metric_spec(object(&pairs)).await.unwrap().into_inner();
+    assert_eq!(first, Some(spec.clone()));
+    assert_eq!((spec.metric_specs[0].target_size_float, spec.metric_specs[0].target_size), (2.5, 3));
+    // Nothing else while the metadata stays the same.
+    assert!(tokio::time::timeout(std::time::Duration::from_millis(300), stream.message()).await.is_err());
+    let bad = [CPU_QUEUE, &[("targetValue", "0")]].concat();
+    let err = keda.stream_metric_spec(object(&bad)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("scalerMetadata.targetValue:"), "{err:?}");
+    let status = scaler.terminate();
+    let rest = tokio::time::timeout(PATIENCE, stream.message()).await.expect("stream not ended on shutdown");
+    assert_eq!(rest.map_err(|s| s.code()), Ok(None));
+    assert!(status.success(), "{status}");
+}
+
 /// Metadata, the key the error must name, a word the message must contain.
 type Case = (&'static [(&'static str, &'static str)], &'static str, &'static str);
 
@@ -257,6 +280,8 @@ fn bad_flags_exit_2_naming_the_flag() {
         (&["--agents", "127.0.0.1:1", "--agent-service", "edge-agent"], "--agents"),
         (&["--agents", "127.0.0.1:1", "--stale-after", "1ms"], "--stale-after"),
         (&["--agents", "127.0.0.1:1", "--tls-cert", "/nonexistent.pem"], "--tls-key"),
+        (&["--agents", "127.0.0.1:1", "--demand-ttl", "2d"], "--demand-ttl"),
+        (&["--agents", "127.0.0.1:1", "--demand-max-requesters", "0"], "--demand-max-requesters"),
     ];
     for (args, flag) in cases {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge-scaler"))

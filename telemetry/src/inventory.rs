@@ -1,9 +1,14 @@
 //! The endpoint inventory: the inference endpoints the scaler knows, for user
 //! devices to pick the closest, least-loaded one.
 //!
-//! Wire format: `GET /v1/endpoints[?accelerator=…&zone=…&limit=…]` on the
-//! scaler's HTTP port, answered with [`Inventory`] as JSON, or `400` with
+//! Wire format: `GET /v1/endpoints[?accelerator=…&zone=…&limit=…&device=…]` on
+//! the scaler's HTTP port, answered with [`Inventory`] as JSON, or `400` with
 //! [`InventoryError`]. Devices may deserialise these types directly.
+//!
+//! A pull that names an accelerator with no ready endpoint (in its zone) is
+//! demand: the answer then lists the best endpoints there are (other zones
+//! and accelerators), names under `waking` what the scaler is waking, and
+//! carries a `Retry-After` header (seconds).
 
 use serde::{Deserialize, Serialize};
 
@@ -24,14 +29,39 @@ pub const PARAM_ACCELERATOR: &str = "accelerator";
 pub const PARAM_ZONE: &str = "zone";
 /// Query parameter: at most this many endpoints (1..=[`MAX_LIMIT`]).
 pub const PARAM_LIMIT: &str = "limit";
+/// Query parameter: an opaque, stable id of the device asking (at most
+/// [`MAX_DEVICE_LEN`] of `[A-Za-z0-9._:-]`); demand counts distinct devices.
+/// Without it the pull's peer address stands for the device.
+pub const PARAM_DEVICE: &str = "device";
 /// Every query parameter.
-pub const PARAMS: [&str; 3] = [PARAM_ACCELERATOR, PARAM_ZONE, PARAM_LIMIT];
+pub const PARAMS: [&str; 4] = [PARAM_ACCELERATOR, PARAM_ZONE, PARAM_LIMIT, PARAM_DEVICE];
+/// Longest `device` id.
+pub const MAX_DEVICE_LEN: usize = 128;
 
 /// The answer: ready endpoints of fresh agents, least loaded first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Inventory {
-    /// Ordered by [`Endpoint::load`], then median latency.
+    /// Ordered by [`Endpoint::load`], then median latency. When the class
+    /// asked for has none, the best others: same accelerator in other zones,
+    /// then other accelerators, each least loaded first.
     pub endpoints: Vec<Endpoint>,
+    /// What this pull is waking (empty when the class asked for is ready, or
+    /// no trigger selects it).
+    #[serde(default)]
+    pub waking: Vec<Waking>,
+}
+
+/// A Deployment the scaler is waking because a device asked for its class.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waking {
+    /// Its accelerator type.
+    pub accelerator: AcceleratorType,
+    /// Its trigger's zone; `null` for a regional one.
+    pub zone: Option<String>,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its Deployment (or, for a label-selector trigger, its ScaledObject).
+    pub deployment: String,
 }
 
 /// One worker a device can send requests to.
@@ -114,7 +144,8 @@ mod tests {
 
     #[test]
     fn the_json_shape_is_the_documented_one() {
-        let json = serde_json::to_value(Inventory { endpoints: vec![endpoint(3, 1, 8)] }).unwrap();
+        let json = serde_json::to_value(Inventory { endpoints: vec![endpoint(3, 1, 8)], waking: vec![] }).unwrap();
+        assert_eq!(json["waking"], serde_json::json!([]));
         let keys: Vec<&str> = json["endpoints"][0].as_object().unwrap().keys().map(String::as_str).collect();
         let mut expected = [
             "url",

@@ -110,6 +110,11 @@ impl Scaler {
         }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the scaler logged so far.
     pub fn log(&self) -> String {
         let mut s = String::new();

@@ -7,6 +7,12 @@ use super::Metric;
 pub const LABEL_METHOD: &str = "method";
 /// Label: the gRPC status code name, e.g. `Ok`, `InvalidArgument`.
 pub const LABEL_CODE: &str = "code";
+/// Label: an accelerator type (`nvidia`, `neuron`, `cpu`).
+pub const LABEL_ACCELERATOR: &str = "accelerator";
+/// Label: a zone; empty for a regional trigger.
+pub const LABEL_ZONE: &str = "zone";
+/// Label: a cold start's phase, `report` or `image`.
+pub const LABEL_PHASE: &str = "phase";
 
 /// Agents followed (discovered and not dropped).
 pub const AGENTS: Metric = Metric::gauge("edge_scaler_agents", "Agents the scaler follows");
@@ -33,6 +39,14 @@ pub const ACTIVATIONS: Metric =
     Metric::counter("edge_scaler_activations", "Activations pushed on StreamIsActive (inactive to active)");
 /// StreamIsActive streams open now.
 pub const ACTIVE_STREAMS: Metric = Metric::gauge("edge_scaler_active_streams", "StreamIsActive streams open now");
+/// Devices remembered as waiting for a class with no ready endpoint.
+pub const DEMAND_REQUESTERS: Metric = Metric::gauge(
+    "edge_scaler_demand_requesters",
+    "Devices that recently asked the inventory for a class with no ready endpoint",
+);
+/// Inventory pulls that woke a class (it had no demand before).
+pub const DEMAND_WAKES: Metric =
+    Metric::counter("edge_scaler_demand_wakes", "Inventory pulls that woke a class with no ready endpoint");
 
 /// A histogram family: name, help and bucket bounds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -52,6 +66,15 @@ pub const GRPC_REQUEST_DURATION_SECONDS: Histogram = Histogram {
     buckets: &[0.000_05, 0.0001, 0.000_25, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5],
 };
 
+/// A wake from zero, by accelerator, zone and phase: activation → the first
+/// fresh report of a selected worker (`report`) → the first report of one
+/// that has served an image (`image`).
+pub const COLD_START_SECONDS: Histogram = Histogram {
+    name: "edge_scaler_cold_start_seconds",
+    help: "Time from waking a trigger with no worker to its first worker report (phase=report) and first image served (phase=image)",
+    buckets: &[0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0],
+};
+
 /// Every gauge and counter of the scaler.
 pub const ALL: &[Metric] = &[
     AGENTS,
@@ -63,10 +86,12 @@ pub const ALL: &[Metric] = &[
     GRPC_REQUESTS,
     ACTIVATIONS,
     ACTIVE_STREAMS,
+    DEMAND_REQUESTERS,
+    DEMAND_WAKES,
 ];
 
 /// Every histogram of the scaler.
-pub const HISTOGRAMS: &[Histogram] = &[GRPC_REQUEST_DURATION_SECONDS];
+pub const HISTOGRAMS: &[Histogram] = &[GRPC_REQUEST_DURATION_SECONDS, COLD_START_SECONDS];
 
 #[cfg(test)]
 mod tests {

@@ -12,6 +12,44 @@ pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     request(connect(addr)?, &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"))
 }
 
+/// A whole answer: status, header lines and body.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// `(name, value)` per header line, names as sent.
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked.
+    pub body: String,
+}
+
+impl Response {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// `GET path`; the whole answer, headers included.
+pub fn get_response(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
+    let mut stream = connect(addr)?;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP status in {head:?}")))?;
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())).collect();
+    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v == "chunked");
+    Ok(Response { status, headers, body: if chunked { dechunk(body) } else { body.to_owned() } })
+}
+
 /// `GET path` with extra header lines (each `Name: value`).
 pub fn get_with(addr: SocketAddr, path: &str, headers: &[&str]) -> std::io::Result<(u16, String)> {
     let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();

@@ -1,0 +1,409 @@
+//! Device demand at the endpoint inventory: the signal that exists when a
+//! Deployment has no pods.
+//!
+//! A device pulls `GET /v1/endpoints?accelerator=…[&zone=…]` before it sends
+//! a prompt. When that class (accelerator, optional zone) has no ready
+//! endpoint, the pull is demand: the requester (the pull's `device`
+//! parameter, else its peer address) is remembered for `--demand-ttl`, and
+//! every trigger that selects the class becomes active at once. The demand
+//! clears when an endpoint of the class is listed (the woken worker is
+//! ready), or decays when the TTL passes without a pull.
+//!
+//! Bounded by construction: at most `max_requesters` per class (the oldest
+//! is forgotten first), and classes are accelerator types times the zones
+//! the scaler knows (an unknown zone is refused before it gets here).
+//!
+//! Which triggers a class wakes is known from the open `StreamIsActive`
+//! streams ([`Demand::listen`]): that is what the inventory names under
+//! `waking`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use edge_telemetry::AcceleratorType;
+use edge_telemetry::inventory::Waking;
+use tokio::sync::watch;
+
+/// What a pull asked for: an accelerator type, in one zone or any.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DemandClass {
+    /// The accelerator type asked for.
+    pub accelerator: AcceleratorType,
+    /// The zone asked for; `None`: any zone.
+    pub zone: Option<String>,
+}
+
+/// Whether demand in `class_zone` concerns a trigger in `trigger_zone`:
+/// a zone-less side matches every zone, two zones must be equal.
+pub fn zones_match(class_zone: Option<&str>, trigger_zone: Option<&str>) -> bool {
+    match (class_zone, trigger_zone) {
+        (Some(c), Some(t)) => c == t,
+        _ => true,
+    }
+}
+
+/// The requesters of one class, oldest first.
+#[derive(Default)]
+struct Requesters {
+    /// Requester → its last pull's stamp.
+    by_id: HashMap<String, Stamp>,
+    /// Stamp → requester: the oldest is the first key.
+    by_age: BTreeMap<Stamp, String>,
+}
+
+/// Milliseconds since the epoch, then a sequence number to keep stamps distinct.
+type Stamp = (u64, u64);
+
+impl Requesters {
+    fn touch(&mut self, requester: &str, stamp: Stamp, max: usize) {
+        if let Some(old) = self.by_id.get_mut(requester) {
+            self.by_age.remove(old);
+            *old = stamp;
+            self.by_age.insert(stamp, requester.to_owned());
+            return;
+        }
+        while self.by_id.len() >= max {
+            let Some((_, oldest)) = self.by_age.pop_first() else { break };
+            self.by_id.remove(&oldest);
+        }
+        self.by_id.insert(requester.to_owned(), stamp);
+        self.by_age.insert(stamp, requester.to_owned());
+    }
+
+    /// Forgets requesters whose last pull is older than `cutoff_ms`.
+    fn expire(&mut self, cutoff_ms: u64) {
+        while let Some(entry) = self.by_age.first_entry() {
+            if entry.key().0 >= cutoff_ms {
+                break;
+            }
+            let requester = entry.remove();
+            self.by_id.remove(&requester);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.by_id.len()
+    }
+}
+
+/// A trigger with an open `StreamIsActive` that demand wakes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Listener {
+    accelerator: AcceleratorType,
+    zone: Option<String>,
+    namespace: String,
+    deployment: String,
+}
+
+#[derive(Default)]
+struct Inner {
+    classes: BTreeMap<DemandClass, Requesters>,
+    sequence: u64,
+    /// Open streams per trigger, counted (KEDA may open more than one).
+    listeners: BTreeMap<Listener, usize>,
+}
+
+/// Device demand, shared by the inventory (writer) and the KEDA calls (readers).
+pub struct Demand {
+    ttl: Duration,
+    max_requesters: usize,
+    epoch: Instant,
+    /// Classes with demand now: lets every KEDA call skip the lock when there is none.
+    classes_pending: AtomicUsize,
+    inner: Mutex<Inner>,
+    /// One channel per accelerator type, bumped when its demand starts or clears.
+    changes: [watch::Sender<u64>; 3],
+}
+
+fn index(accelerator: AcceleratorType) -> usize {
+    AcceleratorType::ALL.iter().position(|a| *a == accelerator).unwrap_or(0)
+}
+
+/// Unregisters a listener when its stream closes.
+pub struct ListenGuard {
+    demand: Arc<Demand>,
+    listener: Listener,
+}
+
+impl Drop for ListenGuard {
+    fn drop(&mut self) {
+        let mut inner = self.demand.lock();
+        if let Some(n) = inner.listeners.get_mut(&self.listener) {
+            *n -= 1;
+            if *n == 0 {
+                inner.listeners.remove(&self.listener);
+            }
+        }
+    }
+}
+
+impl Demand {
+    /// Demand remembered for `ttl` (zero turns demand tracking off), at most
+    /// `max_requesters` distinct requesters per class.
+    pub fn new(ttl: Duration, max_requesters: usize) -> Self {
+        Self {
+            ttl,
+            max_requesters: max_requesters.max(1),
+            epoch: Instant::now(),
+            classes_pending: AtomicUsize::new(0),
+            inner: Mutex::new(Inner::default()),
+            changes: std::array::from_fn(|_| watch::Sender::new(0)),
+        }
+    }
+
+    /// Whether demand is tracked at all (`--demand-ttl` above zero).
+    pub fn enabled(&self) -> bool {
+        !self.ttl.is_zero()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn cutoff_ms(&self) -> u64 {
+        self.now_ms().saturating_sub(self.ttl.as_millis() as u64)
+    }
+
+    fn notify(&self, accelerator: AcceleratorType) {
+        self.changes[index(accelerator)].send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Records a pull for `class`, which has no ready endpoint. Returns
+    /// whether the class had no demand before (this pull woke it).
+    pub fn record(&self, class: DemandClass, requester: &str) -> bool {
+        if !self.enabled() {
+            return false;
+        }
+        let accelerator = class.accelerator;
+        let woke = {
+            let mut inner = self.lock();
+            let cutoff = self.cutoff_ms();
+            inner.sequence += 1;
+            let stamp = (self.now_ms(), inner.sequence);
+            let requesters = inner.classes.entry(class).or_default();
+            requesters.expire(cutoff);
+            let woke = requesters.len() == 0;
+            requesters.touch(requester, stamp, self.max_requesters);
+            self.classes_pending.store(inner.classes.len(), Ordering::Release);
+            woke
+        };
+        if woke {
+            self.notify(accelerator);
+        }
+        woke
+    }
+
+    /// Distinct recent requesters of the classes a trigger on `accelerator`
+    /// in `zone` (`None`: any) answers for.
+    pub fn pending(&self, accelerator: AcceleratorType, zone: Option<&str>) -> u64 {
+        if self.classes_pending.load(Ordering::Acquire) == 0 {
+            return 0;
+        }
+        let cutoff = self.cutoff_ms();
+        let mut inner = self.lock();
+        let mut total = 0u64;
+        for (class, requesters) in inner.classes.iter_mut() {
+            if class.accelerator == accelerator && zones_match(class.zone.as_deref(), zone) {
+                requesters.expire(cutoff);
+                total += requesters.len() as u64;
+            }
+        }
+        total
+    }
+
+    /// An endpoint of `accelerator` in `zone` is ready: the demand it answers
+    /// (that zone's, and the zone-less one) clears.
+    pub fn satisfy(&self, accelerator: AcceleratorType, zone: &str) {
+        if self.classes_pending.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let cleared = {
+            let mut inner = self.lock();
+            let before = inner.classes.len();
+            inner.classes.retain(|c, _| !(c.accelerator == accelerator && zones_match(c.zone.as_deref(), Some(zone))));
+            self.classes_pending.store(inner.classes.len(), Ordering::Release);
+            inner.classes.len() != before
+        };
+        if cleared {
+            tracing::debug!(%accelerator, zone, "demand cleared: an endpoint is ready");
+            self.notify(accelerator);
+        }
+    }
+
+    /// Forgets expired requesters and classes left without any.
+    pub fn purge(&self) {
+        if self.classes_pending.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let cutoff = self.cutoff_ms();
+        let mut decayed = Vec::new();
+        {
+            let mut inner = self.lock();
+            inner.classes.retain(|c, r| {
+                r.expire(cutoff);
+                let keep = r.len() > 0;
+                if !keep {
+                    decayed.push(c.accelerator);
+                }
+                keep
+            });
+            self.classes_pending.store(inner.classes.len(), Ordering::Release);
+        }
+        for accelerator in decayed {
+            self.notify(accelerator);
+        }
+    }
+
+    /// Requesters remembered now, over every class (for the scaler's metrics).
+    pub fn requesters(&self) -> usize {
+        if self.classes_pending.load(Ordering::Acquire) == 0 {
+            return 0;
+        }
+        self.lock().classes.values().map(Requesters::len).sum()
+    }
+
+    /// A channel bumped whenever demand for `accelerator` starts or clears.
+    pub fn subscribe(&self, accelerator: AcceleratorType) -> watch::Receiver<u64> {
+        self.changes[index(accelerator)].subscribe()
+    }
+
+    /// Registers a trigger with an open stream as woken by demand for its
+    /// accelerator (and zone); dropped with the stream.
+    pub fn listen(
+        self: &Arc<Self>,
+        accelerator: AcceleratorType,
+        zone: Option<&str>,
+        namespace: &str,
+        deployment: &str,
+    ) -> ListenGuard {
+        let listener = Listener {
+            accelerator,
+            zone: zone.map(str::to_owned),
+            namespace: namespace.to_owned(),
+            deployment: deployment.to_owned(),
+        };
+        *self.lock().listeners.entry(listener.clone()).or_default() += 1;
+        ListenGuard { demand: Arc::clone(self), listener }
+    }
+
+    /// The triggers demand for `class` wakes, as the inventory names them.
+    pub fn waking(&self, class: &DemandClass) -> Vec<Waking> {
+        self.lock()
+            .listeners
+            .keys()
+            .filter(|l| l.accelerator == class.accelerator && zones_match(class.zone.as_deref(), l.zone.as_deref()))
+            .map(|l| Waking {
+                accelerator: l.accelerator,
+                zone: l.zone.clone(),
+                namespace: l.namespace.clone(),
+                deployment: l.deployment.clone(),
+            })
+            .collect()
+    }
+
+    /// The zones of the triggers with an open stream.
+    pub fn zones(&self) -> Vec<String> {
+        self.lock().listeners.keys().filter_map(|l| l.zone.clone()).collect()
+    }
+
+    /// Whether an open stream's trigger is pinned to `zone` (a zone the
+    /// scaler then knows even before any node runs there).
+    pub fn listens_in(&self, zone: &str) -> bool {
+        self.lock().listeners.keys().any(|l| l.zone.as_deref() == Some(zone))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class(accelerator: AcceleratorType, zone: Option<&str>) -> DemandClass {
+        DemandClass { accelerator, zone: zone.map(str::to_owned) }
+    }
+
+    #[test]
+    fn a_first_pull_wakes_and_later_ones_count_distinct_requesters() {
+        let d = Demand::new(Duration::from_secs(60), 100);
+        let mut rx = d.subscribe(AcceleratorType::Nvidia);
+        assert_eq!(d.pending(AcceleratorType::Nvidia, None), 0);
+        assert!(d.record(class(AcceleratorType::Nvidia, Some("a")), "phone-1"));
+        assert!(rx.has_changed().unwrap());
+        rx.mark_unchanged();
+        assert!(!d.record(class(AcceleratorType::Nvidia, Some("a")), "phone-1"), "already awake");
+        assert!(!d.record(class(AcceleratorType::Nvidia, Some("a")), "phone-2"));
+        assert!(!rx.has_changed().unwrap(), "only the wake is signalled");
+        assert!(d.record(class(AcceleratorType::Nvidia, None), "phone-3"), "another class wakes on its own");
+        // A zone-a trigger sees zone a and zone-less demand; a zone-b trigger only the zone-less.
+        assert_eq!(d.pending(AcceleratorType::Nvidia, Some("a")), 3);
+        assert_eq!(d.pending(AcceleratorType::Nvidia, Some("b")), 1);
+        assert_eq!(d.pending(AcceleratorType::Nvidia, None), 3);
+        assert_eq!(d.pending(AcceleratorType::Cpu, None), 0);
+        assert_eq!(d.requesters(), 3);
+    }
+
+    #[test]
+    fn a_ready_endpoint_clears_the_demand_it_answers() {
+        let d = Demand::new(Duration::from_secs(60), 100);
+        d.record(class(AcceleratorType::Nvidia, Some("a")), "p1");
+        d.record(class(AcceleratorType::Nvidia, Some("b")), "p2");
+        d.record(class(AcceleratorType::Nvidia, None), "p3");
+        d.record(class(AcceleratorType::Cpu, None), "p4");
+        let mut rx = d.subscribe(AcceleratorType::Nvidia);
+        rx.mark_unchanged();
+        d.satisfy(AcceleratorType::Nvidia, "a");
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(d.pending(AcceleratorType::Nvidia, None), 1, "zone b still waits");
+        assert_eq!(d.pending(AcceleratorType::Cpu, None), 1);
+    }
+
+    #[test]
+    fn demand_decays_after_the_ttl_and_is_bounded_per_class() {
+        let d = Demand::new(Duration::from_millis(100), 3);
+        for i in 0..10 {
+            d.record(class(AcceleratorType::Cpu, None), &format!("p{i}"));
+        }
+        assert_eq!(d.pending(AcceleratorType::Cpu, None), 3, "the oldest are forgotten first");
+        // Refreshing a requester keeps it among the newest.
+        d.record(class(AcceleratorType::Cpu, None), "p7");
+        d.record(class(AcceleratorType::Cpu, None), "p10");
+        assert_eq!(d.pending(AcceleratorType::Cpu, None), 3);
+        std::thread::sleep(Duration::from_millis(150));
+        assert_eq!(d.pending(AcceleratorType::Cpu, None), 0);
+        let mut rx = d.subscribe(AcceleratorType::Cpu);
+        rx.mark_unchanged();
+        d.purge();
+        assert!(rx.has_changed().unwrap(), "decay is a change too");
+        assert_eq!(d.requesters(), 0);
+        assert!(d.record(class(AcceleratorType::Cpu, None), "p1"), "wakes again after decaying");
+    }
+
+    #[test]
+    fn a_zero_ttl_turns_demand_off() {
+        let d = Demand::new(Duration::ZERO, 3);
+        assert!(!d.record(class(AcceleratorType::Cpu, None), "p1"));
+        assert_eq!(d.pending(AcceleratorType::Cpu, None), 0);
+    }
+
+    #[test]
+    fn listeners_name_what_a_class_wakes_until_their_stream_closes() {
+        let d = Arc::new(Demand::new(Duration::from_secs(60), 10));
+        let regional = d.listen(AcceleratorType::Nvidia, None, "ns", "sd-nvidia");
+        let lax = d.listen(AcceleratorType::Nvidia, Some("lax"), "ns", "sd-nvidia-lax");
+        let _cpu = d.listen(AcceleratorType::Cpu, None, "ns", "sd-cpu");
+        let names = |c: &DemandClass| d.waking(c).into_iter().map(|w| w.deployment).collect::<Vec<_>>();
+        assert_eq!(names(&class(AcceleratorType::Nvidia, Some("lax"))), ["sd-nvidia", "sd-nvidia-lax"]);
+        assert_eq!(names(&class(AcceleratorType::Nvidia, Some("sea"))), ["sd-nvidia"]);
+        assert!(d.listens_in("lax") && !d.listens_in("sea"));
+        drop(lax);
+        assert_eq!(names(&class(AcceleratorType::Nvidia, None)), ["sd-nvidia"]);
+        drop(regional);
+        assert!(names(&class(AcceleratorType::Nvidia, None)).is_empty());
+    }
+}
