@@ -66,6 +66,11 @@ impl Child {
         }
     }
 
+    /// The exit status, if the child has exited.
+    pub fn try_exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// Resolves when the child exits on its own.
     pub async fn exited(&mut self) -> std::io::Result<ExitStatus> {
         self.child.wait().await

@@ -40,14 +40,21 @@ pub async fn read(client: &mut Client, namespace: &str) -> Vec<Reading> {
     out
 }
 
-/// `queue  cpu 2 +1 running ACTIVE | nvidia 0 inactive | neuron 0 inactive`.
-pub fn render(readings: &[Reading]) -> String {
+/// `queue  cpu 2 +1 running ACTIVE | nvidia 0 inactive | neuron 0 inactive`;
+/// the `waking` accelerator (woken, its worker not ready yet) says so.
+pub fn render(readings: &[Reading], waking: Option<&str>) -> String {
     let parts: Vec<String> = readings
         .iter()
         .map(|r| match &r.value {
             Ok((queued, running, active)) => {
                 let running = if *running > 0.0 { format!(" +{running} running") } else { String::new() };
-                let state = if *active { "ACTIVE" } else { "inactive" };
+                let state = if waking == Some(r.accelerator) {
+                    "waking"
+                } else if *active {
+                    "ACTIVE"
+                } else {
+                    "inactive"
+                };
                 format!("{} {queued}{running} {state}", r.accelerator)
             }
             Err(code) => format!("{} scaler: {code}", r.accelerator),
@@ -68,8 +75,12 @@ mod tests {
             Reading { accelerator: "neuron", value: Err("Unavailable".into()) },
         ];
         assert_eq!(
-            render(&readings),
+            render(&readings, None),
             "queue  cpu 2 +1 running ACTIVE | nvidia 0 inactive | neuron scaler: Unavailable"
+        );
+        assert_eq!(
+            render(&readings, Some("cpu")),
+            "queue  cpu 2 +1 running waking | nvidia 0 inactive | neuron scaler: Unavailable"
         );
     }
 }

@@ -1,10 +1,16 @@
 //! `edge-diffusion up`: agent, scaler (static agent list) and a CPU worker as
 //! child processes, one block saying where everything is, a live status line,
 //! and a clean stop on Ctrl-C / SIGTERM.
+//!
+//! `up --zero` starts no worker: `up` plays KEDA's part instead. It holds the
+//! scaler's `StreamIsActive` for the CPU Deployment, starts a worker the
+//! moment the scaler pushes `true` (the first device pull of the printed
+//! inventory URL does that), and stops it after `--cooldown` without work,
+//! as KEDA's cooldownPeriod would.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -47,6 +53,22 @@ pub struct UpArgs {
     /// Seconds between status updates.
     #[arg(long, default_value_t = 0.5, value_parser = parse_interval)]
     pub status_interval: f64,
+    /// Start with no worker, as a Deployment at zero replicas: the first
+    /// pull of the inventory URL wakes one (as KEDA would, through the
+    /// scaler's StreamIsActive), and it stops again after --cooldown idle.
+    #[arg(long)]
+    pub zero: bool,
+    /// With --zero: seconds a woken worker may sit idle (the scaler says
+    /// inactive) before it is stopped, like KEDA's cooldownPeriod.
+    #[arg(long, default_value_t = 30.0, value_parser = parse_cooldown)]
+    pub cooldown: f64,
+}
+
+fn parse_cooldown(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.5..=3600.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds in 0.5..=3600")),
+    }
 }
 
 fn parse_interval(s: &str) -> Result<f64, String> {
@@ -93,16 +115,52 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         let _ = stop_all(&mut children, GRACE).await;
         return Err(e);
     }
-    print_block(&args, &model, &log_dir);
-
     let mut client = keda::connect(args.scaler).await?;
+    // The activation stream is open before the block names the URL that wakes it.
+    let mut zero = None;
+    if args.zero {
+        match Zero::new(&args, &model, &log_dir, &worker_bin, &mut client).await {
+            Ok(z) => zero = Some(z),
+            Err(e) => {
+                let _ = stop_all(&mut children, GRACE).await;
+                return Err(e);
+            }
+        }
+    }
+    print_block(&args, &model, &log_dir);
     let mut live = ui::Live::new();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(args.status_interval));
     let outcome = loop {
         tokio::select! {
             _ = tick.tick() => {
                 let readings = status::read(&mut client, NAMESPACE).await;
-                live.show(&status::render(&readings));
+                let waking = match &mut zero {
+                    Some(z) => match z.tick(&readings, &mut live).await {
+                        Ok(waking) => waking,
+                        Err(e) => break Err(e),
+                    },
+                    None => false,
+                };
+                live.show(&status::render(&readings, waking.then_some("cpu")));
+            }
+            woke = wake_pushed(&mut zero) => {
+                if let (Some(z), Err(_)) = (&mut zero, &woke) {
+                    // The stream broke or ended: open it again (the status
+                    // line already shows a scaler that does not answer).
+                    z.reopen(&mut client).await;
+                    continue;
+                }
+                if let Some(z) = &mut zero {
+                    match z.wake(&mut live) {
+                        Err(e) => break Err(e),
+                        Ok(true) => {
+                            // Shown at once: the next tick may already find the worker ready.
+                            let readings = status::read(&mut client, NAMESPACE).await;
+                            live.show(&status::render(&readings, Some("cpu")));
+                        }
+                        Ok(false) => {}
+                    }
+                }
             }
             _ = interrupt.recv() => break Ok(()),
             _ = terminate.recv() => break Ok(()),
@@ -113,11 +171,161 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     live.finish();
     ui::line("stopping worker, scaler and agent…");
+    if let Some(worker) = zero.as_mut().and_then(Zero::take_worker) {
+        children.insert(0, worker);
+    }
     let stopped = stop_all(&mut children, GRACE).await;
     outcome?;
     stopped?;
     ui::line("stopped.");
     Ok(())
+}
+
+/// Resolves with the next message of `--zero`'s activation stream; pending
+/// forever without `--zero`.
+async fn wake_pushed(zero: &mut Option<Zero>) -> Result<(), tonic::Status> {
+    match zero {
+        Some(z) => z.next_push().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The worker `--zero` started, with what it is waiting for.
+enum WorkerState {
+    /// Started, not ready yet (the live line says `waking`).
+    Waking { since: Instant },
+    /// Ready; idle since when, if the scaler says inactive.
+    Up { idle_since: Option<Instant> },
+}
+
+/// A worker slot that `up --zero` fills on activation and empties after the cooldown.
+struct Zero {
+    stream: tonic::Streaming<keda::proto::IsActiveResponse>,
+    worker: Option<(Child, WorkerState)>,
+    spawn: WorkerSpawn,
+    api: SocketAddr,
+    cooldown: Duration,
+}
+
+/// What starting the worker takes.
+struct WorkerSpawn {
+    bin: PathBuf,
+    args: Vec<String>,
+    log_dir: PathBuf,
+}
+
+impl Zero {
+    async fn new(
+        args: &UpArgs,
+        model: &Model,
+        log_dir: &Path,
+        worker_bin: &Path,
+        client: &mut keda::Client,
+    ) -> anyhow::Result<Self> {
+        let stream = open_stream(client).await.context("cannot open StreamIsActive on the scaler")?;
+        Ok(Self {
+            stream,
+            worker: None,
+            spawn: WorkerSpawn {
+                bin: worker_bin.to_owned(),
+                args: worker_args(args, model),
+                log_dir: log_dir.to_owned(),
+            },
+            api: args.api,
+            cooldown: Duration::from_secs_f64(args.cooldown),
+        })
+    }
+
+    async fn reopen(&mut self, client: &mut keda::Client) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Ok(stream) = open_stream(client).await {
+            self.stream = stream;
+        }
+    }
+
+    async fn next_push(&mut self) -> Result<(), tonic::Status> {
+        match self.stream.message().await? {
+            Some(r) if r.result => Ok(()),
+            // `false` is never pushed; an ended stream (scaler stopping) is reopened.
+            _ => Err(tonic::Status::unavailable("activation stream ended")),
+        }
+    }
+
+    /// The scaler pushed `true`: start a worker unless one runs. Returns
+    /// whether it started one.
+    fn wake(&mut self, live: &mut ui::Live) -> anyhow::Result<bool> {
+        if self.worker.is_some() {
+            return Ok(false);
+        }
+        live.finish();
+        ui::line("woken: the scaler says cpu is active (StreamIsActive true); starting a worker…");
+        let s = &self.spawn;
+        let child = Child::spawn("edge-inference", &s.bin, &s.args, &[], &s.log_dir)?;
+        self.worker = Some((child, WorkerState::Waking { since: Instant::now() }));
+        Ok(true)
+    }
+
+    /// Follows the worker on every status tick; true while it is waking.
+    async fn tick(&mut self, readings: &[status::Reading], live: &mut ui::Live) -> anyhow::Result<bool> {
+        let Some((child, state)) = &mut self.worker else { return Ok(false) };
+        if let Some(exit) = child.try_exited() {
+            bail!("the woken worker exited ({exit}): {}", child.last_log_line());
+        }
+        match state {
+            WorkerState::Waking { since } => {
+                let ready = matches!(
+                    crate::http::get(self.api, "/readyz", Duration::from_secs(1)).await,
+                    Ok(r) if r.status == 200
+                );
+                if ready {
+                    live.finish();
+                    ui::line(&format!(
+                        "worker ready after {:.1}s at http://{} (the inventory lists it; the demand clears)",
+                        since.elapsed().as_secs_f64(),
+                        self.api
+                    ));
+                    *state = WorkerState::Up { idle_since: None };
+                    return Ok(false);
+                }
+                Ok(true)
+            }
+            WorkerState::Up { idle_since } => {
+                let active = readings
+                    .iter()
+                    .find(|r| r.accelerator == "cpu")
+                    .is_some_and(|r| r.value.as_ref().map_or(true, |v| v.2));
+                if active {
+                    *idle_since = None;
+                    return Ok(false);
+                }
+                let since = *idle_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= self.cooldown {
+                    live.finish();
+                    ui::line(&format!(
+                        "idle for {:.0}s (--cooldown): stopping the worker, back to zero",
+                        self.cooldown.as_secs_f64()
+                    ));
+                    let (mut child, _) = self.worker.take().expect("a worker");
+                    child.stop(GRACE).await?;
+                    ui::line("no worker: the next pull of the inventory URL wakes one");
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    fn take_worker(&mut self) -> Option<Child> {
+        self.worker.take().map(|(c, _)| c)
+    }
+}
+
+/// The activation stream `--zero` waits on: the CPU Deployment's backlog
+/// trigger, as the chart's ScaledObject declares it.
+async fn open_stream(
+    client: &mut keda::Client,
+) -> Result<tonic::Streaming<keda::proto::IsActiveResponse>, tonic::Status> {
+    let object = keda::trigger(NAMESPACE, &status::deployment("cpu"), "cpu", "backlog");
+    Ok(client.stream_is_active(object).await?.into_inner())
 }
 
 /// Starts agent, scaler and worker in turn, each ready before the next.
@@ -149,6 +357,20 @@ async fn start(
     scaler.wait_ready(args.scaler_metrics, "/healthz", Duration::from_secs(30)).await?;
     children.insert(0, scaler);
 
+    if args.zero {
+        return Ok(());
+    }
+    let worker_args = worker_args(args, model);
+    let mut worker = Child::spawn("edge-inference", worker_bin, &worker_args, &[], log_dir)?;
+    // Real weights take a while to map and warm up on a CPU.
+    worker.wait_ready(args.api, "/readyz", Duration::from_secs(600)).await?;
+    children.insert(0, worker);
+    Ok(())
+}
+
+/// The worker's flags: the CPU Deployment's, reporting to the agent and
+/// advertising its API in the inventory.
+fn worker_args(args: &UpArgs, model: &Model) -> Vec<String> {
     let mut worker_args = vec![
         "serve".to_owned(),
         format!("--model-dir={}", model.dir.display()),
@@ -166,11 +388,7 @@ async fn start(
         // The tiny model draws noise at any size: keep requests small and quick.
         worker_args.extend(["--default-size=64x64".to_owned(), "--default-steps=20".to_owned()]);
     }
-    let mut worker = Child::spawn("edge-inference", worker_bin, &worker_args, &[], log_dir)?;
-    // Real weights take a while to map and warm up on a CPU.
-    worker.wait_ready(args.api, "/readyz", Duration::from_secs(600)).await?;
-    children.insert(0, worker);
-    Ok(())
+    worker_args
 }
 
 /// Resolves with the first child that exits; pending forever if there are none.
@@ -273,8 +491,23 @@ async fn model(model_dir: Option<&Path>, worker_bin: &Path) -> anyhow::Result<Mo
 
 fn print_block(args: &UpArgs, model: &Model, log_dir: &Path) {
     let kind = if model.tiny { "tiny random model: images are noise" } else { "your weights" };
+    let inventory = format!("http://{}/v1/endpoints?accelerator=cpu", args.scaler_metrics);
+    let (headline, try_line) = if args.zero {
+        (
+            format!("edge-diffusion is up: agent and scaler, no worker yet (--zero; {kind})"),
+            format!("  try          curl -s '{inventory}'   (a device's pull: wakes a worker)"),
+        )
+    } else {
+        (
+            format!("edge-diffusion is up: agent, scaler and a CPU worker ({kind})"),
+            format!(
+                "  try          curl -s http://{}/generate -d '{{\"prompt\": \"a lighthouse at dusk\"}}' -o out.png",
+                args.api
+            ),
+        )
+    };
     let block = [
-        format!("edge-diffusion is up: agent, scaler and a CPU worker ({kind})"),
+        headline,
         format!("  image API    http://{}/generate   (OpenAI shape: /v1/images/generations)", args.api),
         format!(
             "  /metrics     http://{}/metrics   (agent)   http://{}/metrics   (scaler)",
@@ -284,10 +517,8 @@ fn print_block(args: &UpArgs, model: &Model, log_dir: &Path) {
             "  KEDA gRPC    {}   (externalscaler.ExternalScaler; trigger acceleratorType=cpu, deployment=sd-cpu)",
             args.scaler
         ),
-        format!(
-            "  try          curl -s http://{}/generate -d '{{\"prompt\": \"a lighthouse at dusk\"}}' -o out.png",
-            args.api
-        ),
+        format!("  inventory    {inventory}   (what devices pull)"),
+        try_line,
         format!("  load         edge-diffusion load --url http://{} -n 20 -c 4", args.api),
         format!("  model, logs  {}   {}", model.dir.display(), log_dir.display()),
         "Ctrl-C stops everything.".to_owned(),

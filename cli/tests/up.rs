@@ -153,6 +153,68 @@ fn up_serves_the_printed_url_shows_the_scaler_and_stops_on_ctrl_c() {
     }
 }
 
+#[test]
+fn up_zero_wakes_a_worker_on_the_first_inventory_pull_and_stops_it_after_the_cooldown() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut up = up_command(cache.path())
+        .args(["--zero", "--cooldown=2", "--status-interval=0.1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = lines(&mut up);
+    let mut seen = Vec::new();
+    read_until(&rx, &mut seen, "ready block", |l| l.starts_with("Ctrl-C stops everything"));
+    assert!(seen.iter().any(|l| l.contains("no worker yet")), "{seen:#?}");
+    let api_line = seen.iter().find(|l| l.contains("image API")).expect("an image API line").clone();
+    let (api, _) = url_on(&api_line);
+    assert!(std::net::TcpStream::connect(api).is_err(), "no worker listens at {api} before the first pull");
+    let inventory_line =
+        seen.iter().find(|l| l.trim_start().starts_with("inventory")).expect("an inventory line").clone();
+    let (scaler_http, inventory_path) = url_on(&inventory_line);
+
+    // A device's first pull: nothing is ready, a worker is being woken.
+    let first = http::get_response(scaler_http, &inventory_path).unwrap();
+    assert_eq!(first.status, 200, "{}", first.body);
+    let answer: serde_json::Value = serde_json::from_str(&first.body).unwrap();
+    assert_eq!(answer["endpoints"], serde_json::json!([]), "{}", first.body);
+    assert_eq!(answer["waking"][0]["deployment"], "sd-cpu", "{}", first.body);
+    assert!(first.header("retry-after").is_some(), "{:?}", first.headers);
+
+    read_until(&rx, &mut seen, "the wake", |l| l.starts_with("woken:"));
+    read_until(&rx, &mut seen, "the woken worker ready", |l| l.starts_with("worker ready after"));
+    assert!(
+        seen.iter().any(|l| l.starts_with("queue  cpu") && l.contains("waking")),
+        "the live line shows waking between activation and the first ready report:\n{seen:#?}"
+    );
+    // The inventory now lists it, and it serves.
+    edge_testkit::eventually(PATIENCE, "the woken worker in the inventory", || {
+        let (status, body) = http::get(scaler_http, &inventory_path).ok()?;
+        (status == 200 && body.contains(&format!("\"url\":\"http://{api}\""))).then_some(())
+    });
+    let (status, body) =
+        http::post_json_timeout(api, "/generate", r#"{"prompt": "a lighthouse", "steps": 2}"#, PATIENCE).unwrap();
+    assert_eq!(status, 200, "{body}");
+
+    // Idle past the cooldown: back to zero.
+    read_until(&rx, &mut seen, "the cooldown", |l| l.starts_with("no worker: the next pull"));
+    assert!(seen.iter().any(|l| l.starts_with("idle for 2s (--cooldown)")), "{seen:#?}");
+    edge_testkit::eventually(PATIENCE, "the worker's port free again", || TcpListener::bind(api).ok().map(|_| ()));
+
+    let _ = Command::new("kill").arg("-INT").arg(up.id().to_string()).status();
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = up.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "up did not exit after SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    seen.extend(rx.try_iter());
+    assert!(status.success(), "exit {status}; stderr: {}\nstdout:\n{}", stderr_of(&mut up), seen.join("\n"));
+    assert_eq!(seen.last().map(String::as_str), Some("stopped."), "{seen:#?}");
+}
+
 /// A failed `up`: exit status and its stderr, which must be one line.
 fn one_line_failure(out: Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).trim_end().to_owned();
