@@ -12,9 +12,12 @@
 //!   `IsActive` per object per round, and one open `StreamIsActive` each.
 //!
 //! Prints `GetMetrics` p50/p99 against `GetMetricSpec` (same path without
-//! any state read: the gRPC floor), the queue-wake → `StreamIsActive` latency
+//! any state read: the gRPC floor), and with device demand pending against
+//! the same triggers with `activateOnDemand: "false"` (no demand lookup,
+//! interleaved in the same rounds); the queue-wake → `StreamIsActive` latency
 //! p50/p99 against the agent → subscriber hop alone (a direct Watch on the
-//! same simulated agent, measured in the same trial), and the scaler's RSS.
+//! same simulated agent, measured in the same trial); the device pull at zero
+//! → `StreamIsActive` latency beside it; and the scaler's RSS.
 //!
 //! `--pin on` (the default on a machine with 2+ CPUs) runs the scaler on CPU 0
 //! and everything else (the 1,000 simulated agents, the churn, the KEDA
@@ -86,21 +89,40 @@ struct SimAgent {
     objects: usize,
     tx: Arc<watch::Sender<Arc<NodeSnapshot>>>,
     queues: Arc<std::sync::Mutex<HashMap<usize, u32>>>,
+    /// Whether this node's first worker of each Deployment advertises an endpoint.
+    advertise: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl SimAgent {
     fn new(node: usize, objects: usize) -> Self {
         let queues = HashMap::new();
-        let tx = Arc::new(watch::Sender::new(Arc::new(snapshot(node, objects, 1, &queues))));
-        Self { node, objects, tx, queues: Arc::new(std::sync::Mutex::new(queues)) }
+        let tx = Arc::new(watch::Sender::new(Arc::new(snapshot(node, objects, 1, &queues, false))));
+        Self {
+            node,
+            objects,
+            tx,
+            queues: Arc::new(std::sync::Mutex::new(queues)),
+            advertise: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
     }
 
     /// Changes this node's queue of deployment `d`, as a worker report would.
     fn set_queue(&self, d: usize, q: u32) {
         let mut queues = self.queues.lock().unwrap();
         queues.insert(d, q);
+        self.publish(&queues);
+    }
+
+    /// Starts or stops advertising endpoints (a woken worker ready, then gone).
+    fn set_advertise(&self, on: bool) {
+        self.advertise.store(on, std::sync::atomic::Ordering::Relaxed);
+        self.publish(&self.queues.lock().unwrap());
+    }
+
+    fn publish(&self, queues: &HashMap<usize, u32>) {
         let seq = self.tx.borrow().sequence + 1;
-        self.tx.send_replace(Arc::new(snapshot(self.node, self.objects, seq, &queues)));
+        let advertise = self.advertise.load(std::sync::atomic::Ordering::Relaxed);
+        self.tx.send_replace(Arc::new(snapshot(self.node, self.objects, seq, queues, advertise)));
     }
 }
 
@@ -132,7 +154,7 @@ fn deployments_of(node: usize, objects: usize) -> Vec<usize> {
     (0..DEPLOYMENTS_PER_NODE).map(|j| (node + j * objects / DEPLOYMENTS_PER_NODE) % objects).collect()
 }
 
-fn snapshot(node: usize, objects: usize, seq: u64, queues: &HashMap<usize, u32>) -> NodeSnapshot {
+fn snapshot(node: usize, objects: usize, seq: u64, queues: &HashMap<usize, u32>, advertise: bool) -> NodeSnapshot {
     let mut workers = Vec::new();
     for d in deployments_of(node, objects) {
         for w in 0..WORKERS_PER_DEPLOYMENT {
@@ -147,6 +169,11 @@ fn snapshot(node: usize, objects: usize, seq: u64, queues: &HashMap<usize, u32>)
                 capacity: 8,
                 latency_p50_seconds: Some(1.5),
                 latency_p99_seconds: Some(3.0),
+                endpoint: if advertise && w == 0 {
+                    format!("http://10.1.{}.{}:30080", node / 250, node % 250)
+                } else {
+                    String::new()
+                },
                 ..Default::default()
             });
         }
@@ -195,6 +222,37 @@ fn object(d: usize, metric: &str) -> ScaledObjectRef {
         namespace: "inference".into(),
         scaler_metadata: pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
     }
+}
+
+/// [`object`] that ignores device demand: the `GetMetrics` path without the demand lookup.
+fn object_without_demand(d: usize, metric: &str) -> ScaledObjectRef {
+    let mut o = object(d, metric);
+    o.scaler_metadata.insert("activateOnDemand".into(), "false".into());
+    o
+}
+
+/// A Deployment with no workers anywhere, in `zone`: what a device pull wakes.
+fn object_at_zero(zone: &str) -> ScaledObjectRef {
+    let pairs = [
+        ("scalerAddress", "edge-scaler:9500"),
+        ("acceleratorType", "cpu"),
+        ("deployment", "sd-zero"),
+        ("zone", zone),
+        ("targetValue", "1"),
+    ];
+    ScaledObjectRef {
+        name: "sd-zero".into(),
+        namespace: "inference".into(),
+        scaler_metadata: pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+    }
+}
+
+/// One inventory pull on a kept-alive connection, off the async runtime.
+async fn pull(conn: &Arc<std::sync::Mutex<edge_testkit::http::KeepAlive>>, path: String) -> (u16, String) {
+    let conn = Arc::clone(conn);
+    tokio::task::spawn_blocking(move || conn.lock().unwrap().get(&path, &[]).expect("inventory pull"))
+        .await
+        .expect("pull task")
 }
 
 /// Every 10th object scales on GPU utilisation (nvidia) or NeuronCore/CPU
@@ -319,28 +377,49 @@ async fn main() {
     });
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    // 4. KEDA's polling pattern for every ScaledObject.
+    // Device demand pending on every accelerator in zones 1-3 (1,000 devices),
+    // as at a cluster where some tiers sit at zero: no simulated worker
+    // advertises an endpoint, so each pull is demand.
+    let inventory = Arc::new(std::sync::Mutex::new(edge_testkit::http::KeepAlive::connect(http).unwrap()));
+    for i in 0..1000 {
+        let path = format!("/v1/endpoints?accelerator={}&zone=zone-{}&device=dev-{i}", ACCELERATORS[i % 3], 1 + i % 3);
+        let (status, body) = pull(&inventory, path).await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    // 4. KEDA's polling pattern for every ScaledObject; each object twice per
+    // round, with demand on (the default) and off, interleaved.
     let cpu_before = (cpu_seconds(pid), Instant::now());
-    let (mut spec_lat, mut metrics_lat, mut errors) = (Vec::new(), Vec::new(), 0usize);
+    let (mut spec_lat, mut metrics_lat, mut off_lat, mut errors) = (Vec::new(), Vec::new(), Vec::new(), 0usize);
     for _ in 0..o.rounds {
         for d in 0..o.objects {
-            let obj = object(d, metric_of(d));
-            let t = Instant::now();
-            let spec = keda.get_metric_spec(obj.clone()).await.expect("GetMetricSpec").into_inner();
-            spec_lat.push(t.elapsed());
-            let name = spec.metric_specs[0].metric_name.clone();
-            let t = Instant::now();
-            let r =
-                keda.get_metrics(GetMetricsRequest { scaled_object_ref: Some(obj.clone()), metric_name: name }).await;
-            metrics_lat.push(t.elapsed());
-            errors += usize::from(r.is_err());
-            let _ = keda.is_active(obj).await;
+            for with_demand in [true, false] {
+                let obj = if with_demand { object(d, metric_of(d)) } else { object_without_demand(d, metric_of(d)) };
+                let t = Instant::now();
+                let spec = keda.get_metric_spec(obj.clone()).await.expect("GetMetricSpec").into_inner();
+                spec_lat.push(t.elapsed());
+                let name = spec.metric_specs[0].metric_name.clone();
+                let t = Instant::now();
+                let r = keda
+                    .get_metrics(GetMetricsRequest { scaled_object_ref: Some(obj.clone()), metric_name: name })
+                    .await;
+                if with_demand { &mut metrics_lat } else { &mut off_lat }.push(t.elapsed());
+                errors += usize::from(r.is_err());
+                let _ = keda.is_active(obj).await;
+            }
         }
     }
     let (s50, s99) = summary(spec_lat);
     let (m50, m99) = summary(metrics_lat.clone());
+    let (f50, f99) = summary(off_lat);
     println!();
     println!("GetMetrics     ({} calls, {} errors): p50 {:>9.1?}  p99 {:>9.1?}", metrics_lat.len(), errors, m50, m99);
+    println!("GetMetrics, activateOnDemand=false (no demand lookup): p50 {:>9.1?}  p99 {:>9.1?}", f50, f99);
+    println!(
+        "  ratio demand on / off:                   p50 {:>6.2}x   p99 {:>6.2}x",
+        m50.as_secs_f64() / f50.as_secs_f64(),
+        m99.as_secs_f64() / f99.as_secs_f64()
+    );
     println!("GetMetricSpec  (baseline, no state read): p50 {:>9.1?}  p99 {:>9.1?}", s50, s99);
     println!(
         "  ratio GetMetrics / GetMetricSpec:        p50 {:>6.2}x   p99 {:>6.2}x",
@@ -396,6 +475,45 @@ async fn main() {
         "  ratio wake / hop:                        p50 {:>6.2}x   p99 {:>6.2}x",
         w50.as_secs_f64() / h50.as_secs_f64(),
         w99.as_secs_f64() / h99.as_secs_f64()
+    );
+
+    // 6. Device pull at zero: a Deployment with no workers in zone-0; each
+    // trial pulls the inventory for its class (no endpoint there) and times
+    // the push. Then a node of zone-0 advertises (the woken worker ready), the
+    // demand clears, and the endpoint goes again before the next trial.
+    let host = (0..o.agents).find(|n| n % 4 == 0).expect("a node in zone-0");
+    let mut zero_stream = ExternalScalerClient::new(channel.clone())
+        .stream_is_active(object_at_zero("zone-0"))
+        .await
+        .expect("StreamIsActive at zero")
+        .into_inner();
+    let mut pull_lat = Vec::new();
+    for trial in 0..o.wakes {
+        let path = format!("/v1/endpoints?accelerator=cpu&zone=zone-0&device=zero-{trial}");
+        let t = Instant::now();
+        let (pulled, pushed) = tokio::join!(pull(&inventory, path), async {
+            let m = tokio::time::timeout(Duration::from_secs(10), zero_stream.message()).await;
+            assert!(matches!(m, Ok(Ok(Some(ref r))) if r.result), "no activation for the pull at zero: {m:?}");
+            t.elapsed()
+        });
+        assert_eq!(pulled.0, 200, "{}", pulled.1);
+        pull_lat.push(pushed);
+        agents[host].set_advertise(true);
+        while keda.is_active(object_at_zero("zone-0")).await.map(|r| r.into_inner().result).unwrap_or(true) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        agents[host].set_advertise(false);
+        // Until the endpoint has left (a pull without an accelerator is no demand).
+        while pull(&inventory, "/v1/endpoints?zone=zone-0".to_owned()).await.1.contains("\"url\"") {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    let (p50, p99) = summary(pull_lat);
+    println!("device pull at zero -> StreamIsActive ({} pulls): p50 {:>9.1?}  p99 {:>9.1?}", o.wakes, p50, p99);
+    println!(
+        "  ratio pull / queue wake:                 p50 {:>6.2}x   p99 {:>6.2}x",
+        p50.as_secs_f64() / w50.as_secs_f64(),
+        p99.as_secs_f64() / w99.as_secs_f64()
     );
 
     let cpu = (cpu_seconds(pid) - cpu_before.0) / cpu_before.1.elapsed().as_secs_f64();
