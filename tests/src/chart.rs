@@ -111,6 +111,13 @@ pub fn inference_deployments(objects: &[Value]) -> Vec<&Value> {
         .collect()
 }
 
+/// The metadata of a ScaledObject's (one) trigger.
+pub fn trigger_metadata(scaled_object: &Value) -> &serde_json::Map<String, Value> {
+    scaled_object["spec"]["triggers"][0]["metadata"]
+        .as_object()
+        .unwrap_or_else(|| panic!("ScaledObject {} has no trigger metadata", scaled_object["metadata"]["name"]))
+}
+
 /// The one object of a kind and name.
 pub fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
     objects

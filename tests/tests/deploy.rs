@@ -8,13 +8,14 @@ use std::process::Command;
 
 use edge_e2e::chart::{
     self, NAMESPACE, containers, env, find, flag, inference_deployments, of_kind, pod_specs, rendered, strings,
+    trigger_metadata,
 };
 use edge_e2e::tools::{helm, run_ok};
 use serde_json::Value;
 
 /// Trigger metadata keys the scaler reads (scaler/src/trigger.rs `KEYS`) and
 /// KEDA's own keys it accepts (`KEDA_KEYS`); anything else is INVALID_ARGUMENT.
-const SCALER_KEYS: [&str; 9] = [
+const SCALER_KEYS: [&str; 12] = [
     "acceleratorType",
     "metric",
     "targetValue",
@@ -24,6 +25,9 @@ const SCALER_KEYS: [&str; 9] = [
     "namespace",
     "zone",
     "staleAfter",
+    "activateOnDemand",
+    "spillFrom",
+    "spillAbove",
 ];
 const KEDA_KEYS: [&str; 7] =
     ["scalerAddress", "enableTLS", "unsafeSsl", "caCert", "tlsCertFile", "tlsClientCert", "tlsClientKey"];
@@ -136,6 +140,98 @@ fn scaled_objects_match_their_deployments_and_the_scaler() {
         .filter(|s| s["spec"]["triggers"][0]["metadata"]["zone"].is_string())
         .collect();
     assert_eq!(zoned.len(), 2, "nvidia and cpu pinned to the Local Zone");
+}
+
+/// Every tier sits at zero and wakes on device demand; the GPU and Neuron
+/// tiers also wake on the CPU tier's backlog (spill-over), but only where a
+/// CPU tier runs beside them: regional cpu for regional ScaledObjects, cpu in
+/// the same Local Zone for zone-pinned ones.
+#[test]
+fn scaled_objects_wake_on_demand_and_spill_over_from_cpu() {
+    let mut spilling = Vec::new();
+    let mut not_spilling = Vec::new();
+    for p in chart::profiles() {
+        let objects = rendered(&p);
+        let scaled = of_kind(&objects, "ScaledObject");
+        // Where a CPU tier runs, judged from the Deployments (not from the triggers under test).
+        let cpu_zones: Vec<Option<&str>> = inference_deployments(&objects)
+            .into_iter()
+            .filter(|d| d["metadata"]["labels"]["edge-diffusion.io/accelerator"] == "cpu")
+            .map(|d| {
+                let name = d["metadata"]["name"].as_str().unwrap();
+                trigger_metadata(find(&objects, "ScaledObject", name)).get("zone").and_then(Value::as_str)
+            })
+            .collect();
+        for so in scaled {
+            let name = so["metadata"]["name"].as_str().unwrap();
+            let meta = trigger_metadata(so);
+            assert_eq!(so["spec"]["minReplicaCount"], 0, "{p}/{name}: every tier, CPU included, scales from zero");
+            assert_eq!(meta.get("activateOnDemand"), Some(&Value::from("true")), "{p}/{name}: device demand wakes it");
+            let accelerator = meta["acceleratorType"].as_str().unwrap();
+            let zone = meta.get("zone").and_then(Value::as_str);
+            let cpu_beside = cpu_zones.contains(&zone);
+            let (from, above) = (meta.get("spillFrom"), meta.get("spillAbove"));
+            if accelerator != "cpu" && cpu_beside {
+                assert_eq!(from, Some(&Value::from("cpu")), "{p}/{name}: spills over from the CPU tier beside it");
+                assert_eq!(above, Some(&Value::from("4")), "{p}/{name}: spillAbove");
+                spilling.push(format!("{p}/{name}"));
+            } else {
+                assert_eq!((from, above), (None, None), "{p}/{name}: no CPU tier beside it to spill from");
+                not_spilling.push(format!("{p}/{name}"));
+            }
+        }
+    }
+    // The profiles cover both sides: what spills (regional nvidia and neuron, the Local Zone's
+    // nvidia with cpu in the zone) and what does not (cpu itself, tiers without a CPU tier).
+    assert_eq!(
+        spilling,
+        [
+            "all-localzone/edge-edge-diffusion-nvidia",
+            "all-localzone/edge-edge-diffusion-neuron",
+            "all-localzone/edge-edge-diffusion-nvidia-us-west-2-lax-1a",
+        ],
+    );
+    for must in
+        ["nvidia/edge-edge-diffusion-nvidia", "neuron/edge-edge-diffusion-neuron", "cpu-only/edge-edge-diffusion-cpu"]
+    {
+        assert!(not_spilling.iter().any(|n| n == must), "{must} should not spill: {not_spilling:?}");
+    }
+}
+
+/// The demand and spill-over values render as the scaler reads them, and
+/// the Local Zone's spillFrom follows the zone's accelerators, not the region's.
+#[test]
+fn demand_and_spill_values_reach_the_trigger() {
+    let trigger = |args: &[&str], name: &str| {
+        let mut all = vec!["--set", "model.s3.bucket=b", "--set", "accelerators.nvidia.enabled=true"];
+        all.extend_from_slice(args);
+        let objects = chart::validate(&chart::template(&all).unwrap_or_else(|e| panic!("{args:?}: {e}")));
+        trigger_metadata(find(&objects, "ScaledObject", name)).clone()
+    };
+    let nvidia = "edge-edge-diffusion-nvidia";
+    let m = trigger(&["--set", "accelerators.nvidia.scaling.activateOnDemand=false"], nvidia);
+    assert_eq!(m["activateOnDemand"], "false");
+    let m = trigger(&["--set", "accelerators.nvidia.scaling.spillAbove=0"], nvidia);
+    assert_eq!(
+        (&m["spillFrom"], &m["spillAbove"]),
+        (&Value::from("cpu"), &Value::from("0")),
+        "0 is a valid spillAbove"
+    );
+    let m = trigger(&["--set", "accelerators.nvidia.scaling.spillFrom="], nvidia);
+    assert!(!m.contains_key("spillFrom") && !m.contains_key("spillAbove"), "\"\" turns spill-over off: {m:?}");
+    let m = trigger(&["--set", "accelerators.cpu.enabled=false"], nvidia);
+    assert!(!m.contains_key("spillFrom") && !m.contains_key("spillAbove"), "auto without cpu: none: {m:?}");
+    // The zone has nvidia only: its trigger (zone-limited) has no CPU tier to spill from, the region's has.
+    let zone = [
+        "--set",
+        "localZone.enabled=true",
+        "--set",
+        "localZone.zones={z1}",
+        "--set",
+        "localZone.accelerators={nvidia}",
+    ];
+    assert!(!trigger(&zone, "edge-edge-diffusion-nvidia-z1").contains_key("spillFrom"));
+    assert_eq!(trigger(&zone, nvidia)["spillFrom"], "cpu");
 }
 
 /// Every worker reports exactly its pod's labels (selector labels included,
@@ -451,10 +547,116 @@ fn bad_values_fail_with_a_message_naming_the_value() {
         ),
         (&["--set", "model.s3.bucket=b", "--set", "localZone.nodePorts.z1.gpu=30100"], "/localZone/nodePorts/z1"),
         (&["--set", "model.s3.bucket=b", "--set", "localZone.nodePorts.z1.cpu=80"], "/localZone/nodePorts/z1/cpu"),
+        (
+            &["--set", "model.s3.bucket=b", "--set", "accelerators.cpu.scaling.spillFrom=gpu"],
+            "/accelerators/cpu/scaling/spillFrom",
+        ),
+        (
+            &["--set", "model.s3.bucket=b", "--set", "accelerators.cpu.scaling.activateOnDemand=yes"],
+            "/accelerators/cpu/scaling/activateOnDemand",
+        ),
+        (
+            &[
+                "--set",
+                "model.s3.bucket=b",
+                "--set",
+                "accelerators.nvidia.enabled=true",
+                "--set-string",
+                "accelerators.nvidia.scaling.spillAbove=-1",
+            ],
+            "/accelerators/nvidia/scaling/spillAbove",
+        ),
+        (
+            &[
+                "--set",
+                "model.s3.bucket=b",
+                "--set",
+                "accelerators.nvidia.enabled=true",
+                "--set",
+                "accelerators.nvidia.scaling.spillAbove=null",
+            ],
+            "accelerators.nvidia.scaling.spillAbove",
+        ),
+        (
+            &[
+                "--set",
+                "model.s3.bucket=b",
+                "--set",
+                "accelerators.nvidia.enabled=true",
+                "--set",
+                "accelerators.nvidia.scaling.spillFrom=neuron",
+            ],
+            "accelerators.neuron.enabled",
+        ),
+        (
+            &[
+                "--set",
+                "model.s3.bucket=b",
+                "--set",
+                "accelerators.nvidia.enabled=true",
+                "--set",
+                "localZone.enabled=true",
+                "--set",
+                "localZone.zones={z1}",
+                "--set",
+                "localZone.accelerators={nvidia}",
+                "--set",
+                "accelerators.nvidia.scaling.spillFrom=cpu",
+            ],
+            "localZone.accelerators",
+        ),
     ];
     for (args, key) in cases {
         let Err(err) = chart::template(args) else { panic!("{args:?} rendered without an error") };
         assert!(err.contains(key), "{args:?}: the error does not name {key}: {err}");
+    }
+}
+
+/// A workload cannot spill over from its own accelerator type: helm fails
+/// naming the values key it came from and the values allowed instead.
+#[test]
+fn spill_from_the_own_accelerator_fails_naming_the_key() {
+    let zone = ["--set", "localZone.enabled=true", "--set", "localZone.zones={z1}"];
+    let cases: &[(&[&str], &str, &str, &str)] = &[
+        (
+            &["--set", "accelerators.cpu.scaling.spillFrom=cpu"],
+            "accelerators.cpu.scaling.spillFrom",
+            "cpu",
+            "nvidia, neuron",
+        ),
+        (
+            &["--set", "accelerators.nvidia.enabled=true", "--set", "accelerators.nvidia.scaling.spillFrom=nvidia"],
+            "accelerators.nvidia.scaling.spillFrom",
+            "nvidia",
+            "neuron, cpu",
+        ),
+        (
+            &[
+                "--set",
+                "accelerators.neuron.enabled=true",
+                "--set",
+                "accelerators.neuron.image.repository=n",
+                "--set",
+                "accelerators.neuron.scaling.spillFrom=neuron",
+            ],
+            "accelerators.neuron.scaling.spillFrom",
+            "neuron",
+            "nvidia, cpu",
+        ),
+        // Set in the Local Zone overrides, which apply to the zone's cpu workload too.
+        (&["--set", "localZone.scaling.spillFrom=cpu"], "localZone.scaling.spillFrom", "cpu", "nvidia, neuron"),
+    ];
+    for (args, key, value, others) in cases {
+        let mut all = vec!["--set", "model.s3.bucket=b"];
+        all.extend_from_slice(args);
+        if key.starts_with("localZone") {
+            all.extend_from_slice(&zone);
+        }
+        let Err(err) = chart::template(&all) else { panic!("{all:?} rendered without an error") };
+        let want = format!("{key}: \"{value}\" is ");
+        assert!(err.contains(&want), "{all:?}: the error does not name {want:?}: {err}");
+        assert!(err.contains("own accelerator type"), "{all:?}: says why: {err}");
+        assert!(err.contains(&format!("allowed: auto, \"\" (none), {others}")), "{all:?}: says what is allowed: {err}");
     }
 }
 

@@ -208,3 +208,83 @@ nodeAffinity:
   effect: {{ .root.Values.localZone.taint.effect }}
 {{- end }}
 {{- end }}
+
+{{/*
+The values key a workload's scaling field comes from: localZone.scaling.<field> when a Local
+Zone workload's override sets it, else accelerators.<type>.scaling.<field>. For error messages.
+(dict "root" $ "workload" $w "field" "spillFrom").
+*/}}
+{{- define "edge-diffusion.scalingKey" -}}
+{{- if and .workload.zone (hasKey .root.Values.localZone.scaling .field) }}
+{{- printf "localZone.scaling.%s" .field }}
+{{- else }}
+{{- printf "accelerators.%s.scaling.%s" .workload.accelerator .field }}
+{{- end }}
+{{- end }}
+
+{{/*
+Demand and spill-over keys of a workload's trigger, as JSON: activateOnDemand ("true" | "false")
+always; spillFrom and spillAbove when the workload spills from a sibling. spillFrom `auto` means
+cpu when the CPU tier runs beside the workload (accelerators.cpu.enabled for a regional one, cpu in
+localZone.accelerators for a Local Zone one, whose trigger zone limits the sibling to that zone),
+else none; `""` means none; an accelerator type is taken as given, and must run beside the
+workload and not be its own. (dict "root" $ "workload" $w).
+*/}}
+{{- define "edge-diffusion.demandTrigger" -}}
+{{- $w := .workload }}
+{{- $s := $w.scaling }}
+{{- $types := list "nvidia" "neuron" "cpu" }}
+{{- $out := dict }}
+{{- $onDemand := true }}
+{{- if hasKey $s "activateOnDemand" }}
+{{- $onDemand = $s.activateOnDemand }}
+{{- end }}
+{{- if not (kindIs "bool" $onDemand) }}
+{{- fail (printf "%s: %v is not a boolean; allowed: true, false" (include "edge-diffusion.scalingKey" (dict "root" .root "workload" $w "field" "activateOnDemand")) $onDemand) }}
+{{- end }}
+{{- $_ := set $out "activateOnDemand" (ternary "true" "false" $onDemand) }}
+{{- /* The accelerator types running beside this workload, in its zone for a Local Zone one. */}}
+{{- $siblings := list }}
+{{- if $w.zone }}
+{{- $siblings = .root.Values.localZone.accelerators }}
+{{- else }}
+{{- range $types }}
+{{- if (index $.root.Values.accelerators .).enabled }}
+{{- $siblings = append $siblings . }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $fromKey := include "edge-diffusion.scalingKey" (dict "root" .root "workload" $w "field" "spillFrom") }}
+{{- $from := toString (default "" $s.spillFrom) }}
+{{- if not (has $from (concat (list "auto" "") $types)) }}
+{{- fail (printf "%s: %q is not one of auto, \"\" (none), nvidia, neuron, cpu" $fromKey $from) }}
+{{- end }}
+{{- if eq $from $w.accelerator }}
+{{- fail (printf "%s: %q is %s's own accelerator type; allowed: auto, \"\" (none), %s" $fromKey $from $w.name (join ", " (without $types $w.accelerator))) }}
+{{- end }}
+{{- if eq $from "auto" }}
+{{- $from = "" }}
+{{- if and (ne $w.accelerator "cpu") (has "cpu" $siblings) }}
+{{- $from = "cpu" }}
+{{- end }}
+{{- else if and $from (not (has $from $siblings)) }}
+{{- if $w.zone }}
+{{- fail (printf "%s: %q does not run in %s beside %s: list it in localZone.accelerators, or use auto or \"\" (none)" $fromKey $from $w.zone $w.name) }}
+{{- else }}
+{{- fail (printf "%s: %q is not enabled (accelerators.%s.enabled is false); enable it, or use auto or \"\" (none)" $fromKey $from $from) }}
+{{- end }}
+{{- end }}
+{{- if $from }}
+{{- $aboveKey := include "edge-diffusion.scalingKey" (dict "root" .root "workload" $w "field" "spillAbove") }}
+{{- $above := "" }}
+{{- if not (kindIs "invalid" $s.spillAbove) }}
+{{- $above = toString $s.spillAbove }}
+{{- end }}
+{{- if not (regexMatch "^[0-9]+(\\.[0-9]+)?$" $above) }}
+{{- fail (printf "%s: %q is not a number >= 0 (the backlog per ready %s worker above which it spills over, e.g. \"4\"); required with spillFrom %s" $aboveKey $above $from $from) }}
+{{- end }}
+{{- $_ := set $out "spillFrom" $from }}
+{{- $_ := set $out "spillAbove" $above }}
+{{- end }}
+{{- toJson $out }}
+{{- end }}
