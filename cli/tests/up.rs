@@ -1,7 +1,9 @@
 //! `edge-diffusion up` as a user runs it: the real binary starting the real
 //! agent, scaler and worker next to it (scripts/test builds the workspace
-//! first), a prompt sent to the URL it prints, `load` against it, Ctrl-C.
+//! first), a prompt sent to the URL it prints, `load` against it, Ctrl-C; and
+//! what it printed on the way, in the shape README.md's sample shows.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Output, Stdio};
@@ -84,13 +86,159 @@ fn stderr_of(child: &mut Child) -> String {
     s
 }
 
+/// The README, whose sample of `up`'s output ("One machine, in detail") must stay
+/// what `up` prints.
+const README: &str = include_str!("../../README.md");
+
+/// The README's sample of `up`'s output: the fenced block with the `edge-diffusion is up:` line.
+fn readme_sample() -> Vec<&'static str> {
+    // Between the first ``` and the next, the second and the third…: the blocks' bodies.
+    let block = README
+        .split("```")
+        .skip(1)
+        .step_by(2)
+        .find(|body| body.lines().any(|l| l.starts_with("edge-diffusion is up:")))
+        .expect("README.md has a sample of `up`'s output");
+    // Its first line is the info string (empty here).
+    block.lines().skip(1).collect()
+}
+
+/// The `--flag=ADDR` addresses `cmd` passes `up`, each paired with that flag's default as
+/// `up --help` states it: what a user who gives no flags sees in their place.
+fn defaults_for(cmd: &Command) -> Vec<(String, String)> {
+    let help = Command::new(BIN).args(["up", "--help"]).output().unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    cmd.get_args()
+        .filter_map(|arg| arg.to_str()?.strip_prefix("--")?.split_once('='))
+        .filter(|(_, value)| value.parse::<SocketAddr>().is_ok())
+        .map(|(flag, addr)| (addr.to_owned(), default_of(&help, flag)))
+        .collect()
+}
+
+/// `--flag`'s `[default: …]` in `up --help`.
+fn default_of(help: &str, flag: &str) -> String {
+    let mut lines = help.lines().skip_while(|l| !l.trim_start().starts_with(&format!("--{flag} <")));
+    let first = lines.next().unwrap_or_else(|| panic!("--{flag} in `up --help`:\n{help}"));
+    // The option's text runs until the next option.
+    let text: Vec<&str> =
+        std::iter::once(first).chain(lines.take_while(|l| !l.trim_start().starts_with('-'))).collect();
+    let text = text.join(" ");
+    let (_, rest) = text.split_once("[default: ").unwrap_or_else(|| panic!("a default for --{flag}: {text}"));
+    rest.split_once(']').expect("]").0.to_owned()
+}
+
+/// `line` with each address `from` (not followed by another digit: `127.0.0.1:940` is
+/// not in `127.0.0.1:9401`) as its `to`, all in one pass.
+fn replace_addrs(line: &str, addrs: &[(String, String)]) -> String {
+    let mut out = String::new();
+    let mut rest = line;
+    'scan: while let Some(c) = rest.chars().next() {
+        for (from, to) in addrs {
+            if let Some(after) = rest.strip_prefix(from.as_str())
+                && !after.starts_with(|c: char| c.is_ascii_digit())
+            {
+                out.push_str(to);
+                rest = after;
+                continue 'scan;
+            }
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+/// A path that depends on the machine, the same on every machine: one under a cache
+/// directory (`…/edge-diffusion/models/tiny`), the default log directory
+/// (`…/edge-diffusion-up-PID`). Other words as they are.
+fn machine_neutral(word: &str) -> String {
+    if !word.starts_with('/') {
+        return word.to_owned();
+    }
+    if let Some(i) = word.find("/edge-diffusion/") {
+        return format!("CACHE{}", &word[i..]);
+    }
+    if let Some((_, name)) = word.rsplit_once('/')
+        && let Some(pid) = name.strip_prefix("edge-diffusion-up-")
+        && !pid.is_empty()
+        && pid.chars().all(|c| c.is_ascii_digit())
+    {
+        return "TMP/edge-diffusion-up-PID".to_owned();
+    }
+    word.to_owned()
+}
+
+/// A status line without what changes from one to the next: `queue  cpu N STATE | nvidia N
+/// STATE | neuron N STATE` (a ` +1 running` left out).
+fn status_shape(line: &str) -> String {
+    let mut out = Vec::new();
+    let mut words = line.split(' ').peekable();
+    while let Some(word) = words.next() {
+        if word.starts_with('+') && words.peek() == Some(&"running") {
+            words.next();
+            continue;
+        }
+        out.push(match word {
+            "ACTIVE" | "inactive" => "STATE",
+            w if w.parse::<f64>().is_ok() => "N",
+            w => w,
+        });
+    }
+    out.join(" ")
+}
+
+/// `up`'s output in the shape its README sample must have: addresses as `addrs` maps them,
+/// machine-dependent paths neutral, and each run of status lines one `queue  …` line (how many
+/// there are depends on the run); second, the shapes of those status lines.
+fn transcript_shape<'a>(
+    lines: impl IntoIterator<Item = &'a str>,
+    addrs: &[(String, String)],
+) -> (Vec<String>, BTreeSet<String>) {
+    let mut shape: Vec<String> = Vec::new();
+    let mut statuses = BTreeSet::new();
+    for line in lines {
+        let line = replace_addrs(line, addrs);
+        let line: Vec<String> = line.split(' ').map(machine_neutral).collect();
+        let line = line.join(" ");
+        if line.starts_with("queue  ") {
+            statuses.insert(status_shape(&line));
+            if shape.last().is_some_and(|l| l == "queue  …") {
+                continue;
+            }
+            shape.push("queue  …".to_owned());
+        } else {
+            shape.push(line);
+        }
+    }
+    (shape, statuses)
+}
+
+/// README.md's sample is what `up` printed (`seen`, run with the addresses of `addrs`, each
+/// mapped to its default): the same lines, with the same addresses, in the same order.
+fn assert_readme_sample_matches(seen: &[String], addrs: &[(String, String)]) {
+    let sample = readme_sample();
+    let (want, want_statuses) = transcript_shape(sample.iter().copied(), &[]);
+    let (got, got_statuses) = transcript_shape(seen.iter().map(String::as_str), addrs);
+    let both = format!("README.md's sample:\n{}\n\n`up` printed:\n{}", sample.join("\n"), seen.join("\n"));
+    assert_eq!(
+        want, got,
+        "README.md's sample of `up` is not what `up` prints; update the README (left: the README's, right: `up`'s).\n{both}"
+    );
+    assert!(
+        want_statuses.is_subset(&got_statuses),
+        "README.md's status lines {want_statuses:#?} are not the shape of `up`'s {got_statuses:#?}.\n{both}"
+    );
+}
+
 #[test]
 fn up_serves_the_printed_url_shows_the_scaler_and_stops_on_ctrl_c() {
     for sibling in ["edge-agent", "edge-scaler", "edge-inference"] {
         artifact(sibling);
     }
     let cache = tempfile::tempdir().unwrap();
-    let mut up = up_command(cache.path()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut cmd = up_command(cache.path());
+    let addrs = defaults_for(&cmd);
+    let mut up = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let rx = lines(&mut up);
     let mut seen = Vec::new();
     read_until(&rx, &mut seen, "ready block", |l| l.starts_with("Ctrl-C stops everything"));
@@ -147,6 +295,7 @@ fn up_serves_the_printed_url_shows_the_scaler_and_stops_on_ctrl_c() {
     seen.extend(rx.try_iter());
     assert!(status.success(), "exit {status}; stderr: {}\nstdout:\n{}", stderr_of(&mut up), seen.join("\n"));
     assert_eq!(seen.last().map(String::as_str), Some("stopped."), "{seen:#?}");
+    assert_readme_sample_matches(&seen, &addrs);
     // The children are gone with it: their ports are free again.
     for addr in [api, agent] {
         assert!(TcpListener::bind(addr).is_ok(), "{addr} still held after up exited");
