@@ -283,18 +283,7 @@ fn up_serves_the_printed_url_shows_the_scaler_and_stops_on_ctrl_c() {
     assert!(load.status.success(), "{load_out}\n{}", String::from_utf8_lossy(&load.stderr));
     assert!(load_out.contains("3/3 done: 3 ok"), "{load_out}");
 
-    let _ = Command::new("kill").arg("-INT").arg(up.id().to_string()).status();
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = up.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "up did not exit after SIGINT");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    seen.extend(rx.try_iter());
-    assert!(status.success(), "exit {status}; stderr: {}\nstdout:\n{}", stderr_of(&mut up), seen.join("\n"));
-    assert_eq!(seen.last().map(String::as_str), Some("stopped."), "{seen:#?}");
+    ctrl_c_stops(&mut up, &rx, &mut seen);
     assert_readme_sample_matches(&seen, &addrs);
     // The children are gone with it: their ports are free again.
     for addr in [api, agent] {
@@ -350,6 +339,11 @@ fn up_zero_wakes_a_worker_on_the_first_inventory_pull_and_stops_it_after_the_coo
     assert!(seen.iter().any(|l| l.starts_with("idle for 2s (--cooldown)")), "{seen:#?}");
     edge_testkit::eventually(PATIENCE, "the worker's port free again", || TcpListener::bind(api).ok().map(|_| ()));
 
+    ctrl_c_stops(&mut up, &rx, &mut seen);
+}
+
+/// SIGINT, as Ctrl-C sends it: `up` stops its children, says so and exits 0.
+fn ctrl_c_stops(up: &mut Child, rx: &mpsc::Receiver<String>, seen: &mut Vec<String>) {
     let _ = Command::new("kill").arg("-INT").arg(up.id().to_string()).status();
     let deadline = Instant::now() + PATIENCE;
     let status = loop {
@@ -360,7 +354,7 @@ fn up_zero_wakes_a_worker_on_the_first_inventory_pull_and_stops_it_after_the_coo
         std::thread::sleep(Duration::from_millis(50));
     };
     seen.extend(rx.try_iter());
-    assert!(status.success(), "exit {status}; stderr: {}\nstdout:\n{}", stderr_of(&mut up), seen.join("\n"));
+    assert!(status.success(), "exit {status}; stderr: {}\nstdout:\n{}", stderr_of(up), seen.join("\n"));
     assert_eq!(seen.last().map(String::as_str), Some("stopped."), "{seen:#?}");
 }
 

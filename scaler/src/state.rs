@@ -411,37 +411,30 @@ impl Registry {
     /// The endpoint inventory: advertised endpoints of agents heard from
     /// within the default bound that pass `query`, ranked and cut to its limit.
     pub fn endpoints(&self, query: &inventory::Query) -> Vec<Endpoint> {
-        let now = self.now_ms();
-        let mut out: Vec<Endpoint> = {
-            let inner = self.read();
-            inner
-                .agents
-                .values()
-                .filter(|a| self.age(a, now) <= self.stale_after)
-                .flat_map(|a| a.contribution.endpoints.iter())
-                .filter(|e| query.admits(e))
-                .cloned()
-                .collect()
-        };
+        let mut out = self.fresh_endpoints(|e| query.admits(e));
         // Ranked outside the lock: the snapshot streams are not held up by a large page.
         inventory::rank(&mut out, query.limit);
         out
     }
 
+    /// The advertised endpoints of agents heard from within the default bound that pass `keep`.
+    fn fresh_endpoints(&self, keep: impl Fn(&Endpoint) -> bool) -> Vec<Endpoint> {
+        let now = self.now_ms();
+        let inner = self.read();
+        inner
+            .agents
+            .values()
+            .filter(|a| self.age(a, now) <= self.stale_after)
+            .flat_map(|a| a.contribution.endpoints.iter())
+            .filter(|e| keep(e))
+            .cloned()
+            .collect()
+    }
+
     /// For a pull whose class has no ready endpoint: every fresh endpoint,
     /// ranked by [`inventory::rank_fallback`].
     pub fn fallback_endpoints(&self, query: &inventory::Query) -> Vec<Endpoint> {
-        let now = self.now_ms();
-        let mut out: Vec<Endpoint> = {
-            let inner = self.read();
-            inner
-                .agents
-                .values()
-                .filter(|a| self.age(a, now) <= self.stale_after)
-                .flat_map(|a| a.contribution.endpoints.iter())
-                .cloned()
-                .collect()
-        };
+        let mut out = self.fresh_endpoints(|_| true);
         inventory::rank_fallback(&mut out, query);
         out
     }
