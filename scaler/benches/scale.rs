@@ -432,7 +432,10 @@ async fn main() {
     let mut streams = Vec::new();
     for d in 0..o.objects {
         let mut client = ExternalScalerClient::new(channel.clone());
-        streams.push(client.stream_is_active(object(d, "queueDepth")).await.expect("StreamIsActive").into_inner());
+        // The demand pending since step 4 keeps every zone-less trigger awake;
+        // a queue wake is timed on triggers that ignore it.
+        let obj = object_without_demand(d, "queueDepth");
+        streams.push(client.stream_is_active(obj).await.expect("StreamIsActive").into_inner());
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle: Vec<usize> = (o.objects / 2..o.objects).collect();
@@ -461,7 +464,7 @@ async fn main() {
         hop_lat.push(seen);
         // Back to idle, and wait until the scaler agrees before the next trial.
         agents[node].set_queue(d, 0);
-        let obj = object(d, "queueDepth");
+        let obj = object_without_demand(d, "queueDepth");
         while keda.is_active(obj.clone()).await.map(|r| r.into_inner().result).unwrap_or(true) {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
