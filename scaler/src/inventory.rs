@@ -79,7 +79,7 @@ impl Query {
             .transpose()?;
         let zone = get(PARAM_ZONE)
             .map(|v| {
-                if v.len() <= 253 && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')) {
+                if crate::trigger::is_name(v) {
                     Ok(v.to_owned())
                 } else {
                     Err(refuse(PARAM_ZONE, "not a zone name (letters, digits, '-', '.', '_'; at most 253)"))

@@ -389,9 +389,15 @@ fn number(key: &str, v: &str) -> Result<f64, TriggerError> {
     }
 }
 
+/// Whether `v` is a name of a Kubernetes object or a zone: letters, digits,
+/// '-', '.', '_', at most 253 bytes. The inventory's `zone` is checked alike.
+pub fn is_name(v: &str) -> bool {
+    v.len() <= 253 && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+}
+
 /// Names of Kubernetes objects and zones: printable, no spaces, at most 253.
 fn name(key: &str, v: &str) -> Result<String, TriggerError> {
-    if v.len() > 253 || !v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')) {
+    if !is_name(v) {
         return Err(bad(key, format!("{v:?} is not a name (letters, digits, '-', '.', '_'; at most 253)")));
     }
     Ok(v.to_owned())
