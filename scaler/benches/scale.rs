@@ -388,12 +388,15 @@ async fn main() {
     }
 
     // 4. KEDA's polling pattern for every ScaledObject; each object twice per
-    // round, with demand on (the default) and off, interleaved.
+    // round, with demand on (the default) and off, interleaved in alternating order.
     let cpu_before = (cpu_seconds(pid), Instant::now());
     let (mut spec_lat, mut metrics_lat, mut off_lat, mut errors) = (Vec::new(), Vec::new(), Vec::new(), 0usize);
-    for _ in 0..o.rounds {
+    for round in 0..o.rounds {
+        // Which of the pair goes first alternates, so neither side always
+        // follows the other's IsActive.
+        let order = if round % 2 == 0 { [true, false] } else { [false, true] };
         for d in 0..o.objects {
-            for with_demand in [true, false] {
+            for with_demand in order {
                 let obj = if with_demand { object(d, metric_of(d)) } else { object_without_demand(d, metric_of(d)) };
                 let t = Instant::now();
                 let spec = keda.get_metric_spec(obj.clone()).await.expect("GetMetricSpec").into_inner();

@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use edge_telemetry::AcceleratorType;
@@ -86,6 +86,13 @@ impl Requesters {
     fn len(&self) -> usize {
         self.by_id.len()
     }
+
+    /// Requesters whose last pull is at or after `cutoff_ms`, without
+    /// forgetting the others: the read path. The expired are the oldest and
+    /// few (the purge forgets them every half `--stale-after`), so this walks only them.
+    fn live(&self, cutoff_ms: u64) -> usize {
+        self.by_id.len() - self.by_age.range(..(cutoff_ms, 0)).count()
+    }
 }
 
 /// A trigger with an open `StreamIsActive` that demand wakes.
@@ -112,7 +119,9 @@ pub struct Demand {
     epoch: Instant,
     /// Classes with demand now: lets every KEDA call skip the lock when there is none.
     classes_pending: AtomicUsize,
-    inner: Mutex<Inner>,
+    /// Read by every KEDA call while demand is pending, written by pulls
+    /// that find no endpoint, ready endpoints and the purge.
+    inner: RwLock<Inner>,
     /// One channel per accelerator type, bumped when its demand starts or clears.
     changes: [watch::Sender<u64>; 3],
 }
@@ -129,7 +138,7 @@ pub struct ListenGuard {
 
 impl Drop for ListenGuard {
     fn drop(&mut self) {
-        let mut inner = self.demand.lock();
+        let mut inner = self.demand.write();
         if let Some(n) = inner.listeners.get_mut(&self.listener) {
             *n -= 1;
             if *n == 0 {
@@ -148,7 +157,7 @@ impl Demand {
             max_requesters: max_requesters.max(1),
             epoch: Instant::now(),
             classes_pending: AtomicUsize::new(0),
-            inner: Mutex::new(Inner::default()),
+            inner: RwLock::new(Inner::default()),
             changes: std::array::from_fn(|_| watch::Sender::new(0)),
         }
     }
@@ -158,9 +167,13 @@ impl Demand {
         !self.ttl.is_zero()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock leaves plain data behind; keep serving.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    // A panic while holding the lock leaves plain data behind; keep serving.
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 
     fn now_ms(&self) -> u64 {
@@ -183,7 +196,7 @@ impl Demand {
         }
         let accelerator = class.accelerator;
         let woke = {
-            let mut inner = self.lock();
+            let mut inner = self.write();
             let cutoff = self.cutoff_ms();
             inner.sequence += 1;
             let stamp = (self.now_ms(), inner.sequence);
@@ -207,15 +220,12 @@ impl Demand {
             return 0;
         }
         let cutoff = self.cutoff_ms();
-        let mut inner = self.lock();
-        let mut total = 0u64;
-        for (class, requesters) in inner.classes.iter_mut() {
-            if class.accelerator == accelerator && zones_match(class.zone.as_deref(), zone) {
-                requesters.expire(cutoff);
-                total += requesters.len() as u64;
-            }
-        }
-        total
+        self.read()
+            .classes
+            .iter()
+            .filter(|(class, _)| class.accelerator == accelerator && zones_match(class.zone.as_deref(), zone))
+            .map(|(_, requesters)| requesters.live(cutoff) as u64)
+            .sum()
     }
 
     /// An endpoint of `accelerator` in `zone` is ready: the demand it answers
@@ -225,7 +235,7 @@ impl Demand {
             return;
         }
         let cleared = {
-            let mut inner = self.lock();
+            let mut inner = self.write();
             let before = inner.classes.len();
             inner.classes.retain(|c, _| !(c.accelerator == accelerator && zones_match(c.zone.as_deref(), Some(zone))));
             self.classes_pending.store(inner.classes.len(), Ordering::Release);
@@ -245,7 +255,7 @@ impl Demand {
         let cutoff = self.cutoff_ms();
         let mut decayed = Vec::new();
         {
-            let mut inner = self.lock();
+            let mut inner = self.write();
             inner.classes.retain(|c, r| {
                 r.expire(cutoff);
                 let keep = r.len() > 0;
@@ -266,7 +276,8 @@ impl Demand {
         if self.classes_pending.load(Ordering::Acquire) == 0 {
             return 0;
         }
-        self.lock().classes.values().map(Requesters::len).sum()
+        let cutoff = self.cutoff_ms();
+        self.read().classes.values().map(|r| r.live(cutoff)).sum()
     }
 
     /// A channel bumped whenever demand for `accelerator` starts or clears.
@@ -289,13 +300,13 @@ impl Demand {
             namespace: namespace.to_owned(),
             deployment: deployment.to_owned(),
         };
-        *self.lock().listeners.entry(listener.clone()).or_default() += 1;
+        *self.write().listeners.entry(listener.clone()).or_default() += 1;
         ListenGuard { demand: Arc::clone(self), listener }
     }
 
     /// The triggers demand for `class` wakes, as the inventory names them.
     pub fn waking(&self, class: &DemandClass) -> Vec<Waking> {
-        self.lock()
+        self.read()
             .listeners
             .keys()
             .filter(|l| l.accelerator == class.accelerator && zones_match(class.zone.as_deref(), l.zone.as_deref()))
@@ -310,13 +321,13 @@ impl Demand {
 
     /// The zones of the triggers with an open stream.
     pub fn zones(&self) -> Vec<String> {
-        self.lock().listeners.keys().filter_map(|l| l.zone.clone()).collect()
+        self.read().listeners.keys().filter_map(|l| l.zone.clone()).collect()
     }
 
     /// Whether an open stream's trigger is pinned to `zone` (a zone the
     /// scaler then knows even before any node runs there).
     pub fn listens_in(&self, zone: &str) -> bool {
-        self.lock().listeners.keys().any(|l| l.zone.as_deref() == Some(zone))
+        self.read().listeners.keys().any(|l| l.zone.as_deref() == Some(zone))
     }
 }
 
