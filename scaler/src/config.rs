@@ -85,6 +85,16 @@ pub struct Config {
     #[arg(long, env = "EDGE_SCALER_DEMAND_MAX_REQUESTERS", default_value_t = 10_000)]
     pub demand_max_requesters: usize,
 
+    /// The other replicas of this scaler, to share device demand with:
+    /// comma-separated `host:port` of their HTTP port (--metrics-listen),
+    /// each name resolved again every few seconds, so a headless Service
+    /// listing every replica fits (the chart's `<scaler>-peers`). This
+    /// replica finds itself among the addresses and skips it. A device's
+    /// pull can reach any replica, KEDA's stream only one: without peers, a
+    /// replica only wakes on the pulls it served itself. Empty: one replica.
+    #[arg(long, env = "EDGE_SCALER_PEERS", default_value = "")]
+    pub peers: String,
+
     /// Log format.
     #[arg(long, env = "EDGE_SCALER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -165,6 +175,8 @@ pub struct Settings {
     pub demand_ttl: Duration,
     /// See [`Config::demand_max_requesters`].
     pub demand_max_requesters: usize,
+    /// See [`Config::peers`]; empty: no peers.
+    pub peers: Vec<String>,
 }
 
 /// Bounds of --stale-after (and of a trigger's `staleAfter`).
@@ -193,6 +205,13 @@ impl Config {
             .transpose()?;
         let discovery = self.discovery()?;
         let tls = self.tls()?;
+        let peers = match non_empty(&self.peers) {
+            None => Vec::new(),
+            Some(_) if metrics_listen.is_none() => {
+                return Err(err("peers", "peers talk to each other's HTTP port: --metrics-listen must not be empty"));
+            }
+            Some(list) => parse_host_list("peers", list)?,
+        };
         Ok(Settings {
             listen: self.listen,
             metrics_listen,
@@ -202,6 +221,7 @@ impl Config {
             tls,
             demand_ttl: self.demand_ttl,
             demand_max_requesters: self.demand_max_requesters,
+            peers,
         })
     }
 
@@ -221,7 +241,7 @@ impl Config {
                 if non_empty(&self.agent_namespace).is_some() || non_empty(&self.agent_port).is_some() {
                     return Err(err("agent-namespace", "--agent-namespace and --agent-port need --agent-service"));
                 }
-                parse_agent_list(list).map(Discovery::Static)
+                parse_host_list("agents", list).map(Discovery::Static)
             }
             (None, Some(service)) => {
                 check_dns_name("agent-service", service)?;
@@ -266,22 +286,22 @@ impl Config {
 }
 
 /// Splits and checks `host:port,host:port`.
-fn parse_agent_list(list: &str) -> Result<Vec<String>, ConfigError> {
+fn parse_host_list(flag: &'static str, list: &str) -> Result<Vec<String>, ConfigError> {
     let mut out: Vec<String> = Vec::new();
     for item in list.split(',').map(str::trim) {
         if item.is_empty() {
-            return Err(err("agents", format!("empty entry in {list:?}; expected host:port,host:port")));
+            return Err(err(flag, format!("empty entry in {list:?}; expected host:port,host:port")));
         }
         let Some((host, port)) = item.rsplit_once(':') else {
-            return Err(err("agents", format!("{item:?} has no port; expected host:port, e.g. 10.0.0.5:9400")));
+            return Err(err(flag, format!("{item:?} has no port; expected host:port, e.g. 10.0.0.5:9400")));
         };
         if !matches!(port.parse::<u16>(), Ok(p) if p > 0) {
-            return Err(err("agents", format!("{item:?}: port {port:?} is not in 1..=65535")));
+            return Err(err(flag, format!("{item:?}: port {port:?} is not in 1..=65535")));
         }
         let bracketed = host.starts_with('[') && host.ends_with(']');
         if host.is_empty() || (!bracketed && host.contains(':')) || host.contains(|c: char| c.is_whitespace()) {
             return Err(err(
-                "agents",
+                flag,
                 format!("{item:?}: {host:?} is not a host name or address (IPv6 goes in brackets: [::1]:9400)"),
             ));
         }

@@ -14,8 +14,9 @@
 //! the scaler knows (an unknown zone is refused before it gets here).
 //!
 //! Which triggers a class wakes is known from the open `StreamIsActive`
-//! streams ([`Demand::listen`]): that is what the inventory names under
-//! `waking`.
+//! streams ([`Demand::listen`]), this replica's and those its peers last
+//! told it of ([`Demand::set_remote`], see [`crate::peers`]): that is what
+//! the inventory names under `waking`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -104,12 +105,50 @@ struct Listener {
     deployment: String,
 }
 
+impl From<&Listener> for Waking {
+    fn from(l: &Listener) -> Self {
+        Waking {
+            accelerator: l.accelerator,
+            zone: l.zone.clone(),
+            namespace: l.namespace.clone(),
+            deployment: l.deployment.clone(),
+        }
+    }
+}
+
+impl From<Waking> for Listener {
+    fn from(w: Waking) -> Self {
+        Listener { accelerator: w.accelerator, zone: w.zone, namespace: w.namespace, deployment: w.deployment }
+    }
+}
+
+/// A peer's listeners count for this long after it last told us of them
+/// (three of its syncs: one lost sync does not forget them).
+pub const REMOTE_LISTENERS_FRESH: Duration = Duration::from_secs(6);
+
+/// Most listeners kept of one peer (KEDA opens one stream per trigger).
+const MAX_REMOTE_LISTENERS: usize = 10_000;
+
+/// Most peers remembered at once; a peer silent past the freshness is
+/// dropped first.
+const MAX_PEERS: usize = 64;
+
 #[derive(Default)]
 struct Inner {
     classes: BTreeMap<DemandClass, Requesters>,
     sequence: u64,
     /// Open streams per trigger, counted (KEDA may open more than one).
     listeners: BTreeMap<Listener, usize>,
+    /// The peers' open streams: peer id → (when it told us, in ms, its listeners).
+    remote: BTreeMap<u64, (u64, Vec<Listener>)>,
+}
+
+impl Inner {
+    /// This replica's listeners and the fresh ones of its peers.
+    fn all_listeners(&self, fresh_after_ms: u64) -> impl Iterator<Item = &Listener> {
+        let remote = self.remote.values().filter(move |(at, _)| *at >= fresh_after_ms).flat_map(|(_, ls)| ls);
+        self.listeners.keys().chain(remote)
+    }
 }
 
 /// Device demand, shared by the inventory (writer) and the KEDA calls (readers).
@@ -124,6 +163,8 @@ pub struct Demand {
     inner: RwLock<Inner>,
     /// One channel per accelerator type, bumped when its demand starts or clears.
     changes: [watch::Sender<u64>; 3],
+    /// Bumped when this replica's set of listeners changes (peers are told).
+    listeners_changed: watch::Sender<u64>,
 }
 
 fn index(accelerator: AcceleratorType) -> usize {
@@ -138,12 +179,19 @@ pub struct ListenGuard {
 
 impl Drop for ListenGuard {
     fn drop(&mut self) {
-        let mut inner = self.demand.write();
-        if let Some(n) = inner.listeners.get_mut(&self.listener) {
-            *n -= 1;
-            if *n == 0 {
-                inner.listeners.remove(&self.listener);
+        let removed = {
+            let mut inner = self.demand.write();
+            match inner.listeners.get_mut(&self.listener) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                Some(_) => inner.listeners.remove(&self.listener).is_some(),
+                None => false,
             }
+        };
+        if removed {
+            self.demand.listeners_changed.send_modify(|v| *v = v.wrapping_add(1));
         }
     }
 }
@@ -159,6 +207,7 @@ impl Demand {
             classes_pending: AtomicUsize::new(0),
             inner: RwLock::new(Inner::default()),
             changes: std::array::from_fn(|_| watch::Sender::new(0)),
+            listeners_changed: watch::Sender::new(0),
         }
     }
 
@@ -300,34 +349,75 @@ impl Demand {
             namespace: namespace.to_owned(),
             deployment: deployment.to_owned(),
         };
-        *self.write().listeners.entry(listener.clone()).or_default() += 1;
+        let added = {
+            let mut inner = self.write();
+            let n = inner.listeners.entry(listener.clone()).or_default();
+            *n += 1;
+            *n == 1
+        };
+        if added {
+            self.listeners_changed.send_modify(|v| *v = v.wrapping_add(1));
+        }
         ListenGuard { demand: Arc::clone(self), listener }
     }
 
-    /// The triggers demand for `class` wakes, as the inventory names them.
+    /// A channel bumped whenever this replica's listeners change.
+    pub fn subscribe_listeners(&self) -> watch::Receiver<u64> {
+        self.listeners_changed.subscribe()
+    }
+
+    /// This replica's own listeners, as its peers are told of them.
+    pub fn local_listeners(&self) -> Vec<Waking> {
+        self.read().listeners.keys().map(Waking::from).collect()
+    }
+
+    /// What peer `peer` told us of its listeners just now (replacing what
+    /// it told before). At most [`MAX_PEERS`] peers are remembered.
+    pub fn set_remote(&self, peer: u64, listeners: Vec<Waking>) {
+        let now = self.now_ms();
+        let fresh_after = self.remote_fresh_after_ms();
+        let mut inner = self.write();
+        inner.remote.retain(|_, (at, _)| *at >= fresh_after);
+        if inner.remote.len() >= MAX_PEERS && !inner.remote.contains_key(&peer) {
+            return;
+        }
+        let listeners = listeners.into_iter().take(MAX_REMOTE_LISTENERS).map(Listener::from).collect();
+        inner.remote.insert(peer, (now, listeners));
+    }
+
+    /// Peers that told us of their listeners within [`REMOTE_LISTENERS_FRESH`].
+    pub fn fresh_peers(&self) -> usize {
+        let fresh_after = self.remote_fresh_after_ms();
+        self.read().remote.values().filter(|(at, _)| *at >= fresh_after).count()
+    }
+
+    fn remote_fresh_after_ms(&self) -> u64 {
+        self.now_ms().saturating_sub(REMOTE_LISTENERS_FRESH.as_millis() as u64)
+    }
+
+    /// The triggers demand for `class` wakes, as the inventory names them:
+    /// this replica's and its peers', each once.
     pub fn waking(&self, class: &DemandClass) -> Vec<Waking> {
-        self.read()
-            .listeners
-            .keys()
+        let fresh_after = self.remote_fresh_after_ms();
+        let inner = self.read();
+        let matching: std::collections::BTreeSet<&Listener> = inner
+            .all_listeners(fresh_after)
             .filter(|l| l.accelerator == class.accelerator && zones_match(class.zone.as_deref(), l.zone.as_deref()))
-            .map(|l| Waking {
-                accelerator: l.accelerator,
-                zone: l.zone.clone(),
-                namespace: l.namespace.clone(),
-                deployment: l.deployment.clone(),
-            })
-            .collect()
+            .collect();
+        matching.into_iter().map(Waking::from).collect()
     }
 
-    /// The zones of the triggers with an open stream.
+    /// The zones of the triggers with an open stream, here or at a peer.
     pub fn zones(&self) -> Vec<String> {
-        self.read().listeners.keys().filter_map(|l| l.zone.clone()).collect()
+        let fresh_after = self.remote_fresh_after_ms();
+        self.read().all_listeners(fresh_after).filter_map(|l| l.zone.clone()).collect()
     }
 
-    /// Whether an open stream's trigger is pinned to `zone` (a zone the
-    /// scaler then knows even before any node runs there).
+    /// Whether an open stream's trigger (here or at a peer) is pinned to
+    /// `zone` (a zone the scaler then knows even before any node runs there).
     pub fn listens_in(&self, zone: &str) -> bool {
-        self.read().listeners.keys().any(|l| l.zone.as_deref() == Some(zone))
+        let fresh_after = self.remote_fresh_after_ms();
+        self.read().all_listeners(fresh_after).any(|l| l.zone.as_deref() == Some(zone))
     }
 }
 

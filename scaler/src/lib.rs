@@ -8,7 +8,8 @@
 //!   wake triggers at zero like a queue does; [`cold_start`] times those wakes;
 //! - [`service`] answers KEDA (`externalscaler.ExternalScaler`, module [`keda`]);
 //! - [`metrics`] is the scaler's own /metrics, next to the endpoint
-//!   [`inventory`] devices read.
+//!   [`inventory`] devices read;
+//! - [`peers`] shares device demand between the scaler's replicas.
 
 pub mod aggregate;
 pub mod cold_start;
@@ -17,6 +18,7 @@ pub mod demand;
 pub mod discovery;
 pub mod inventory;
 pub mod metrics;
+pub mod peers;
 pub mod selector;
 pub mod service;
 pub mod sources;
@@ -32,6 +34,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use crate::config::{Discovery, Settings, TlsFiles};
 use crate::demand::Demand;
 use crate::metrics::ScalerMetrics;
+use crate::peers::Peers;
 use crate::service::KedaService;
 use crate::sources::Sources;
 use crate::state::Registry;
@@ -129,8 +132,11 @@ pub async fn run(
         }
     });
 
+    let peers = Peers::new(Arc::clone(registry.demand()), Arc::clone(&metrics));
+    let peers_task = (!settings.peers.is_empty())
+        .then(|| tokio::spawn(Arc::clone(&peers).run(settings.peers.clone(), stop_rx.clone())));
     let metrics_task = metrics_listener.map(|listener| {
-        tokio::spawn(metrics::serve(listener, Arc::clone(&registry), Arc::clone(&metrics), stop_rx.clone()))
+        tokio::spawn(metrics::serve(listener, Arc::clone(&registry), Arc::clone(&metrics), peers, stop_rx.clone()))
     });
 
     let local = grpc_listener.local_addr().ok();
@@ -151,6 +157,9 @@ pub async fn run(
         .map_err(RunError::Serve);
     let _ = discovery_task.await;
     let _ = purge_task.await;
+    if let Some(t) = peers_task {
+        let _ = t.await;
+    }
     if let Some(t) = metrics_task
         && let Ok(Err(e)) = t.await
     {

@@ -1,6 +1,7 @@
 //! The scaler's own `/metrics` and `/healthz`, and the endpoint inventory
 //! (`/v1/endpoints`, see [`crate::inventory`]; a pull for a class with no
-//! ready endpoint is recorded as [`crate::demand`]), on their own port.
+//! ready endpoint is recorded as [`crate::demand`]), and the sync of the
+//! scaler's replicas ([`crate::peers`]), on their own port.
 //!
 //! Counters are updated where things happen; the agent gauges are read from
 //! the registry at scrape time, so they are never out of date.
@@ -12,11 +13,11 @@ use std::time::Instant;
 
 use std::collections::HashMap;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use edge_telemetry::catalogue::scaler as cat;
 use edge_telemetry::inventory::{INVENTORY_PATH, Inventory, InventoryError, PARAM_ZONE};
@@ -30,6 +31,7 @@ use tokio::sync::watch;
 use crate::cold_start::Sample;
 use crate::demand::DemandClass;
 use crate::inventory;
+use crate::peers::{self, DemandRecord, Peers, Refusal, SyncRequest};
 use crate::state::{Registry, Stats};
 
 type Labels = Vec<(&'static str, &'static str)>;
@@ -94,6 +96,10 @@ pub struct ScalerMetrics {
     demand_requesters: Gauge,
     /// Inventory pulls that woke a class.
     pub demand_wakes: Counter,
+    peers: Gauge,
+    peer_syncs: Family<Labels, Counter>,
+    /// Demand records a full peer buffer could not take.
+    pub peer_demand_dropped: Counter,
     requests: Family<Labels, Counter>,
     durations: Family<Labels, Histogram, fn() -> Histogram>,
     cold_starts: Family<ZoneLabels, Histogram, fn() -> Histogram>,
@@ -129,6 +135,10 @@ impl ScalerMetrics {
         let activations = counter(&mut registry, cat::ACTIVATIONS);
         let demand_requesters = gauge(&mut registry, cat::DEMAND_REQUESTERS);
         let demand_wakes = counter(&mut registry, cat::DEMAND_WAKES);
+        let peers = gauge(&mut registry, cat::PEERS);
+        let peer_syncs = Family::<Labels, Counter>::default();
+        registry.register(cat::PEER_SYNCS.name, cat::PEER_SYNCS.help, peer_syncs.clone());
+        let peer_demand_dropped = counter(&mut registry, cat::PEER_DEMAND_DROPPED);
         let requests = Family::<Labels, Counter>::default();
         registry.register(cat::GRPC_REQUESTS.name, cat::GRPC_REQUESTS.help, requests.clone());
         let durations = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(duration_histogram);
@@ -150,6 +160,9 @@ impl ScalerMetrics {
             active_streams,
             demand_requesters,
             demand_wakes,
+            peers,
+            peer_syncs,
+            peer_demand_dropped,
             requests,
             durations,
             cold_starts,
@@ -170,6 +183,11 @@ impl ScalerMetrics {
         }
     }
 
+    /// Counts one sync sent to a peer.
+    pub fn peer_sync(&self, ok: bool) {
+        self.peer_syncs.get_or_create(&vec![(cat::LABEL_OUTCOME, if ok { "ok" } else { "failed" })]).inc();
+    }
+
     /// Counts one answered call and its duration.
     pub fn observe(&self, method: Method, started: Instant, code: tonic::Code) {
         let code = code_name(code);
@@ -186,6 +204,7 @@ impl ScalerMetrics {
         self.stale.set(stats.stale as i64);
         self.groups.set(stats.groups as i64);
         self.demand_requesters.set(stats.demand_requesters as i64);
+        self.peers.set(stats.peers as i64);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -220,21 +239,24 @@ fn code_name(code: tonic::Code) -> &'static str {
 struct HttpState {
     registry: Arc<Registry>,
     metrics: Arc<ScalerMetrics>,
+    peers: Arc<Peers>,
 }
 
-/// Serves `/metrics`, `/healthz` and the endpoint inventory on `listener`
-/// until `stop` turns true.
+/// Serves `/metrics`, `/healthz`, the endpoint inventory and the peers'
+/// sync on `listener` until `stop` turns true.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     registry: Arc<Registry>,
     metrics: Arc<ScalerMetrics>,
+    peers: Arc<Peers>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(render))
         .route("/healthz", get(|| async { "ok\n" }))
         .route(INVENTORY_PATH, get(endpoints))
-        .with_state(HttpState { registry, metrics });
+        .route(peers::SYNC_PATH, post(sync).layer(DefaultBodyLimit::max(SYNC_BODY_LIMIT)))
+        .with_state(HttpState { registry, metrics, peers });
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(addr = ?addr, "metrics listening");
     // axum leaves Nagle on; scrapes should not wait on delayed ACKs.
@@ -286,6 +308,9 @@ async fn endpoints(
     let class = DemandClass { accelerator, zone: q.zone.clone() };
     let requester = q.device.clone().unwrap_or_else(|| peer.ip().to_string());
     let demand = registry.demand();
+    if demand.enabled() {
+        state.peers.forward(DemandRecord { accelerator, zone: q.zone.clone(), requester: requester.clone() });
+    }
     if demand.record(class.clone(), &requester) {
         state.metrics.demand_wakes.inc();
         tracing::info!(%accelerator, zone = q.zone.as_deref().unwrap_or(""), "device demand wakes a class with no ready endpoint");
@@ -304,6 +329,22 @@ async fn endpoints(
     response
 }
 
+/// Largest peer sync body taken: [`peers::MAX_RECORDS`] records and a
+/// replica's listeners, with room to spare.
+const SYNC_BODY_LIMIT: usize = 4 << 20;
+
+async fn sync(State(state): State<HttpState>, request: Result<Json<SyncRequest>, JsonRejection>) -> Response {
+    let request = match request {
+        Ok(Json(r)) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.body_text()).into_response(),
+    };
+    match state.peers.receive(&state.registry, request) {
+        Ok(answer) => Json(answer).into_response(),
+        Err(Refusal::Myself) => (StatusCode::CONFLICT, "this is the sender itself\n").into_response(),
+        Err(Refusal::Invalid(why)) => (StatusCode::BAD_REQUEST, why).into_response(),
+    }
+}
+
 async fn render(State(state): State<HttpState>) -> impl IntoResponse {
     let body = state.metrics.render(state.registry.stats());
     ([(header::CONTENT_TYPE, TEXT_CONTENT_TYPE)], body)
@@ -318,13 +359,14 @@ mod tests {
         let m = ScalerMetrics::new();
         m.observe(Method::GetMetrics, Instant::now(), tonic::Code::Ok);
         m.observe(Method::GetMetrics, Instant::now(), tonic::Code::InvalidArgument);
+        m.peer_sync(false);
         m.observe_cold_starts(&[Sample {
             accelerator: edge_telemetry::AcceleratorType::Nvidia,
             zone: "lax".into(),
             phase: crate::cold_start::Phase::Report,
             seconds: 42.0,
         }]);
-        let text = m.render(Stats { agents: 3, connected: 2, stale: 1, groups: 4, demand_requesters: 5 });
+        let text = m.render(Stats { agents: 3, connected: 2, stale: 1, groups: 4, demand_requesters: 5, peers: 1 });
         for h in cat::HISTOGRAMS {
             assert!(text.contains(&format!("# TYPE {} histogram", h.name)), "{} missing:\n{text}", h.name);
         }
@@ -337,6 +379,8 @@ mod tests {
             assert!(text.contains(&format!("# TYPE {} ", metric.name)), "{} missing:\n{text}", metric.name);
         }
         assert!(text.contains("edge_scaler_agents_stale 1\n"), "{text}");
+        assert!(text.contains("edge_scaler_peers 1\n"), "{text}");
+        assert!(text.contains(r#"edge_scaler_peer_syncs_total{outcome="failed"} 1"#), "{text}");
         assert!(
             text.contains(r#"edge_scaler_grpc_requests_total{method="GetMetrics",code="InvalidArgument"} 1"#),
             "{text}"

@@ -42,6 +42,8 @@ pub struct Stats {
     pub groups: usize,
     /// Devices remembered as waiting for a class with no ready endpoint.
     pub demand_requesters: usize,
+    /// Other scaler replicas heard from recently.
+    pub peers: usize,
 }
 
 struct Agent {
@@ -453,8 +455,12 @@ impl Registry {
         let now = self.now_ms();
         let inner = self.read();
         let live = inner.agents.values().filter(|a| !a.removed);
-        let mut stats =
-            Stats { groups: inner.classes.len(), demand_requesters: self.demand.requesters(), ..Stats::default() };
+        let mut stats = Stats {
+            groups: inner.classes.len(),
+            demand_requesters: self.demand.requesters(),
+            peers: self.demand.fresh_peers(),
+            ..Stats::default()
+        };
         for a in live {
             stats.agents += 1;
             stats.connected += usize::from(a.connected.load(Ordering::Relaxed));
@@ -538,7 +544,7 @@ mod tests {
         assert!(other_rx.has_changed().unwrap());
         assert_eq!(reg.evaluate(&other), Ok(0.0));
         // One class left: `sd` (same labels, none) on both agents; `other` went with its worker.
-        assert_eq!(reg.stats(), Stats { agents: 2, connected: 0, stale: 0, groups: 1, demand_requesters: 0 });
+        assert_eq!(reg.stats(), Stats { agents: 2, connected: 0, stale: 0, groups: 1, demand_requesters: 0, peers: 0 });
     }
 
     /// Workers of Deployment `sd` labelled `tier=<tier>` (no label when empty).

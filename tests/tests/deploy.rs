@@ -374,6 +374,27 @@ fn agents_workers_and_scaler_are_wired_together() {
         let scaler = &pod_specs(find(&objects, "Deployment", "edge-edge-diffusion-scaler"))[0]["containers"][0];
         assert_eq!(flag(scaler, "agent-port"), Some(port_name), "{p}");
         assert_eq!(flag(scaler, "agent-service"), svc["metadata"]["name"].as_str(), "{p}");
+        // The replicas share device demand through a headless Service of their own HTTP ports,
+        // listing replicas that are not Ready yet, and may reach each other there.
+        let peers = find(&objects, "Service", "edge-edge-diffusion-scaler-peers");
+        assert_eq!(peers["spec"]["clusterIP"], "None", "{p}: headless");
+        assert_eq!(peers["spec"]["publishNotReadyAddresses"], true, "{p}");
+        assert_eq!(peers["spec"]["ports"][0]["targetPort"], "http", "{p}");
+        let http_port = peers["spec"]["ports"][0]["port"].as_u64().unwrap();
+        assert_eq!(
+            flag(scaler, "peers"),
+            Some(format!("edge-edge-diffusion-scaler-peers.edge-diffusion.svc:{http_port}").as_str()),
+            "{p}"
+        );
+        assert_eq!(flag(scaler, "metrics-listen"), Some(format!("0.0.0.0:{http_port}").as_str()), "{p}");
+        let policy = find(&objects, "NetworkPolicy", "edge-edge-diffusion-scaler");
+        let from_replicas = policy["spec"]["ingress"].as_array().unwrap().iter().any(|rule| {
+            rule["ports"][0]["port"] == "http"
+                && rule["from"].as_array().unwrap().iter().any(|f| {
+                    f["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "scaler"
+                })
+        });
+        assert!(from_replicas, "{p}: the scaler's NetworkPolicy lets its replicas reach each other's HTTP port");
         for ds in of_kind(&objects, "DaemonSet") {
             let pod = pod_specs(ds)[0];
             let agent = &pod["containers"][0];

@@ -13,6 +13,8 @@ pub const LABEL_ACCELERATOR: &str = "accelerator";
 pub const LABEL_ZONE: &str = "zone";
 /// Label: a cold start's phase, `report` or `image`.
 pub const LABEL_PHASE: &str = "phase";
+/// Label: how a peer sync ended, `ok` or `failed`.
+pub const LABEL_OUTCOME: &str = "outcome";
 
 /// Agents followed (discovered and not dropped).
 pub const AGENTS: Metric = Metric::gauge("edge_scaler_agents", "Agents the scaler follows");
@@ -47,6 +49,16 @@ pub const DEMAND_REQUESTERS: Metric = Metric::gauge(
 /// Inventory pulls that woke a class (it had no demand before).
 pub const DEMAND_WAKES: Metric =
     Metric::counter("edge_scaler_demand_wakes", "Inventory pulls that woke a class with no ready endpoint");
+/// Other scaler replicas that synced with this one within the freshness window.
+pub const PEERS: Metric =
+    Metric::gauge("edge_scaler_peers", "Other scaler replicas heard from recently (device demand is shared with them)");
+/// Syncs sent to peers, by outcome.
+pub const PEER_SYNCS: Metric = Metric::counter("edge_scaler_peer_syncs", "Syncs sent to other scaler replicas");
+/// Demand records not sent to a peer because its buffer was full.
+pub const PEER_DEMAND_DROPPED: Metric = Metric::counter(
+    "edge_scaler_peer_demand_dropped",
+    "Device demand records not sent to a peer because its buffer was full",
+);
 
 /// A histogram family: name, help and bucket bounds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -88,6 +100,9 @@ pub const ALL: &[Metric] = &[
     ACTIVE_STREAMS,
     DEMAND_REQUESTERS,
     DEMAND_WAKES,
+    PEERS,
+    PEER_SYNCS,
+    PEER_DEMAND_DROPPED,
 ];
 
 /// Every histogram of the scaler.
