@@ -95,6 +95,13 @@ pub struct Config {
     #[arg(long, env = "EDGE_SCALER_PEERS", default_value = "")]
     pub peers: String,
 
+    /// Longest wait for every discovered agent's first snapshot before
+    /// `/readyz` says Ready anyway (the silent ones count as stale). Until
+    /// then a new replica stays out of the Service, so KEDA never reads a
+    /// partial sum from it. `0s`: Ready once discovery has listed the agents.
+    #[arg(long, env = "EDGE_SCALER_READY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub ready_timeout: Duration,
+
     /// Log format.
     #[arg(long, env = "EDGE_SCALER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -177,6 +184,8 @@ pub struct Settings {
     pub demand_max_requesters: usize,
     /// See [`Config::peers`]; empty: no peers.
     pub peers: Vec<String>,
+    /// See [`Config::ready_timeout`].
+    pub ready_timeout: Duration,
 }
 
 /// Bounds of --stale-after (and of a trigger's `staleAfter`).
@@ -193,6 +202,9 @@ impl Config {
         }
         if self.demand_ttl > Duration::from_secs(24 * 3600) {
             return Err(err("demand-ttl", format!("{:?} is outside 0s..=24h (0s turns demand off)", self.demand_ttl)));
+        }
+        if self.ready_timeout > Duration::from_secs(600) {
+            return Err(err("ready-timeout", format!("{:?} is outside 0s..=10m", self.ready_timeout)));
         }
         if !(1..=1_000_000).contains(&self.demand_max_requesters) {
             return Err(err("demand-max-requesters", format!("{} is outside 1..=1000000", self.demand_max_requesters)));
@@ -222,6 +234,7 @@ impl Config {
             demand_ttl: self.demand_ttl,
             demand_max_requesters: self.demand_max_requesters,
             peers,
+            ready_timeout: self.ready_timeout,
         })
     }
 

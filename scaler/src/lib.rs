@@ -9,7 +9,8 @@
 //! - [`service`] answers KEDA (`externalscaler.ExternalScaler`, module [`keda`]);
 //! - [`metrics`] is the scaler's own /metrics, next to the endpoint
 //!   [`inventory`] devices read;
-//! - [`peers`] shares device demand between the scaler's replicas.
+//! - [`peers`] shares device demand between the scaler's replicas;
+//!   [`readiness`] says when a replica may take KEDA's calls.
 
 pub mod aggregate;
 pub mod cold_start;
@@ -19,6 +20,7 @@ pub mod discovery;
 pub mod inventory;
 pub mod metrics;
 pub mod peers;
+pub mod readiness;
 pub mod selector;
 pub mod service;
 pub mod sources;
@@ -35,6 +37,7 @@ use crate::config::{Discovery, Settings, TlsFiles};
 use crate::demand::Demand;
 use crate::metrics::ScalerMetrics;
 use crate::peers::Peers;
+use crate::readiness::Readiness;
 use crate::service::KedaService;
 use crate::sources::Sources;
 use crate::state::Registry;
@@ -135,8 +138,10 @@ pub async fn run(
     let peers = Peers::new(Arc::clone(registry.demand()), Arc::clone(&metrics));
     let peers_task = (!settings.peers.is_empty())
         .then(|| tokio::spawn(Arc::clone(&peers).run(settings.peers.clone(), stop_rx.clone())));
+    let readiness = Arc::new(Readiness::new(settings.ready_timeout));
     let metrics_task = metrics_listener.map(|listener| {
-        tokio::spawn(metrics::serve(listener, Arc::clone(&registry), Arc::clone(&metrics), peers, stop_rx.clone()))
+        let registry = Arc::clone(&registry);
+        tokio::spawn(metrics::serve(listener, registry, Arc::clone(&metrics), peers, readiness, stop_rx.clone()))
     });
 
     let local = grpc_listener.local_addr().ok();

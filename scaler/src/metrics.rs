@@ -1,4 +1,5 @@
-//! The scaler's own `/metrics` and `/healthz`, and the endpoint inventory
+//! The scaler's own `/metrics`, `/healthz` (alive) and `/readyz` (see
+//! [`crate::readiness`]), the endpoint inventory
 //! (`/v1/endpoints`, see [`crate::inventory`]; a pull for a class with no
 //! ready endpoint is recorded as [`crate::demand`]), and the sync of the
 //! scaler's replicas ([`crate::peers`]), on their own port.
@@ -9,6 +10,7 @@
 use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use std::collections::HashMap;
@@ -32,6 +34,7 @@ use crate::cold_start::Sample;
 use crate::demand::DemandClass;
 use crate::inventory;
 use crate::peers::{self, DemandRecord, Peers, Refusal, SyncRequest};
+use crate::readiness::Readiness;
 use crate::state::{Registry, Stats};
 
 type Labels = Vec<(&'static str, &'static str)>;
@@ -94,6 +97,7 @@ pub struct ScalerMetrics {
     /// StreamIsActive streams open now.
     pub active_streams: Gauge,
     demand_requesters: Gauge,
+    agent_ages: Family<ZoneLabels, Gauge<f64, AtomicU64>>,
     /// Inventory pulls that woke a class.
     pub demand_wakes: Counter,
     peers: Gauge,
@@ -135,6 +139,8 @@ impl ScalerMetrics {
         let activations = counter(&mut registry, cat::ACTIVATIONS);
         let demand_requesters = gauge(&mut registry, cat::DEMAND_REQUESTERS);
         let demand_wakes = counter(&mut registry, cat::DEMAND_WAKES);
+        let agent_ages = Family::<ZoneLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(cat::AGENT_AGE_SECONDS.name, cat::AGENT_AGE_SECONDS.help, agent_ages.clone());
         let peers = gauge(&mut registry, cat::PEERS);
         let peer_syncs = Family::<Labels, Counter>::default();
         registry.register(cat::PEER_SYNCS.name, cat::PEER_SYNCS.help, peer_syncs.clone());
@@ -160,6 +166,7 @@ impl ScalerMetrics {
             active_streams,
             demand_requesters,
             demand_wakes,
+            agent_ages,
             peers,
             peer_syncs,
             peer_demand_dropped,
@@ -197,8 +204,14 @@ impl ScalerMetrics {
             .observe(started.elapsed().as_secs_f64());
     }
 
-    /// The text exposition, with the agent gauges from `stats`.
-    pub fn render(&self, stats: Stats) -> String {
+    /// The text exposition, with the agent gauges from `stats` and each
+    /// followed agent's age (address, seconds).
+    pub fn render(&self, stats: Stats, ages: &[(String, f64)]) -> String {
+        // Agents come and go: only the followed ones have a series.
+        self.agent_ages.clear();
+        for (agent, age) in ages {
+            self.agent_ages.get_or_create(&vec![(cat::LABEL_AGENT, agent.clone())]).set(*age);
+        }
         self.agents.set(stats.agents as i64);
         self.connected.set(stats.connected as i64);
         self.stale.set(stats.stale as i64);
@@ -240,6 +253,7 @@ struct HttpState {
     registry: Arc<Registry>,
     metrics: Arc<ScalerMetrics>,
     peers: Arc<Peers>,
+    readiness: Arc<Readiness>,
 }
 
 /// Serves `/metrics`, `/healthz`, the endpoint inventory and the peers'
@@ -249,14 +263,16 @@ pub async fn serve(
     registry: Arc<Registry>,
     metrics: Arc<ScalerMetrics>,
     peers: Arc<Peers>,
+    readiness: Arc<Readiness>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(render))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
         .route(INVENTORY_PATH, get(endpoints))
         .route(peers::SYNC_PATH, post(sync).layer(DefaultBodyLimit::max(SYNC_BODY_LIMIT)))
-        .with_state(HttpState { registry, metrics, peers });
+        .with_state(HttpState { registry, metrics, peers, readiness });
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(addr = ?addr, "metrics listening");
     // axum leaves Nagle on; scrapes should not wait on delayed ACKs.
@@ -345,8 +361,14 @@ async fn sync(State(state): State<HttpState>, request: Result<Json<SyncRequest>,
     }
 }
 
+async fn ready(State(state): State<HttpState>) -> Response {
+    let status = state.readiness.check(&state.registry);
+    let code = if status.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, format!("{}\n", status.reason)).into_response()
+}
+
 async fn render(State(state): State<HttpState>) -> impl IntoResponse {
-    let body = state.metrics.render(state.registry.stats());
+    let body = state.metrics.render(state.registry.stats(), &state.registry.agent_ages());
     ([(header::CONTENT_TYPE, TEXT_CONTENT_TYPE)], body)
 }
 
@@ -366,7 +388,8 @@ mod tests {
             phase: crate::cold_start::Phase::Report,
             seconds: 42.0,
         }]);
-        let text = m.render(Stats { agents: 3, connected: 2, stale: 1, groups: 4, demand_requesters: 5, peers: 1 });
+        let stats = Stats { agents: 3, connected: 2, stale: 1, groups: 4, demand_requesters: 5, peers: 1 };
+        let text = m.render(stats, &[("10.0.0.5:9400".to_owned(), 1.5)]);
         for h in cat::HISTOGRAMS {
             assert!(text.contains(&format!("# TYPE {} histogram", h.name)), "{} missing:\n{text}", h.name);
         }
@@ -380,6 +403,7 @@ mod tests {
         }
         assert!(text.contains("edge_scaler_agents_stale 1\n"), "{text}");
         assert!(text.contains("edge_scaler_peers 1\n"), "{text}");
+        assert!(text.contains(r#"edge_scaler_agent_age_seconds{agent="10.0.0.5:9400"} 1.5"#), "{text}");
         assert!(text.contains(r#"edge_scaler_peer_syncs_total{outcome="failed"} 1"#), "{text}");
         assert!(
             text.contains(r#"edge_scaler_grpc_requests_total{method="GetMetrics",code="InvalidArgument"} 1"#),

@@ -405,7 +405,7 @@ mod tests {
             peers.forward(record(AcceleratorType::Cpu, None, &format!("p{i}")));
         }
         assert_eq!(lock(&link.pending).len(), MAX_PENDING);
-        let text = peers.metrics.render(Default::default());
+        let text = peers.metrics.render(Default::default(), &[]);
         assert!(text.contains("edge_scaler_peer_demand_dropped_total 10\n"), "{text}");
     }
 }

@@ -48,6 +48,8 @@ pub struct Stats {
 
 struct Agent {
     addr: String,
+    /// Milliseconds since `Registry::epoch` when discovery found it.
+    discovered_ms: u64,
     /// Milliseconds since `Registry::epoch` of the last message; shared so a
     /// heartbeat needs only the read lock.
     seen_ms: AtomicU64,
@@ -130,6 +132,8 @@ pub struct Registry {
     stale_after: Duration,
     demand: Arc<Demand>,
     cold_starts: ColdStarts,
+    /// Discovery has listed the agents once: the followed set is complete.
+    listed: AtomicBool,
 }
 
 /// Demand remembered this long when no `--demand-ttl` is given.
@@ -152,6 +156,7 @@ impl Registry {
             stale_after,
             demand: Arc::new(demand),
             cold_starts: ColdStarts::default(),
+            listed: AtomicBool::new(false),
         }
     }
 
@@ -193,6 +198,7 @@ impl Registry {
     /// Starts tracking an agent at `addr`; it counts as stale until its first
     /// snapshot arrives.
     pub fn add_agent(&self, addr: &str) -> AgentId {
+        let discovered_ms = self.now_ms();
         let mut inner = self.write();
         let id = inner.next_id;
         inner.next_id += 1;
@@ -200,6 +206,7 @@ impl Registry {
             id,
             Agent {
                 addr: addr.to_owned(),
+                discovered_ms,
                 seen_ms: AtomicU64::new(NEVER),
                 connected: AtomicBool::new(false),
                 removed: false,
@@ -448,6 +455,48 @@ impl Registry {
             return tx.subscribe();
         }
         self.write().watchers.entry(key.clone()).or_insert_with(|| watch::Sender::new(0)).subscribe()
+    }
+
+    /// Discovery has listed the agents (once is enough: later changes are
+    /// agents coming and going, not a view still filling).
+    pub fn mark_listed(&self) {
+        if !self.listed.swap(true, Ordering::AcqRel) {
+            tracing::debug!("discovery listed the agents");
+        }
+    }
+
+    /// Whether discovery has listed the agents.
+    pub fn listed(&self) -> bool {
+        self.listed.load(Ordering::Acquire)
+    }
+
+    /// Of the agents discovery follows now: how many sent a first snapshot,
+    /// and how many there are.
+    pub fn first_snapshots(&self) -> (usize, usize) {
+        let inner = self.read();
+        let live = inner.agents.values().filter(|a| !a.removed);
+        live.fold((0, 0), |(heard, all), a| (heard + usize::from(a.sequence.is_some()), all + 1))
+    }
+
+    /// Seconds since each followed agent last sent anything, by address; an
+    /// agent never heard from counts from when it was discovered (silent all along).
+    pub fn agent_ages(&self) -> Vec<(String, f64)> {
+        let now = self.now_ms();
+        let inner = self.read();
+        let mut ages: Vec<(String, f64)> = inner
+            .agents
+            .values()
+            .filter(|a| !a.removed)
+            .map(|a| {
+                let since = match a.seen_ms.load(Ordering::Relaxed) {
+                    NEVER => a.discovered_ms,
+                    seen => seen,
+                };
+                (a.addr.clone(), now.saturating_sub(since) as f64 / 1000.0)
+            })
+            .collect();
+        ages.sort_by(|a, b| a.0.cmp(&b.0));
+        ages
     }
 
     /// Counts for the scaler's own metrics.

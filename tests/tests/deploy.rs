@@ -387,12 +387,18 @@ fn agents_workers_and_scaler_are_wired_together() {
             "{p}"
         );
         assert_eq!(flag(scaler, "metrics-listen"), Some(format!("0.0.0.0:{http_port}").as_str()), "{p}");
+        // Ready only once it has heard from the agents; alive as long as it serves.
+        assert_eq!(scaler["readinessProbe"]["httpGet"]["path"], "/readyz", "{p}");
+        assert_eq!(scaler["livenessProbe"]["httpGet"]["path"], "/healthz", "{p}");
+        assert_eq!(flag(scaler, "ready-timeout"), Some("30s"), "{p}");
         let policy = find(&objects, "NetworkPolicy", "edge-edge-diffusion-scaler");
         let from_replicas = policy["spec"]["ingress"].as_array().unwrap().iter().any(|rule| {
             rule["ports"][0]["port"] == "http"
-                && rule["from"].as_array().unwrap().iter().any(|f| {
-                    f["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "scaler"
-                })
+                && rule["from"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|f| f["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "scaler")
         });
         assert!(from_replicas, "{p}: the scaler's NetworkPolicy lets its replicas reach each other's HTTP port");
         for ds in of_kind(&objects, "DaemonSet") {

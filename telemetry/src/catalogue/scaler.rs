@@ -13,6 +13,8 @@ pub const LABEL_ACCELERATOR: &str = "accelerator";
 pub const LABEL_ZONE: &str = "zone";
 /// Label: a cold start's phase, `report` or `image`.
 pub const LABEL_PHASE: &str = "phase";
+/// Label: an agent's address as discovery found it (`host:port`).
+pub const LABEL_AGENT: &str = "agent";
 /// Label: how a peer sync ended, `ok` or `failed`.
 pub const LABEL_OUTCOME: &str = "outcome";
 
@@ -25,6 +27,11 @@ pub const AGENTS_CONNECTED: Metric =
 pub const AGENTS_STALE: Metric = Metric::gauge(
     "edge_scaler_agents_stale",
     "Agents silent for longer than --stale-after (their data does not count)",
+);
+/// Seconds since each followed agent last sent anything (since discovery for one never heard from).
+pub const AGENT_AGE_SECONDS: Metric = Metric::gauge(
+    "edge_scaler_agent_age_seconds",
+    "Seconds since the agent last sent a snapshot or heartbeat (since discovery if it never did)",
 );
 /// Worker groups (accelerator, namespace, Deployment) known.
 pub const WORKER_GROUPS: Metric =
@@ -100,6 +107,7 @@ pub const ALL: &[Metric] = &[
     ACTIVE_STREAMS,
     DEMAND_REQUESTERS,
     DEMAND_WAKES,
+    AGENT_AGE_SECONDS,
     PEERS,
     PEER_SYNCS,
     PEER_DEMAND_DROPPED,
