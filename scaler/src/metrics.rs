@@ -17,11 +17,12 @@ use std::collections::HashMap;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use edge_telemetry::catalogue::scaler as cat;
+use edge_telemetry::exposition;
 use edge_telemetry::inventory::{INVENTORY_PATH, Inventory, InventoryError, PARAM_ZONE};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -46,9 +47,6 @@ pub const DEFAULT_RETRY_AFTER_SECONDS: u64 = 30;
 fn cold_start_histogram() -> Histogram {
     Histogram::new(cat::COLD_START_SECONDS.buckets.iter().copied())
 }
-
-/// Content type of the classic Prometheus text format.
-pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 fn duration_histogram() -> Histogram {
     Histogram::new(cat::GRPC_REQUEST_DURATION_SECONDS.buckets.iter().copied())
@@ -204,7 +202,7 @@ impl ScalerMetrics {
             .observe(started.elapsed().as_secs_f64());
     }
 
-    /// The text exposition, with the agent gauges from `stats` and each
+    /// The OpenMetrics exposition, with the agent gauges from `stats` and each
     /// followed agent's age (address, seconds).
     pub fn render(&self, stats: Stats, ages: &[(String, f64)]) -> String {
         // Agents come and go: only the followed ones have a series.
@@ -367,9 +365,11 @@ async fn ready(State(state): State<HttpState>) -> Response {
     (code, format!("{}\n", status.reason)).into_response()
 }
 
-async fn render(State(state): State<HttpState>) -> impl IntoResponse {
-    let body = state.metrics.render(state.registry.stats(), &state.registry.agent_ages());
-    ([(header::CONTENT_TYPE, TEXT_CONTENT_TYPE)], body)
+async fn render(State(state): State<HttpState>, headers: HeaderMap) -> impl IntoResponse {
+    let openmetrics = state.metrics.render(state.registry.stats(), &state.registry.agent_ages());
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, body) = exposition::negotiate(accept, openmetrics);
+    ([(header::CONTENT_TYPE, content_type)], body)
 }
 
 #[cfg(test)]
