@@ -10,13 +10,15 @@
 //! - [`metrics`] is the scaler's own /metrics, next to the endpoint
 //!   [`inventory`] devices read;
 //! - [`peers`] shares device demand between the scaler's replicas;
-//!   [`readiness`] says when a replica may take KEDA's calls.
+//!   [`readiness`] says when a replica may take KEDA's calls, on `/readyz`
+//!   and through gRPC [`health`].
 
 pub mod aggregate;
 pub mod cold_start;
 pub mod config;
 pub mod demand;
 pub mod discovery;
+pub mod health;
 pub mod inventory;
 pub mod metrics;
 pub mod peers;
@@ -139,9 +141,21 @@ pub async fn run(
     let peers_task = (!settings.peers.is_empty())
         .then(|| tokio::spawn(Arc::clone(&peers).run(settings.peers.clone(), stop_rx.clone())));
     let readiness = Arc::new(Readiness::new(settings.ready_timeout));
+    // Not serving until Ready: the reporter starts the server's status at SERVING.
+    let (health_reporter, health_server) = tonic_health::server::health_reporter();
+    health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    let health_task =
+        tokio::spawn(health::run(health_reporter, Arc::clone(&registry), Arc::clone(&readiness), stop_rx.clone()));
     let metrics_task = metrics_listener.map(|listener| {
         let registry = Arc::clone(&registry);
-        tokio::spawn(metrics::serve(listener, registry, Arc::clone(&metrics), peers, readiness, stop_rx.clone()))
+        tokio::spawn(metrics::serve(
+            listener,
+            registry,
+            Arc::clone(&metrics),
+            peers,
+            Arc::clone(&readiness),
+            stop_rx.clone(),
+        ))
     });
 
     let local = grpc_listener.local_addr().ok();
@@ -155,6 +169,7 @@ pub async fn run(
     let mut serve_stop = stop_rx.clone();
     let result = server
         .add_service(service.into_server())
+        .add_service(health_server)
         .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener).with_nodelay(Some(true)), async move {
             let _ = serve_stop.wait_for(|s| *s).await;
         })
@@ -162,6 +177,7 @@ pub async fn run(
         .map_err(RunError::Serve);
     let _ = discovery_task.await;
     let _ = purge_task.await;
+    let _ = health_task.await;
     if let Some(t) = peers_task {
         let _ = t.await;
     }

@@ -388,7 +388,14 @@ fn agents_workers_and_scaler_are_wired_together() {
         );
         assert_eq!(flag(scaler, "metrics-listen"), Some(format!("0.0.0.0:{http_port}").as_str()), "{p}");
         // Ready only once it has heard from the agents; alive as long as it serves.
-        assert_eq!(scaler["readinessProbe"]["httpGet"]["path"], "/readyz", "{p}");
+        let tls =
+            scaler["args"].as_array().unwrap().iter().any(|a| a.as_str().is_some_and(|a| a.starts_with("--tls-cert")));
+        if tls {
+            assert_eq!(scaler["readinessProbe"]["httpGet"]["path"], "/readyz", "{p}: the gRPC probe speaks no TLS");
+        } else {
+            let grpc_port = flag(scaler, "listen").and_then(|l| l.rsplit(':').next()).unwrap();
+            assert_eq!(scaler["readinessProbe"]["grpc"]["port"].to_string(), grpc_port, "{p}: gRPC health");
+        }
         assert_eq!(scaler["livenessProbe"]["httpGet"]["path"], "/healthz", "{p}");
         assert_eq!(flag(scaler, "ready-timeout"), Some("30s"), "{p}");
         let policy = find(&objects, "NetworkPolicy", "edge-edge-diffusion-scaler");
