@@ -95,6 +95,15 @@ pub struct Config {
     #[arg(long, env = "EDGE_SCALER_PEERS", default_value = "")]
     pub peers: String,
 
+    /// Inventory pulls a second one client address may make (an IPv6 /64
+    /// counts as one), with bursts of twice that; beyond it the pull is
+    /// answered 429 with Retry-After. Off (0) by default: behind a proxy or
+    /// a load balancer that does not keep client addresses, every device
+    /// shares the proxy's address (limit there instead). Turn it on where
+    /// the scaler sees the devices' own addresses.
+    #[arg(long, env = "EDGE_SCALER_INVENTORY_RATE", default_value_t = 0)]
+    pub inventory_rate: u32,
+
     /// Longest wait for every discovered agent's first snapshot before
     /// `/readyz` says Ready anyway (the silent ones count as stale). Until
     /// then a new replica stays out of the Service, so KEDA never reads a
@@ -186,6 +195,8 @@ pub struct Settings {
     pub peers: Vec<String>,
     /// See [`Config::ready_timeout`].
     pub ready_timeout: Duration,
+    /// See [`Config::inventory_rate`]; 0: no limit.
+    pub inventory_rate: u32,
 }
 
 /// Bounds of --stale-after (and of a trigger's `staleAfter`).
@@ -202,6 +213,12 @@ impl Config {
         }
         if self.demand_ttl > Duration::from_secs(24 * 3600) {
             return Err(err("demand-ttl", format!("{:?} is outside 0s..=24h (0s turns demand off)", self.demand_ttl)));
+        }
+        if self.inventory_rate > 100_000 {
+            return Err(err(
+                "inventory-rate",
+                format!("{} is outside 0..=100000 (0 turns the limit off)", self.inventory_rate),
+            ));
         }
         if self.ready_timeout > Duration::from_secs(600) {
             return Err(err("ready-timeout", format!("{:?} is outside 0s..=10m", self.ready_timeout)));
@@ -235,6 +252,7 @@ impl Config {
             demand_max_requesters: self.demand_max_requesters,
             peers,
             ready_timeout: self.ready_timeout,
+            inventory_rate: self.inventory_rate,
         })
     }
 

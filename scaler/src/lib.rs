@@ -22,6 +22,7 @@ pub mod health;
 pub mod inventory;
 pub mod metrics;
 pub mod peers;
+pub mod rate_limit;
 pub mod readiness;
 pub mod selector;
 pub mod service;
@@ -39,6 +40,7 @@ use crate::config::{Discovery, Settings, TlsFiles};
 use crate::demand::Demand;
 use crate::metrics::ScalerMetrics;
 use crate::peers::Peers;
+use crate::rate_limit::RateLimit;
 use crate::readiness::Readiness;
 use crate::service::KedaService;
 use crate::sources::Sources;
@@ -146,17 +148,14 @@ pub async fn run(
     health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
     let health_task =
         tokio::spawn(health::run(health_reporter, Arc::clone(&registry), Arc::clone(&readiness), stop_rx.clone()));
-    let metrics_task = metrics_listener.map(|listener| {
-        let registry = Arc::clone(&registry);
-        tokio::spawn(metrics::serve(
-            listener,
-            registry,
-            Arc::clone(&metrics),
-            peers,
-            Arc::clone(&readiness),
-            stop_rx.clone(),
-        ))
-    });
+    let http = metrics::Http {
+        registry: Arc::clone(&registry),
+        metrics: Arc::clone(&metrics),
+        peers,
+        readiness: Arc::clone(&readiness),
+        rate_limit: Arc::new(RateLimit::new(settings.inventory_rate)),
+    };
+    let metrics_task = metrics_listener.map(|listener| tokio::spawn(metrics::serve(listener, http, stop_rx.clone())));
 
     let local = grpc_listener.local_addr().ok();
     tracing::info!(addr = ?local, tls = settings.tls.is_some(), "KEDA external scaler listening");

@@ -17,13 +17,13 @@ use std::collections::HashMap;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use edge_telemetry::catalogue::scaler as cat;
 use edge_telemetry::exposition;
-use edge_telemetry::inventory::{INVENTORY_PATH, Inventory, InventoryError, PARAM_ZONE};
+use edge_telemetry::inventory::{INVENTORY_PATH, Inventory, InventoryError, MAX_QUERY_LEN, PARAM_ZONE};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -35,6 +35,7 @@ use crate::cold_start::Sample;
 use crate::demand::DemandClass;
 use crate::inventory;
 use crate::peers::{self, DemandRecord, Peers, Refusal, SyncRequest};
+use crate::rate_limit::RateLimit;
 use crate::readiness::Readiness;
 use crate::state::{Registry, Stats};
 
@@ -98,6 +99,7 @@ pub struct ScalerMetrics {
     agent_ages: Family<ZoneLabels, Gauge<f64, AtomicU64>>,
     /// Inventory pulls that woke a class.
     pub demand_wakes: Counter,
+    inventory_refused: Family<Labels, Counter>,
     peers: Gauge,
     peer_syncs: Family<Labels, Counter>,
     /// Demand records a full peer buffer could not take.
@@ -139,6 +141,8 @@ impl ScalerMetrics {
         let demand_wakes = counter(&mut registry, cat::DEMAND_WAKES);
         let agent_ages = Family::<ZoneLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(cat::AGENT_AGE_SECONDS.name, cat::AGENT_AGE_SECONDS.help, agent_ages.clone());
+        let inventory_refused = Family::<Labels, Counter>::default();
+        registry.register(cat::INVENTORY_REFUSED.name, cat::INVENTORY_REFUSED.help, inventory_refused.clone());
         let peers = gauge(&mut registry, cat::PEERS);
         let peer_syncs = Family::<Labels, Counter>::default();
         registry.register(cat::PEER_SYNCS.name, cat::PEER_SYNCS.help, peer_syncs.clone());
@@ -165,6 +169,7 @@ impl ScalerMetrics {
             demand_requesters,
             demand_wakes,
             agent_ages,
+            inventory_refused,
             peers,
             peer_syncs,
             peer_demand_dropped,
@@ -186,6 +191,11 @@ impl ScalerMetrics {
                 ])
                 .observe(s.seconds);
         }
+    }
+
+    /// Counts one refused inventory pull (`bad_request` or `rate_limited`).
+    pub fn inventory_refused(&self, reason: &'static str) {
+        self.inventory_refused.get_or_create(&vec![(cat::LABEL_REASON, reason)]).inc();
     }
 
     /// Counts one sync sent to a peer.
@@ -246,22 +256,26 @@ fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
+/// What the HTTP port serves from.
 #[derive(Clone)]
-struct HttpState {
-    registry: Arc<Registry>,
-    metrics: Arc<ScalerMetrics>,
-    peers: Arc<Peers>,
-    readiness: Arc<Readiness>,
+pub struct Http {
+    /// The cluster as the scaler sees it.
+    pub registry: Arc<Registry>,
+    /// The scaler's own series.
+    pub metrics: Arc<ScalerMetrics>,
+    /// The other replicas' side of the demand sync.
+    pub peers: Arc<Peers>,
+    /// What `/readyz` answers.
+    pub readiness: Arc<Readiness>,
+    /// The inventory's per-client limit.
+    pub rate_limit: Arc<RateLimit>,
 }
 
-/// Serves `/metrics`, `/healthz`, the endpoint inventory and the peers'
-/// sync on `listener` until `stop` turns true.
+/// Serves `/metrics`, `/healthz`, `/readyz`, the endpoint inventory and the
+/// peers' sync on `listener` until `stop` turns true.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    registry: Arc<Registry>,
-    metrics: Arc<ScalerMetrics>,
-    peers: Arc<Peers>,
-    readiness: Arc<Readiness>,
+    http: Http,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let app = Router::new()
@@ -270,7 +284,7 @@ pub async fn serve(
         .route("/readyz", get(ready))
         .route(INVENTORY_PATH, get(endpoints))
         .route(peers::SYNC_PATH, post(sync).layer(DefaultBodyLimit::max(SYNC_BODY_LIMIT)))
-        .with_state(HttpState { registry, metrics, peers, readiness });
+        .with_state(http);
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(addr = ?addr, "metrics listening");
     // axum leaves Nagle on; scrapes should not wait on delayed ACKs.
@@ -284,22 +298,42 @@ pub async fn serve(
         .await
 }
 
-fn refused(e: InventoryError) -> Response {
+fn refused(metrics: &ScalerMetrics, e: InventoryError) -> Response {
     tracing::debug!(param = %e.param, error = %e.error, "inventory request refused");
+    metrics.inventory_refused("bad_request");
     (StatusCode::BAD_REQUEST, Json(e)).into_response()
 }
 
 async fn endpoints(
-    State(state): State<HttpState>,
+    State(state): State<Http>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
+    if let Err(wait) = state.rate_limit.admit(peer.ip()) {
+        state.metrics.inventory_refused("rate_limited");
+        let error = InventoryError {
+            error: format!("too many pulls from {}; wait and pull again", peer.ip()),
+            param: String::new(),
+        };
+        let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(error)).into_response();
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        return response;
+    }
+    let query_len = uri.query().map_or(0, str::len);
+    if query_len > MAX_QUERY_LEN {
+        return refused(
+            &state.metrics,
+            InventoryError { error: format!("{query_len} bytes; at most {MAX_QUERY_LEN}"), param: "query".to_owned() },
+        );
+    }
     let query = params
         .map_err(|e| InventoryError { error: e.body_text(), param: "query".to_owned() })
         .and_then(|Query(params)| inventory::Query::parse(&params));
     let q = match query {
         Ok(q) => q,
-        Err(e) => return refused(e),
+        Err(e) => return refused(&state.metrics, e),
     };
     let registry = &state.registry;
     // Unknown zones are refused: they would be classes nothing can serve,
@@ -309,10 +343,10 @@ async fn endpoints(
     {
         let known = registry.zones();
         let known = if known.is_empty() { "none yet".to_owned() } else { known.join(", ") };
-        return refused(InventoryError {
-            error: format!("unknown zone {zone:?}; known: {known}"),
-            param: PARAM_ZONE.to_owned(),
-        });
+        return refused(
+            &state.metrics,
+            InventoryError { error: format!("unknown zone {zone:?}; known: {known}"), param: PARAM_ZONE.to_owned() },
+        );
     }
     let endpoints = registry.endpoints(&q);
     let Some(accelerator) = q.accelerator.filter(|_| endpoints.is_empty()) else {
@@ -347,7 +381,7 @@ async fn endpoints(
 /// replica's listeners, with room to spare.
 const SYNC_BODY_LIMIT: usize = 4 << 20;
 
-async fn sync(State(state): State<HttpState>, request: Result<Json<SyncRequest>, JsonRejection>) -> Response {
+async fn sync(State(state): State<Http>, request: Result<Json<SyncRequest>, JsonRejection>) -> Response {
     let request = match request {
         Ok(Json(r)) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, e.body_text()).into_response(),
@@ -359,13 +393,13 @@ async fn sync(State(state): State<HttpState>, request: Result<Json<SyncRequest>,
     }
 }
 
-async fn ready(State(state): State<HttpState>) -> Response {
+async fn ready(State(state): State<Http>) -> Response {
     let status = state.readiness.check(&state.registry);
     let code = if status.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, format!("{}\n", status.reason)).into_response()
 }
 
-async fn render(State(state): State<HttpState>, headers: HeaderMap) -> impl IntoResponse {
+async fn render(State(state): State<Http>, headers: HeaderMap) -> impl IntoResponse {
     let openmetrics = state.metrics.render(state.registry.stats(), &state.registry.agent_ages());
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let (content_type, body) = exposition::negotiate(accept, openmetrics);
@@ -382,6 +416,7 @@ mod tests {
         m.observe(Method::GetMetrics, Instant::now(), tonic::Code::Ok);
         m.observe(Method::GetMetrics, Instant::now(), tonic::Code::InvalidArgument);
         m.peer_sync(false);
+        m.inventory_refused("rate_limited");
         m.observe_cold_starts(&[Sample {
             accelerator: edge_telemetry::AcceleratorType::Nvidia,
             zone: "lax".into(),

@@ -10,7 +10,7 @@
 //! for, and a replica leaving the Service then would only move KEDA's
 //! connection.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::state::Registry;
@@ -19,7 +19,8 @@ use crate::state::Registry;
 pub struct Readiness {
     started: Instant,
     timeout: Duration,
-    ready: AtomicBool,
+    /// Set once, with what made the replica Ready (every later answer says it).
+    ready: OnceLock<String>,
 }
 
 /// The answer of `/readyz`.
@@ -34,27 +35,24 @@ pub struct Status {
 impl Readiness {
     /// Ready at the latest `timeout` after now.
     pub fn new(timeout: Duration) -> Self {
-        Self { started: Instant::now(), timeout, ready: AtomicBool::new(false) }
+        Self { started: Instant::now(), timeout, ready: OnceLock::new() }
     }
 
-    /// Checks now; the first `true` is kept.
+    /// Checks now; the first `true` is kept, with its reason.
     pub fn check(&self, registry: &Registry) -> Status {
-        let (heard, agents) = registry.first_snapshots();
-        if self.ready.load(Ordering::Acquire) {
-            return Status { ready: true, reason: format!("ready; {heard} of {agents} agents heard from") };
+        if let Some(reason) = self.ready.get() {
+            return Status { ready: true, reason: reason.clone() };
         }
+        let (heard, agents) = registry.first_snapshots();
         let discovered = registry.listed();
         let elapsed = self.started.elapsed();
-        let (ready, reason) = if discovered && heard == agents {
-            (true, format!("ready: every agent ({agents}) sent its first snapshot"))
+        let reason = if discovered && heard == agents {
+            format!("ready: every agent ({agents}) sent its first snapshot")
         } else if elapsed >= self.timeout {
             let missing = agents - heard;
-            (
-                true,
-                format!(
-                    "ready after --ready-timeout {:?}; {missing} of {agents} agents not heard from (stale)",
-                    self.timeout
-                ),
+            format!(
+                "ready after --ready-timeout {:?}; {missing} of {agents} agents not heard from (stale)",
+                self.timeout
             )
         } else {
             let left = self.timeout - elapsed;
@@ -63,12 +61,13 @@ impl Readiness {
             } else {
                 "waiting for discovery to list the agents".to_owned()
             };
-            (false, format!("{waiting}; ready anyway in {:.0?}", left))
+            return Status { ready: false, reason: format!("{waiting}; ready anyway in {:.0?}", left) };
         };
-        if ready && !self.ready.swap(true, Ordering::AcqRel) {
-            tracing::info!(heard, agents, reason = %reason, "ready for KEDA");
+        // Two checks may race here; the first reason set is the one every answer gives.
+        if self.ready.set(reason).is_ok() {
+            tracing::info!(heard, agents, reason = %self.ready.get().map_or("", String::as_str), "ready for KEDA");
         }
-        Status { ready, reason }
+        Status { ready: true, reason: self.ready.get().cloned().unwrap_or_default() }
     }
 }
 

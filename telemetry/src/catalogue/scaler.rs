@@ -15,6 +15,8 @@ pub const LABEL_ZONE: &str = "zone";
 pub const LABEL_PHASE: &str = "phase";
 /// Label: an agent's address as discovery found it (`host:port`).
 pub const LABEL_AGENT: &str = "agent";
+/// Label: why the inventory refused a pull, `bad_request` or `rate_limited`.
+pub const LABEL_REASON: &str = "reason";
 /// Label: how a peer sync ended, `ok` or `failed`.
 pub const LABEL_OUTCOME: &str = "outcome";
 
@@ -56,6 +58,8 @@ pub const DEMAND_REQUESTERS: Metric = Metric::gauge(
 /// Inventory pulls that woke a class (it had no demand before).
 pub const DEMAND_WAKES: Metric =
     Metric::counter("edge_scaler_demand_wakes", "Inventory pulls that woke a class with no ready endpoint");
+/// Inventory pulls refused, by reason.
+pub const INVENTORY_REFUSED: Metric = Metric::counter("edge_scaler_inventory_refused", "Inventory pulls refused");
 /// Other scaler replicas that synced with this one within the freshness window.
 pub const PEERS: Metric =
     Metric::gauge("edge_scaler_peers", "Other scaler replicas heard from recently (device demand is shared with them)");
@@ -108,6 +112,7 @@ pub const ALL: &[Metric] = &[
     DEMAND_REQUESTERS,
     DEMAND_WAKES,
     AGENT_AGE_SECONDS,
+    INVENTORY_REFUSED,
     PEERS,
     PEER_SYNCS,
     PEER_DEMAND_DROPPED,

@@ -76,6 +76,7 @@ flags); EDGE_* environment variables for what the downward API fills in.
 - --agent-port=agent
 - --stale-after={{ $v.scaler.staleAfter }}
 - --ready-timeout={{ $v.scaler.readyTimeout }}
+- --inventory-rate={{ $v.scaler.inventoryRate }}
 - --peers={{ include "edge-diffusion.scalerName" . }}-peers.{{ .Release.Namespace }}.svc:{{ $v.scaler.httpPort }}
 - --log-format={{ $v.scaler.logFormat }}
 {{- if $v.scaler.tls.enabled }}
