@@ -55,6 +55,9 @@ flags); EDGE_* environment variables for what the downward API fills in.
   value: {{ $.root.Values.clusterName | quote }}
 - name: EDGE_AGENT_CLOUDWATCH_FLUSH_INTERVAL
   value: {{ $.root.Values.agent.cloudwatch.flushInterval | quote }}
+# The SDK's region: EKS Pod Identity sets none, and IMDS is out of a pod's reach (hop limit 1).
+- name: AWS_REGION
+  value: {{ required "agent.cloudwatch.region: the AWS region CloudWatch metrics go to (e.g. us-west-2); needed with agent.cloudwatch.namespace" $.root.Values.agent.cloudwatch.region | quote }}
 {{- end }}
 {{- if eq .group.accelerator "nvidia" }}
 # The NVIDIA container runtime mounts libnvidia-ml and the device nodes for NVML queries; the
