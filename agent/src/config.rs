@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::collector::pod_resources::PodResourcesSettings;
 use crate::exporter::cloudwatch::{self, CloudWatchSettings};
 
 /// The node agent of edge-diffusion.
@@ -50,6 +51,19 @@ pub struct Config {
     /// path; the root filesystem is read-only in Kubernetes).
     #[arg(long, env = "EDGE_AGENT_NEURON_MONITOR_CONFIG", default_value_os_t = default_neuron_config())]
     pub neuron_monitor_config: PathBuf,
+
+    /// The kubelet's PodResources socket, which says which pod holds which
+    /// GPU, MIG device or NeuronCore (the namespace/pod/container labels). In
+    /// Kubernetes mount its directory, not the socket, so a kubelet restart
+    /// (which recreates the socket) is survived. No socket there: the
+    /// collector is absent, not failing. Empty disables it.
+    #[arg(long, env = "EDGE_AGENT_POD_RESOURCES_SOCKET", default_value = crate::collector::pod_resources::DEFAULT_SOCKET)]
+    pub pod_resources_socket: String,
+
+    /// How long one question to the kubelet may take; a slower answer keeps
+    /// the last mapping (ticks never wait for the kubelet). Between 10ms and 30s.
+    #[arg(long, env = "EDGE_AGENT_POD_RESOURCES_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub pod_resources_timeout: Duration,
 
     /// Root of the proc filesystem to read node and agent statistics from.
     #[arg(long, env = "EDGE_AGENT_PROCFS", default_value = "/proc")]
@@ -161,6 +175,8 @@ pub struct Settings {
     pub neuron_monitor: Option<Vec<String>>,
     /// See [`Config::neuron_monitor_config`].
     pub neuron_monitor_config: PathBuf,
+    /// The kubelet PodResources collector.
+    pub pod_resources: PodResourcesSettings,
     /// See [`Config::procfs`].
     pub procfs: PathBuf,
     /// See [`Config::interval`].
@@ -213,6 +229,17 @@ impl Config {
                 Ok(addr)
             })
             .transpose()?;
+        if !(Duration::from_millis(10)..=Duration::from_secs(30)).contains(&self.pod_resources_timeout) {
+            return Err(ConfigError {
+                flag: "pod-resources-timeout",
+                reason: format!("{:?} is outside 10ms..=30s", self.pod_resources_timeout),
+            });
+        }
+        let pod_resources = PodResourcesSettings {
+            socket: non_empty(&self.pod_resources_socket).map(PathBuf::from),
+            period: interval,
+            timeout: self.pod_resources_timeout,
+        };
         let neuron_monitor =
             non_empty(&self.neuron_monitor).map(|s| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>());
         let cloudwatch = self.cloudwatch()?;
@@ -227,6 +254,7 @@ impl Config {
             nvml_library: non_empty(&self.nvml_library).map(PathBuf::from),
             neuron_monitor,
             neuron_monitor_config: self.neuron_monitor_config,
+            pod_resources,
             procfs: self.procfs,
             interval,
             worker_expiry: self.worker_expiry,
@@ -308,12 +336,14 @@ mod tests {
         assert_eq!(s.report_listen, Some("127.0.0.1:9401".parse().unwrap()));
         assert_eq!(s.neuron_monitor, Some(vec!["neuron-monitor".to_owned()]));
         assert!(!s.node.name.is_empty());
+        assert_eq!(s.pod_resources.socket.as_deref(), Some(std::path::Path::new("/var/lib/kubelet/pod-resources/kubelet.sock")));
     }
 
     #[test]
     fn empty_values_disable_sources() {
-        let s = parse(&["--nvml-library", "", "--neuron-monitor", "", "--report-listen", ""]).unwrap();
-        assert!(s.nvml_library.is_none() && s.neuron_monitor.is_none());
+        let s = parse(&["--nvml-library", "", "--neuron-monitor", "", "--report-listen", "", "--pod-resources-socket", ""])
+            .unwrap();
+        assert!(s.nvml_library.is_none() && s.neuron_monitor.is_none() && s.pod_resources.socket.is_none());
         assert!(s.report_socket.is_none() && s.report_listen.is_none());
     }
 
@@ -335,6 +365,8 @@ mod tests {
             (&["--interval", "10ms"], "--interval"),
             (&["--interval", "soon"], "--interval"),
             (&["--worker-expiry", "1s"], "--worker-expiry"),
+            (&["--pod-resources-timeout", "0s"], "--pod-resources-timeout"),
+            (&["--pod-resources-timeout", "1m"], "--pod-resources-timeout"),
             (&["--hostname-label", "HOST"], "--hostname-label"),
             (&["--listen", "9400"], "--listen"),
             (&["--cloudwatch-namespace", "AWS/EC2", "--cluster-name", "c"], "--cloudwatch-namespace"),

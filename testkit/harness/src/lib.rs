@@ -2,9 +2,10 @@
 //! talks to them over their real interfaces (HTTP, gRPC, Unix sockets).
 //!
 //! Nothing here fakes the code under test; the fakes at the machine boundary
-//! (the NVML library, neuron-monitor) live in their own places under
+//! (the NVML library, neuron-monitor, the kubelet) live in their own places under
 //! `testkit/` and `testdata/`.
 
+pub mod fake_kubelet;
 pub mod fake_nvml;
 pub mod http;
 pub mod process;
@@ -121,6 +122,7 @@ impl AgentBuilder {
             ("report-listen", format!("127.0.0.1:{}", free_port())),
             ("nvml-library", String::new()),
             ("neuron-monitor", String::new()),
+            ("pod-resources-socket", String::new()),
             ("interval", "200ms".to_owned()),
             ("node-name", "test-node".to_owned()),
         ] {
