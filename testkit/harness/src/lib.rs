@@ -224,6 +224,26 @@ impl Agent {
         client.watch(edge_telemetry::proto::WatchRequest {}).await.expect("Watch").into_inner()
     }
 
+    /// The first snapshot on the gRPC feed that satisfies `done`; panics
+    /// after `timeout`. Each tick changes the snapshot (at least the
+    /// collectors' durations), so this also waits for ticks.
+    pub fn snapshot_until(&self, timeout: Duration, mut done: impl FnMut(&NodeSnapshot) -> bool) -> NodeSnapshot {
+        let wanted = async {
+            let mut feed = self.watch().await;
+            loop {
+                let snapshot = feed.message().await.expect("feed error").expect("feed open");
+                if done(&snapshot) {
+                    return snapshot;
+                }
+            }
+        };
+        let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+        // The timer must be created inside the runtime.
+        runtime
+            .block_on(async { tokio::time::timeout(timeout, wanted).await })
+            .unwrap_or_else(|_| panic!("no awaited snapshot on the feed within {timeout:?}; agent log:\n{}", self.log()))
+    }
+
     /// The child's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
