@@ -208,3 +208,44 @@ fn neuroncores_carry_the_pod_holding_the_core_or_its_device() {
     assert_eq!(snap.neuron_instance.as_ref().and_then(|i| i.neuroncores_per_device), Some(2));
     assert!(snap.neuron_cores.iter().all(|c| c.index > 1 || c.pods.iter().any(|p| p.pod == "sd-neuron-1")), "{snap:?}");
 }
+
+#[test]
+fn a_mig_nodes_instances_are_series_of_their_own_with_their_pods() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nvml = Config::with_gpus(2);
+    nvml.gpu(0).mig(&["1g.5gb", "2g.10gb"]);
+    nvml.write(&dir.path().join("nvml.json"));
+    let (mig0, mig1) = (nvml.gpus[0].mig_uuid(0), nvml.gpus[0].mig_uuid(1));
+    let mut fixture = Fixture::default();
+    fixture.allocatable("nvidia.com/mig-1g.5gb", &[&mig0]).allocatable("nvidia.com/mig-2g.10gb", &[&mig1]);
+    fixture.assign("ml", "sd-mig-0", "worker", "nvidia.com/mig-1g.5gb", &[&mig0]);
+    let kubelet = FakeKubelet::start(dir.path(), &fixture);
+    let agent = agent(&dir.path().join("nvml.json"), &kubelet.socket()).start();
+
+    let uuid = nvml.gpus[0].uuid();
+    let base = format!(r#"gpu="0",UUID="{uuid}",pci_bus_id="00000000:10:00.0",device="nvidia0",modelName="NVIDIA A10G""#);
+    let held = format!(
+        r#"DCGM_FI_PROF_GR_ENGINE_ACTIVE{{{base},GPU_I_PROFILE="1g.5gb",GPU_I_ID="7",Hostname="test-node",container="worker",namespace="ml",pod="sd-mig-0"}}"#
+    );
+    let free = format!(r#"DCGM_FI_PROF_GR_ENGINE_ACTIVE{{{base},GPU_I_PROFILE="2g.10gb",GPU_I_ID="8",Hostname="test-node"}}"#);
+    // Activity needs two GPM samples, so it shows from the second tick on.
+    let m = eventually(WAIT, "both MIG instances' activity", || {
+        let m = agent.metrics();
+        (edge_testkit::sample(&m, &held).is_some() && edge_testkit::sample(&m, &free).is_some()).then_some(m)
+    });
+    assert_eq!(edge_testkit::sample(&m, &held), Some(0.25));
+    assert_eq!(edge_testkit::sample(&m, &free), Some(0.5));
+    let fb = format!(r#"DCGM_FI_DEV_FB_USED{{{base},GPU_I_PROFILE="1g.5gb",GPU_I_ID="7",Hostname="test-node",container="worker",namespace="ml",pod="sd-mig-0"}}"#);
+    assert_eq!(edge_testkit::sample(&m, &fb), Some(1024.0), "{m}");
+    // GPU_UTIL means nothing under MIG: GPU 0 has none, GPU 1 (no MIG) has its own.
+    assert!(util_line(&m, uuid).is_none(), "{m}");
+    assert!(util_line(&m, nvml.gpus[1].uuid()).is_some(), "{m}");
+
+    let snap = agent.snapshot_until(WAIT, |s| s.gpus.first().is_some_and(|g| g.mig_instances.len() == 2));
+    let instances = &snap.gpus[0].mig_instances;
+    assert_eq!((instances[0].gpu_instance_id, instances[0].profile.as_str()), (7, "1g.5gb"));
+    assert_eq!(instances[0].uuid, mig0);
+    assert_eq!(instances[0].pods[0].pod, "sd-mig-0");
+    assert!(instances[1].pods.is_empty() && snap.gpus[0].pods.is_empty());
+    assert!(snap.gpus[1].mig_instances.is_empty());
+}
