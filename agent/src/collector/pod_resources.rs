@@ -251,8 +251,11 @@ impl Asker {
     }
 
     async fn ask(&mut self, channel: &mut Option<Channel>) -> Result<Attribution, Failure> {
-        if !self.socket.exists() {
-            return Err(if self.seen { Failure::Gone } else { Failure::NeverThere });
+        match self.socket.try_exists() {
+            Ok(true) => {}
+            Ok(false) => return Err(if self.seen { Failure::Gone } else { Failure::NeverThere }),
+            // The kubelet's directory is root's, mode 0750.
+            Err(e) => return Err(Failure::Inaccessible(e.to_string())),
         }
         if !self.seen {
             tracing::info!(socket = %self.socket.display(), "kubelet PodResources socket found");
@@ -313,6 +316,7 @@ enum Failure {
     Gone,
     Timeout(Duration),
     Status(tonic::Code, String),
+    Inaccessible(String),
 }
 
 impl Failure {
@@ -322,6 +326,11 @@ impl Failure {
             Failure::Gone => format!("kubelet socket {} is gone (kubelet restarting?)", socket.display()),
             Failure::Timeout(t) => format!("kubelet did not answer within {t:?}"),
             Failure::Status(code, message) => format!("kubelet PodResources failed: {code:?}: {message}"),
+            Failure::Inaccessible(e) => format!(
+                "cannot reach kubelet socket {}: {e} (the kubelet's socket is root's: run the agent as uid 0, \
+                 agent.podResources in the chart)",
+                socket.display()
+            ),
         }
     }
 }

@@ -31,6 +31,17 @@ flags); EDGE_* environment variables for what the downward API fills in.
 - --neuron-monitor=
 {{- end }}
 - --neuron-monitor-config=/var/run/neuron-monitor/config.json
+{{- if $v.agent.podResources.enabled }}
+- --pod-resources-socket={{ include "edge-diffusion.podResourcesDir" .root }}/kubelet.sock
+- --pod-resources-timeout={{ $v.agent.podResources.timeout }}
+{{- else }}
+- --pod-resources-socket=
+{{- end }}
+{{- end }}
+
+{{/* Where the agent sees the kubelet's pod-resources directory: the host's path, mounted read-only. */}}
+{{- define "edge-diffusion.podResourcesDir" -}}
+{{- .Values.agent.podResources.hostPath | trimSuffix "/" -}}
 {{- end }}
 
 {{- define "edge-diffusion.agent.env" -}}
