@@ -119,6 +119,13 @@ pub struct Config {
     #[arg(long, env = "EDGE_AGENT_CLOUDWATCH_BUFFER_SAMPLES", default_value_t = 100_000)]
     pub cloudwatch_buffer_samples: u64,
 
+    /// Also publish per-device GPU and NeuronCore metrics with the Namespace
+    /// and PodName dimensions of the pod holding the device (kubelet
+    /// PodResources), as Container Insights does. Off by default: every pod
+    /// becomes new CloudWatch metrics, each billed.
+    #[arg(long, env = "EDGE_AGENT_CLOUDWATCH_POD_DIMENSIONS")]
+    pub cloudwatch_pod_dimensions: bool,
+
     /// The EKS cluster's name: the ClusterName dimension of every CloudWatch
     /// metric. Required with --cloudwatch-namespace.
     #[arg(long, env = "EDGE_AGENT_CLUSTER_NAME", default_value = "")]
@@ -294,6 +301,7 @@ impl Config {
             flush_interval,
             cluster_name: cloudwatch::series::dimension_value(cluster_name),
             buffer_samples,
+            pod_dimensions: self.cloudwatch_pod_dimensions,
         }))
     }
 }
@@ -355,6 +363,9 @@ mod tests {
         let cw = s.cloudwatch.expect("on");
         assert_eq!((cw.namespace.as_str(), cw.cluster_name.as_str()), ("EdgeDiffusion", "edge"));
         assert_eq!(cw.flush_interval, Duration::from_secs(60));
+        assert!(!cw.pod_dimensions, "pod dimensions cost: off unless asked for");
+        let s = parse(&["--cloudwatch-namespace", "E", "--cluster-name", "c", "--cloudwatch-pod-dimensions"]).unwrap();
+        assert!(s.cloudwatch.expect("on").pod_dimensions);
     }
 
     #[test]

@@ -365,7 +365,9 @@ fn the_agent_mounts_the_kubelets_pod_resources_directory_read_only() {
             let agent = &pod["containers"][0];
             let mounts = agent["volumeMounts"].as_array().unwrap();
             let mount = mounts.iter().find(|m| m["name"] == "pod-resources");
+            let pod_dimensions = env(agent, "EDGE_AGENT_CLOUDWATCH_POD_DIMENSIONS");
             if !reads_pod_resources(agent) {
+                assert!(pod_dimensions.is_none(), "{p}: pod dimensions without attribution");
                 assert_eq!(flag(agent, "pod-resources-socket"), Some(""), "{p}: off, explicitly");
                 assert!(mount.is_none(), "{p}: no kubelet mount when off");
                 continue;
@@ -378,6 +380,9 @@ fn the_agent_mounts_the_kubelets_pod_resources_directory_read_only() {
             let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "pod-resources").unwrap();
             assert_eq!(volume["hostPath"]["type"], "Directory", "{p}: a directory, never the socket file");
             assert_eq!(flag(agent, "pod-resources-timeout"), Some("1s"), "{p}");
+            if p == "nvidia" {
+                assert_eq!(pod_dimensions.unwrap()["value"], "true", "{p}: CloudWatch pod dimensions, opted in");
+            }
         }
     }
     assert!(on >= 2, "the nvidia and neuron profiles turn attribution on");

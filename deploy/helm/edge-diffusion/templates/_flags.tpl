@@ -66,6 +66,11 @@ flags); EDGE_* environment variables for what the downward API fills in.
   value: {{ $.root.Values.clusterName | quote }}
 - name: EDGE_AGENT_CLOUDWATCH_FLUSH_INTERVAL
   value: {{ $.root.Values.agent.cloudwatch.flushInterval | quote }}
+{{- if $.root.Values.agent.cloudwatch.podDimensions }}
+# Namespace/PodName on per-device series (needs agent.podResources); each pod is billed metrics.
+- name: EDGE_AGENT_CLOUDWATCH_POD_DIMENSIONS
+  value: "true"
+{{- end }}
 {{- end }}
 {{- if eq .group.accelerator "nvidia" }}
 # The NVIDIA container runtime mounts libnvidia-ml and the device nodes for NVML queries; the
