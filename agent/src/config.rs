@@ -344,13 +344,17 @@ mod tests {
         assert_eq!(s.report_listen, Some("127.0.0.1:9401".parse().unwrap()));
         assert_eq!(s.neuron_monitor, Some(vec!["neuron-monitor".to_owned()]));
         assert!(!s.node.name.is_empty());
-        assert_eq!(s.pod_resources.socket.as_deref(), Some(std::path::Path::new("/var/lib/kubelet/pod-resources/kubelet.sock")));
+        assert_eq!(
+            s.pod_resources.socket.as_deref(),
+            Some(std::path::Path::new("/var/lib/kubelet/pod-resources/kubelet.sock"))
+        );
     }
 
     #[test]
     fn empty_values_disable_sources() {
-        let s = parse(&["--nvml-library", "", "--neuron-monitor", "", "--report-listen", "", "--pod-resources-socket", ""])
-            .unwrap();
+        let s =
+            parse(&["--nvml-library", "", "--neuron-monitor", "", "--report-listen", "", "--pod-resources-socket", ""])
+                .unwrap();
         assert!(s.nvml_library.is_none() && s.neuron_monitor.is_none() && s.pod_resources.socket.is_none());
         assert!(s.report_socket.is_none() && s.report_listen.is_none());
     }

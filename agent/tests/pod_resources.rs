@@ -90,8 +90,14 @@ fn pod_labels_land_on_the_gpu_the_pod_holds_and_follow_it() {
     let m = agent.metrics();
     let free = util_line(&m, &node.uuid(0)).expect("GPU 0 series");
     assert!(!free.contains("pod="), "GPU 0 is held by nobody: {free}");
-    assert_eq!(edge_testkit::sample(&m, r#"edge_pod_resources_allocatable_devices{resource="nvidia.com/gpu"}"#), Some(2.0));
-    assert_eq!(edge_testkit::sample(&m, r#"edge_pod_resources_assigned_devices{resource="nvidia.com/gpu"}"#), Some(1.0));
+    assert_eq!(
+        edge_testkit::sample(&m, r#"edge_pod_resources_allocatable_devices{resource="nvidia.com/gpu"}"#),
+        Some(2.0)
+    );
+    assert_eq!(
+        edge_testkit::sample(&m, r#"edge_pod_resources_assigned_devices{resource="nvidia.com/gpu"}"#),
+        Some(1.0)
+    );
     assert_eq!(edge_testkit::sample(&m, r#"edge_collector_up{collector="pod_resources"}"#), Some(1.0));
 
     // The snapshot the scaler receives carries the holders too.
@@ -194,7 +200,9 @@ fn neuroncores_carry_the_pod_holding_the_core_or_its_device() {
         .flag("pod-resources-socket", kubelet.socket().display().to_string())
         .start();
     let core0 = |m: &str| {
-        m.lines().find(|l| l.starts_with("neuroncore_utilization_ratio{") && l.contains(r#"neuroncore="0""#)).map(str::to_owned)
+        m.lines()
+            .find(|l| l.starts_with("neuroncore_utilization_ratio{") && l.contains(r#"neuroncore="0""#))
+            .map(str::to_owned)
     };
     let held = r#"neuroncore="0",namespace="ml",pod="sd-neuron-0",container="worker"}"#;
     eventually(WAIT, "core 0 labelled with its pod", || core0(&agent.metrics()).filter(|l| l.contains(held)));
@@ -223,11 +231,13 @@ fn a_mig_nodes_instances_are_series_of_their_own_with_their_pods() {
     let agent = agent(&dir.path().join("nvml.json"), &kubelet.socket()).start();
 
     let uuid = nvml.gpus[0].uuid();
-    let base = format!(r#"gpu="0",UUID="{uuid}",pci_bus_id="00000000:10:00.0",device="nvidia0",modelName="NVIDIA A10G""#);
+    let base =
+        format!(r#"gpu="0",UUID="{uuid}",pci_bus_id="00000000:10:00.0",device="nvidia0",modelName="NVIDIA A10G""#);
     let held = format!(
         r#"DCGM_FI_PROF_GR_ENGINE_ACTIVE{{{base},GPU_I_PROFILE="1g.5gb",GPU_I_ID="7",Hostname="test-node",container="worker",namespace="ml",pod="sd-mig-0"}}"#
     );
-    let free = format!(r#"DCGM_FI_PROF_GR_ENGINE_ACTIVE{{{base},GPU_I_PROFILE="2g.10gb",GPU_I_ID="8",Hostname="test-node"}}"#);
+    let free =
+        format!(r#"DCGM_FI_PROF_GR_ENGINE_ACTIVE{{{base},GPU_I_PROFILE="2g.10gb",GPU_I_ID="8",Hostname="test-node"}}"#);
     // Activity needs two GPM samples, so it shows from the second tick on.
     let m = eventually(WAIT, "both MIG instances' activity", || {
         let m = agent.metrics();
@@ -235,7 +245,9 @@ fn a_mig_nodes_instances_are_series_of_their_own_with_their_pods() {
     });
     assert_eq!(edge_testkit::sample(&m, &held), Some(0.25));
     assert_eq!(edge_testkit::sample(&m, &free), Some(0.5));
-    let fb = format!(r#"DCGM_FI_DEV_FB_USED{{{base},GPU_I_PROFILE="1g.5gb",GPU_I_ID="7",Hostname="test-node",container="worker",namespace="ml",pod="sd-mig-0"}}"#);
+    let fb = format!(
+        r#"DCGM_FI_DEV_FB_USED{{{base},GPU_I_PROFILE="1g.5gb",GPU_I_ID="7",Hostname="test-node",container="worker",namespace="ml",pod="sd-mig-0"}}"#
+    );
     assert_eq!(edge_testkit::sample(&m, &fb), Some(1024.0), "{m}");
     // GPU_UTIL means nothing under MIG: GPU 0 has none, GPU 1 (no MIG) has its own.
     assert!(util_line(&m, uuid).is_none(), "{m}");

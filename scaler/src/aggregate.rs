@@ -255,7 +255,9 @@ impl<'a> Holders<'a> {
         let mut classes: Vec<&WorkerClass> = pods
             .iter()
             .filter_map(|p| {
-                self.by_pod.get(&(p.namespace.as_str(), p.pod.as_str())).or_else(|| self.by_pod.get(&("", p.pod.as_str())))
+                self.by_pod
+                    .get(&(p.namespace.as_str(), p.pod.as_str()))
+                    .or_else(|| self.by_pod.get(&("", p.pod.as_str())))
             })
             .collect();
         classes.sort();
@@ -649,7 +651,10 @@ mod tests {
     #[test]
     fn utilization_follows_the_devices_the_selected_pods_hold() {
         let pod = |p: &str| PodRef { namespace: "ns".into(), pod: p.into(), container: "worker".into() };
-        let held = |util: u32, pods: &[&str]| Gpu { pods: pods.iter().map(|p| pod(p)).collect(), ..gpu(Some(util), 100, true) };
+        let held = |util: u32, pods: &[&str]| Gpu {
+            pods: pods.iter().map(|p| pod(p)).collect(),
+            ..gpu(Some(util), 100, true)
+        };
         let mut mig = gpu(None, 0, true);
         mig.mig_instances = vec![MigInstance {
             graphics_engine_active_ratio: Some(0.3),

@@ -21,12 +21,8 @@ const PATIENCE: Duration = Duration::from_secs(60);
 const NS: &str = "inference";
 
 fn utilization_trigger(deployment: &str) -> ScaledObjectRef {
-    let metadata = [
-        ("acceleratorType", "nvidia"),
-        ("deployment", deployment),
-        ("metric", "utilization"),
-        ("targetValue", "60"),
-    ];
+    let metadata =
+        [("acceleratorType", "nvidia"), ("deployment", deployment), ("metric", "utilization"), ("targetValue", "60")];
     ScaledObjectRef {
         name: deployment.to_owned(),
         namespace: NS.to_owned(),

@@ -90,8 +90,11 @@ impl Attribution {
         let mut assigned: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
         for pod in &list.pod_resources {
             for container in &pod.containers {
-                let holder =
-                    PodRef { namespace: pod.namespace.clone(), pod: pod.name.clone(), container: container.name.clone() };
+                let holder = PodRef {
+                    namespace: pod.namespace.clone(),
+                    pod: pod.name.clone(),
+                    container: container.name.clone(),
+                };
                 for devices in &container.devices {
                     let resource = devices.resource_name.as_str();
                     assigned.entry(resource).or_default().extend(devices.device_ids.iter().map(String::as_str));
@@ -103,7 +106,8 @@ impl Attribution {
                 }
             }
         }
-        for holders in out.nvidia.values_mut().chain(out.neuron_cores.values_mut()).chain(out.neuron_devices.values_mut())
+        for holders in
+            out.nvidia.values_mut().chain(out.neuron_cores.values_mut()).chain(out.neuron_devices.values_mut())
         {
             holders.sort_by(|a, b| (&a.namespace, &a.pod, &a.container).cmp(&(&b.namespace, &b.pod, &b.container)));
             holders.dedup();
@@ -339,10 +343,12 @@ impl Failure {
 /// socket the kubelet recreated is the one used.
 fn connect(socket: PathBuf) -> Channel {
     // The URI is required by the API and unused: the connector dials the socket.
-    Endpoint::from_static("http://localhost").connect_with_connector_lazy(tower::service_fn(move |_: tonic::transport::Uri| {
-        let socket = socket.clone();
-        async move { tokio::net::UnixStream::connect(socket).await.map(hyper_util::rt::TokioIo::new) }
-    }))
+    Endpoint::from_static("http://localhost").connect_with_connector_lazy(tower::service_fn(
+        move |_: tonic::transport::Uri| {
+            let socket = socket.clone();
+            async move { tokio::net::UnixStream::connect(socket).await.map(hyper_util::rt::TokioIo::new) }
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -362,7 +368,11 @@ mod tests {
         v1::PodResources {
             name: name.to_owned(),
             namespace: ns.to_owned(),
-            containers: vec![v1::ContainerResources { name: container.to_owned(), devices: devs, ..Default::default() }],
+            containers: vec![v1::ContainerResources {
+                name: container.to_owned(),
+                devices: devs,
+                ..Default::default()
+            }],
             ..Default::default()
         }
     }
@@ -381,7 +391,12 @@ mod tests {
                 pod("ml", "d", "w", vec![devices("nvidia.com/gpu", &["GPU-2::1"])]),
                 pod("nx", "e", "w", vec![devices("aws.amazon.com/neuroncore", &["0", "1"])]),
                 pod("nx", "f", "w", vec![devices("aws.amazon.com/neurondevice", &["1"])]),
-                pod("nx", "g", "w", vec![devices("aws.amazon.com/neuron", &["x"]), devices("cpu.example/thing", &["1"])]),
+                pod(
+                    "nx",
+                    "g",
+                    "w",
+                    vec![devices("aws.amazon.com/neuron", &["x"]), devices("cpu.example/thing", &["1"])],
+                ),
             ],
         };
         let alloc = v1::AllocatableResourcesResponse {

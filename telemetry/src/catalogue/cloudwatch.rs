@@ -166,7 +166,13 @@ mod tests {
             assert!(!m.name.is_empty() && m.name.len() <= 255 && m.name.is_ascii(), "{}", m.name);
             assert!(units.contains(&m.unit), "{}: unit {}", m.name, m.unit);
         }
-        for d in NODE_DIMENSIONS.iter().chain(&[DIM_GPU_DEVICE, DIM_NEURON_CORE, DIM_NAMESPACE, DIM_DEPLOYMENT, DIM_POD_NAME]) {
+        for d in NODE_DIMENSIONS.iter().chain(&[
+            DIM_GPU_DEVICE,
+            DIM_NEURON_CORE,
+            DIM_NAMESPACE,
+            DIM_DEPLOYMENT,
+            DIM_POD_NAME,
+        ]) {
             assert!(!d.is_empty() && d.len() <= 255 && d.is_ascii() && !d.starts_with(':'), "{d}");
         }
     }

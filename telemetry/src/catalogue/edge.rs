@@ -82,10 +82,8 @@ pub const POD_RESOURCES_ALLOCATABLE_DEVICES: Metric = Metric::gauge(
     "Devices the kubelet can allocate on this node, per resource name",
 );
 /// Of those, devices some container holds (PodResources `List`).
-pub const POD_RESOURCES_ASSIGNED_DEVICES: Metric = Metric::gauge(
-    "edge_pod_resources_assigned_devices",
-    "Devices a container holds on this node, per resource name",
-);
+pub const POD_RESOURCES_ASSIGNED_DEVICES: Metric =
+    Metric::gauge("edge_pod_resources_assigned_devices", "Devices a container holds on this node, per resource name");
 /// Every `edge_` series.
 pub const ALL: &[Metric] = &[
     NODE_INFO,

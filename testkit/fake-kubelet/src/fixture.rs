@@ -143,7 +143,10 @@ mod tests {
         for (text, needle) in [
             (r#"{"pod":[]}"#, "unknown field `pod`"),
             (r#"{"pods":[{"namespace":"","name":"p"}]}"#, "pods[0]"),
-            (r#"{"pods":[{"namespace":"n","name":"p","containers":[{"name":"c","devices":[{"resource_name":"x"}]}]}]}"#, "device_ids"),
+            (
+                r#"{"pods":[{"namespace":"n","name":"p","containers":[{"name":"c","devices":[{"resource_name":"x"}]}]}]}"#,
+                "device_ids",
+            ),
         ] {
             let e = Fixture::parse(text).unwrap_err();
             assert!(e.contains(needle), "{text}: {e}");

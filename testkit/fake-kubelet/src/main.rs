@@ -30,7 +30,8 @@ impl Lister {
         let text = tokio::fs::read_to_string(&self.fixture)
             .await
             .map_err(|e| Status::internal(format!("{}: {e}", self.fixture.display())))?;
-        let fixture = Fixture::parse(&text).map_err(|e| Status::internal(format!("{}: {e}", self.fixture.display())))?;
+        let fixture =
+            Fixture::parse(&text).map_err(|e| Status::internal(format!("{}: {e}", self.fixture.display())))?;
         if fixture.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(fixture.delay_ms)).await;
         }

@@ -10,7 +10,8 @@ use std::ffi::{c_char, c_uint, c_ulonglong};
 use crate::code::{self, Return};
 use crate::config::{Field, GpuConfig, MigConfig, parse_bus_id};
 use crate::ffi::{
-    Device, MEMORY_V2_VERSION, MemoryV2, PciInfo, Target, Utilization, c_array, guard, put, put_str, with_device, with_gpu,
+    Device, MEMORY_V2_VERSION, MemoryV2, PciInfo, Target, Utilization, c_array, guard, put, put_str, with_device,
+    with_gpu,
 };
 
 /// `NVML_TEMPERATURE_GPU`.

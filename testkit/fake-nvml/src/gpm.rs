@@ -156,7 +156,11 @@ pub unsafe extern "C" fn nvmlGpmMetricsGet(request: *mut MetricsGet) -> Return {
                 Ok(v) => (code::SUCCESS, v),
                 Err(e) => (e, 0.0),
             };
-            metric.info = MetricInfo { short_name: c"gr_util".as_ptr(), long_name: c"graphics utilization".as_ptr(), unit: c"%".as_ptr() };
+            metric.info = MetricInfo {
+                short_name: c"gr_util".as_ptr(),
+                long_name: c"graphics utilization".as_ptr(),
+                unit: c"%".as_ptr(),
+            };
         }
         Ok(())
     })

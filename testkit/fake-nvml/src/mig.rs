@@ -48,7 +48,11 @@ pub unsafe extern "C" fn nvmlDeviceGetMaxMigDeviceCount(device: Device, count: *
 /// # Safety
 /// `mig` is null or valid for writing one `nvmlDevice_t`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetMigDeviceHandleByIndex(device: Device, index: c_uint, mig: *mut Device) -> Return {
+pub unsafe extern "C" fn nvmlDeviceGetMigDeviceHandleByIndex(
+    device: Device,
+    index: c_uint,
+    mig: *mut Device,
+) -> Return {
     guard(|| {
         let gpu = device.addr().checked_sub(1).ok_or(code::INVALID_ARGUMENT)?;
         let present = with_gpu(device, |g| {
@@ -88,7 +92,11 @@ pub unsafe extern "C" fn nvmlDeviceGetComputeInstanceId(device: Device, id: *mut
 
 /// # Safety
 /// `id` is null or valid for writing one `c_uint`.
-unsafe fn put_instance_id(device: Device, id: *mut c_uint, pick: impl FnOnce(&crate::config::MigConfig) -> u32) -> Return {
+unsafe fn put_instance_id(
+    device: Device,
+    id: *mut c_uint,
+    pick: impl FnOnce(&crate::config::MigConfig) -> u32,
+) -> Return {
     guard(|| {
         let value = with_device(device, |t| match t {
             Target::Mig(m) => Ok(pick(m)),

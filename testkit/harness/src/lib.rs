@@ -239,9 +239,9 @@ impl Agent {
         };
         let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
         // The timer must be created inside the runtime.
-        runtime
-            .block_on(async { tokio::time::timeout(timeout, wanted).await })
-            .unwrap_or_else(|_| panic!("no awaited snapshot on the feed within {timeout:?}; agent log:\n{}", self.log()))
+        runtime.block_on(async { tokio::time::timeout(timeout, wanted).await }).unwrap_or_else(|_| {
+            panic!("no awaited snapshot on the feed within {timeout:?}; agent log:\n{}", self.log())
+        })
     }
 
     /// The child's process id.

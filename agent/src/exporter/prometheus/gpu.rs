@@ -185,7 +185,10 @@ mod tests {
             r#"DCGM_FI_PROF_GR_ENGINE_ACTIVE{{{base},GPU_I_PROFILE="1g.5gb",GPU_I_ID="7",Hostname="ip-10-0-0-1",container="w",namespace="ml",pod="sd-0"}} 0.25"#
         );
         assert!(out.contains(&line), "missing {line}\n{out}");
-        assert!(out.contains(r#"GPU_I_ID="7",Hostname="ip-10-0-0-1",container="w",namespace="ml",pod="sd-0"} 2"#), "{out}");
+        assert!(
+            out.contains(r#"GPU_I_ID="7",Hostname="ip-10-0-0-1",container="w",namespace="ml",pod="sd-0"} 2"#),
+            "{out}"
+        );
         assert!(!out.contains(r#"GPU_I_ID="8""#), "an instance without values has no series:\n{out}");
         assert!(!out.contains("DCGM_FI_DEV_GPU_UTIL"), "{out}");
     }

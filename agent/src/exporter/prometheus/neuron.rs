@@ -112,7 +112,11 @@ fn add_core(samples: &mut Samples, instance: &Labels, c: &NeuronCore) {
     }
     for p in &c.pods {
         let held = |l: &Labels| {
-            with(&with(&with(l, n::LABEL_NAMESPACE, &p.namespace), n::LABEL_POD, &p.pod), n::LABEL_CONTAINER, &p.container)
+            with(
+                &with(&with(l, n::LABEL_NAMESPACE, &p.namespace), n::LABEL_POD, &p.pod),
+                n::LABEL_CONTAINER,
+                &p.container,
+            )
         };
         add_core_values(samples, c, &held(&utilization), &held(&memory));
     }
@@ -266,7 +270,9 @@ mod tests {
         let pod = r#"namespace="ml",pod="sd-neuron-0",container="worker""#;
         for line in [
             format!(r#"neuroncore_utilization_ratio{{runtime_tag="a",neuroncore="2",{pod}}} 0.5"#),
-            format!(r#"neuroncore_memory_usage_tensors{{runtime_tag="a",memory_location="None",neuroncore="2",{pod}}} 8"#),
+            format!(
+                r#"neuroncore_memory_usage_tensors{{runtime_tag="a",memory_location="None",neuroncore="2",{pod}}} 8"#
+            ),
         ] {
             assert!(out.contains(&line), "missing {line}\n{out}");
         }

@@ -19,8 +19,7 @@ use serde_json::{Map, Value};
 
 use raw::{
     CoreCounters, ErrorSummary, ExecutionStats, ExecutionSummary, HardwareInfo, HwCounters, InstanceInfo, MemoryUsed,
-    RawRuntime,
-    RuntimeVcpu,
+    RawRuntime, RuntimeVcpu,
 };
 
 /// One report, mapped.

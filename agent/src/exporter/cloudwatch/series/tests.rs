@@ -216,7 +216,8 @@ fn a_node_keeps_its_accelerator_type_while_its_devices_report_nothing() {
 #[test]
 fn pod_dimensions_only_behind_the_flag() {
     let mut held = gpu(0, Some(80), 6);
-    held.pods = vec![edge_telemetry::proto::PodRef { namespace: "ml".into(), pod: "sd-0".into(), container: "w".into() }];
+    held.pods =
+        vec![edge_telemetry::proto::PodRef { namespace: "ml".into(), pod: "sd-0".into(), container: "w".into() }];
     let snapshot = NodeSnapshot { node: node(), gpus: vec![held, gpu(1, Some(40), 12)], ..Default::default() };
     let dev = |i: &'static str| [(cw::DIM_GPU_DEVICE, i)];
     let off = sample(&snapshot, &dims());
