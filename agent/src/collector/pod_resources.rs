@@ -373,7 +373,6 @@ mod tests {
                 devices: devs,
                 ..Default::default()
             }],
-            ..Default::default()
         }
     }
 

@@ -95,7 +95,6 @@ impl Fixture {
                         ..Default::default()
                     })
                     .collect(),
-                ..Default::default()
             })
             .collect();
         v1::ListPodResourcesResponse { pod_resources }
