@@ -46,6 +46,23 @@ impl Node {
         self.nvml.gpus[i].uuid().to_owned()
     }
 
+    /// Pod `ml/sd-1` holds GPU 1; the fake kubelet serves that.
+    fn with_pod_on_gpu1() -> (Self, FakeKubelet) {
+        let mut node = Self::new();
+        let gpu1 = node.uuid(1);
+        node.kubelet.assign("ml", "sd-1", "worker", GPU, &[&gpu1]);
+        let kubelet = FakeKubelet::start(node.dir.path(), &node.kubelet);
+        (node, kubelet)
+    }
+
+    /// From now on only pod `ml/sd-2` holds a GPU, GPU 0 (written to the
+    /// kubelet's fixture, running or not).
+    fn move_pod_to_gpu0(&mut self, kubelet: &mut FakeKubelet) {
+        let gpu0 = self.uuid(0);
+        self.kubelet.clear_pods().assign("ml", "sd-2", "worker", GPU, &[&gpu0]);
+        kubelet.update(&self.kubelet);
+    }
+
     fn nvml_path(&self) -> std::path::PathBuf {
         self.dir.path().join("nvml.json")
     }
@@ -78,10 +95,7 @@ fn wait_line(agent: &Agent, uuid: &str, what: &str, check: impl Fn(&str) -> bool
 
 #[test]
 fn pod_labels_land_on_the_gpu_the_pod_holds_and_follow_it() {
-    let mut node = Node::new();
-    let gpu1 = node.uuid(1);
-    node.kubelet.assign("ml", "sd-1", "worker", GPU, &[&gpu1]);
-    let mut kubelet = FakeKubelet::start(node.dir.path(), &node.kubelet);
+    let (mut node, mut kubelet) = Node::with_pod_on_gpu1();
     let agent = agent(&node.nvml_path(), &kubelet.socket()).start();
 
     let held = wait_line(&agent, &node.uuid(1), "GPU 1 labelled with its pod", |l| l.contains(&pod_labels("sd-1")));
@@ -106,19 +120,14 @@ fn pod_labels_land_on_the_gpu_the_pod_holds_and_follow_it() {
     assert_eq!((snap.gpus[1].pods[0].namespace.as_str(), snap.gpus[1].pods[0].pod.as_str()), ("ml", "sd-1"));
 
     // The pod is rescheduled onto GPU 0; the labels move with it.
-    let gpu0 = node.uuid(0);
-    node.kubelet.clear_pods().assign("ml", "sd-2", "worker", GPU, &[&gpu0]);
-    kubelet.update(&node.kubelet);
+    node.move_pod_to_gpu0(&mut kubelet);
     wait_line(&agent, &node.uuid(0), "GPU 0 labelled with the new pod", |l| l.contains(&pod_labels("sd-2")));
     wait_line(&agent, &node.uuid(1), "GPU 1 unlabelled", |l| !l.contains("pod="));
 }
 
 #[test]
 fn a_kubelet_restart_is_recovered_without_restarting_the_agent() {
-    let mut node = Node::new();
-    let gpu1 = node.uuid(1);
-    node.kubelet.assign("ml", "sd-1", "worker", GPU, &[&gpu1]);
-    let mut kubelet = FakeKubelet::start(node.dir.path(), &node.kubelet);
+    let (mut node, mut kubelet) = Node::with_pod_on_gpu1();
     let agent = agent(&node.nvml_path(), &kubelet.socket()).start();
     let pid = agent.pid();
     wait_line(&agent, &node.uuid(1), "GPU 1 labelled", |l| l.contains(&pod_labels("sd-1")));
@@ -131,9 +140,7 @@ fn a_kubelet_restart_is_recovered_without_restarting_the_agent() {
     assert_eq!(down.gpus[1].pods.len(), 1, "the last good mapping is kept while the kubelet is away");
 
     // It comes back (a new socket at the same path) with the pod moved.
-    let gpu0 = node.uuid(0);
-    node.kubelet.clear_pods().assign("ml", "sd-2", "worker", GPU, &[&gpu0]);
-    kubelet.update(&node.kubelet);
+    node.move_pod_to_gpu0(&mut kubelet);
     kubelet.restart();
     let up = agent.snapshot_until(WAIT, |s| state(s) == CollectorState::Ok && !s.gpus[0].pods.is_empty());
     assert_eq!(up.gpus[0].pods[0].pod, "sd-2");
@@ -144,10 +151,7 @@ fn a_kubelet_restart_is_recovered_without_restarting_the_agent() {
 
 #[test]
 fn a_slow_kubelet_keeps_the_last_mapping_and_never_holds_up_a_tick() {
-    let mut node = Node::new();
-    let gpu1 = node.uuid(1);
-    node.kubelet.assign("ml", "sd-1", "worker", GPU, &[&gpu1]);
-    let mut kubelet = FakeKubelet::start(node.dir.path(), &node.kubelet);
+    let (mut node, mut kubelet) = Node::with_pod_on_gpu1();
     let agent = agent(&node.nvml_path(), &kubelet.socket()).flag("pod-resources-timeout", "100ms").start();
     agent.snapshot_until(WAIT, |s| s.gpus.len() == 2 && !s.gpus[1].pods.is_empty());
 
