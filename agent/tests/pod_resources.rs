@@ -134,8 +134,9 @@ fn a_kubelet_restart_is_recovered_without_restarting_the_agent() {
 
     // The kubelet goes away and its socket with it: failing, mapping kept.
     kubelet.stop();
-    let down = agent.snapshot_until(WAIT, |s| state(s) == CollectorState::Failing);
-    assert!(health(&down).message.contains("gone"), "{:?}", health(&down));
+    // (While it shuts down a question may fail otherwise first; then the socket is gone.)
+    let down =
+        agent.snapshot_until(WAIT, |s| state(s) == CollectorState::Failing && health(s).message.contains("gone"));
     assert!(health(&down).errors >= 1);
     assert_eq!(down.gpus[1].pods.len(), 1, "the last good mapping is kept while the kubelet is away");
 
@@ -160,6 +161,7 @@ fn a_slow_kubelet_keeps_the_last_mapping_and_never_holds_up_a_tick() {
     kubelet.update(&node.kubelet);
     let slow = agent.snapshot_until(WAIT, |s| state(s) == CollectorState::Failing);
     assert!(health(&slow).message.contains("did not answer within 100ms"), "{:?}", health(&slow));
+    assert_eq!(slow.gpus[1].pods.len(), 1, "mapping kept");
     // The ticks go on (the GPU values change and are seen) with the mapping kept.
     let mut nvml = node.nvml.clone();
     nvml.gpu(1).set("utilization", serde_json::json!({"gpu": 77, "memory": 1}));
