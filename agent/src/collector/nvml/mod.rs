@@ -14,7 +14,9 @@
 //!   the other GPUs keep reporting.
 //!
 //! `errors` counts every failed query (not `NotSupported`) since start; see
-//! [`query`] for what each NVML answer means.
+//! [`query`] for what each NVML answer means. A GPU in MIG mode also lists
+//! its MIG devices ([`mig`]), each with its GPU instance id, profile, memory
+//! and graphics-engine activity (GPM).
 
 mod device;
 mod mig;
