@@ -85,6 +85,32 @@ pub struct Config {
     #[arg(long, env = "EDGE_SCALER_DEMAND_MAX_REQUESTERS", default_value_t = 10_000)]
     pub demand_max_requesters: usize,
 
+    /// The other replicas of this scaler, to share device demand with:
+    /// comma-separated `host:port` of their HTTP port (--metrics-listen),
+    /// each name resolved again every few seconds, so a headless Service
+    /// listing every replica fits (the chart's `<scaler>-peers`). This
+    /// replica finds itself among the addresses and skips it. A device's
+    /// pull can reach any replica, KEDA's stream only one: without peers, a
+    /// replica only wakes on the pulls it served itself. Empty: one replica.
+    #[arg(long, env = "EDGE_SCALER_PEERS", default_value = "")]
+    pub peers: String,
+
+    /// Inventory pulls a second one client address may make (an IPv6 /64
+    /// counts as one), with bursts of twice that; beyond it the pull is
+    /// answered 429 with Retry-After. Off (0) by default: behind a proxy or
+    /// a load balancer that does not keep client addresses, every device
+    /// shares the proxy's address (limit there instead). Turn it on where
+    /// the scaler sees the devices' own addresses.
+    #[arg(long, env = "EDGE_SCALER_INVENTORY_RATE", default_value_t = 0)]
+    pub inventory_rate: u32,
+
+    /// Longest wait for every discovered agent's first snapshot before
+    /// `/readyz` says Ready anyway (the silent ones count as stale). Until
+    /// then a new replica stays out of the Service, so KEDA never reads a
+    /// partial sum from it. `0s`: Ready once discovery has listed the agents.
+    #[arg(long, env = "EDGE_SCALER_READY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub ready_timeout: Duration,
+
     /// Log format.
     #[arg(long, env = "EDGE_SCALER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -165,6 +191,12 @@ pub struct Settings {
     pub demand_ttl: Duration,
     /// See [`Config::demand_max_requesters`].
     pub demand_max_requesters: usize,
+    /// See [`Config::peers`]; empty: no peers.
+    pub peers: Vec<String>,
+    /// See [`Config::ready_timeout`].
+    pub ready_timeout: Duration,
+    /// See [`Config::inventory_rate`]; 0: no limit.
+    pub inventory_rate: u32,
 }
 
 /// Bounds of --stale-after (and of a trigger's `staleAfter`).
@@ -182,6 +214,15 @@ impl Config {
         if self.demand_ttl > Duration::from_secs(24 * 3600) {
             return Err(err("demand-ttl", format!("{:?} is outside 0s..=24h (0s turns demand off)", self.demand_ttl)));
         }
+        if self.inventory_rate > 100_000 {
+            return Err(err(
+                "inventory-rate",
+                format!("{} is outside 0..=100000 (0 turns the limit off)", self.inventory_rate),
+            ));
+        }
+        if self.ready_timeout > Duration::from_secs(600) {
+            return Err(err("ready-timeout", format!("{:?} is outside 0s..=10m", self.ready_timeout)));
+        }
         if !(1..=1_000_000).contains(&self.demand_max_requesters) {
             return Err(err("demand-max-requesters", format!("{} is outside 1..=1000000", self.demand_max_requesters)));
         }
@@ -193,6 +234,13 @@ impl Config {
             .transpose()?;
         let discovery = self.discovery()?;
         let tls = self.tls()?;
+        let peers = match non_empty(&self.peers) {
+            None => Vec::new(),
+            Some(_) if metrics_listen.is_none() => {
+                return Err(err("peers", "peers talk to each other's HTTP port: --metrics-listen must not be empty"));
+            }
+            Some(list) => parse_host_list("peers", list)?,
+        };
         Ok(Settings {
             listen: self.listen,
             metrics_listen,
@@ -202,6 +250,9 @@ impl Config {
             tls,
             demand_ttl: self.demand_ttl,
             demand_max_requesters: self.demand_max_requesters,
+            peers,
+            ready_timeout: self.ready_timeout,
+            inventory_rate: self.inventory_rate,
         })
     }
 
@@ -221,7 +272,7 @@ impl Config {
                 if non_empty(&self.agent_namespace).is_some() || non_empty(&self.agent_port).is_some() {
                     return Err(err("agent-namespace", "--agent-namespace and --agent-port need --agent-service"));
                 }
-                parse_agent_list(list).map(Discovery::Static)
+                parse_host_list("agents", list).map(Discovery::Static)
             }
             (None, Some(service)) => {
                 check_dns_name("agent-service", service)?;
@@ -266,22 +317,22 @@ impl Config {
 }
 
 /// Splits and checks `host:port,host:port`.
-fn parse_agent_list(list: &str) -> Result<Vec<String>, ConfigError> {
+fn parse_host_list(flag: &'static str, list: &str) -> Result<Vec<String>, ConfigError> {
     let mut out: Vec<String> = Vec::new();
     for item in list.split(',').map(str::trim) {
         if item.is_empty() {
-            return Err(err("agents", format!("empty entry in {list:?}; expected host:port,host:port")));
+            return Err(err(flag, format!("empty entry in {list:?}; expected host:port,host:port")));
         }
         let Some((host, port)) = item.rsplit_once(':') else {
-            return Err(err("agents", format!("{item:?} has no port; expected host:port, e.g. 10.0.0.5:9400")));
+            return Err(err(flag, format!("{item:?} has no port; expected host:port, e.g. 10.0.0.5:9400")));
         };
         if !matches!(port.parse::<u16>(), Ok(p) if p > 0) {
-            return Err(err("agents", format!("{item:?}: port {port:?} is not in 1..=65535")));
+            return Err(err(flag, format!("{item:?}: port {port:?} is not in 1..=65535")));
         }
         let bracketed = host.starts_with('[') && host.ends_with(']');
         if host.is_empty() || (!bracketed && host.contains(':')) || host.contains(|c: char| c.is_whitespace()) {
             return Err(err(
-                "agents",
+                flag,
                 format!("{item:?}: {host:?} is not a host name or address (IPv6 goes in brackets: [::1]:9400)"),
             ));
         }

@@ -30,6 +30,7 @@ pub enum DiscoveryError {
 /// Follows a fixed list of agents until `stop`.
 pub async fn run_static(agents: &[String], mut sources: Sources, mut stop: watch::Receiver<bool>) {
     sources.reconcile(&agents.iter().cloned().collect());
+    sources.listed();
     let _ = stop.wait_for(|s| *s).await;
     sources.join().await;
 }
@@ -68,6 +69,7 @@ pub async fn run_kubernetes(
                     sources.reconcile(&desired);
                     current = desired;
                 }
+                sources.listed();
             }
         }
     }

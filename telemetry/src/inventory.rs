@@ -3,7 +3,9 @@
 //!
 //! Wire format: `GET /v1/endpoints[?accelerator=…&zone=…&limit=…&device=…]` on
 //! the scaler's HTTP port, answered with [`Inventory`] as JSON, or `400` with
-//! [`InventoryError`]. Devices may deserialise these types directly.
+//! [`InventoryError`], or `429` with it and `Retry-After` when one address
+//! pulls faster than the scaler's `--inventory-rate`. Devices may
+//! deserialise these types directly.
 //!
 //! A pull that names an accelerator with no ready endpoint (in its zone) is
 //! demand: the answer then lists the best endpoints there are (other zones
@@ -37,6 +39,9 @@ pub const PARAM_DEVICE: &str = "device";
 pub const PARAMS: [&str; 4] = [PARAM_ACCELERATOR, PARAM_ZONE, PARAM_LIMIT, PARAM_DEVICE];
 /// Longest `device` id.
 pub const MAX_DEVICE_LEN: usize = 128;
+/// Longest query string (bytes) a pull may carry; a longer one is refused
+/// with `param: "query"`.
+pub const MAX_QUERY_LEN: usize = 1024;
 
 /// The answer: ready endpoints of fresh agents, least loaded first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,7 +115,8 @@ impl Endpoint {
 pub struct InventoryError {
     /// What is wrong and what is allowed.
     pub error: String,
-    /// The query parameter at fault.
+    /// The query parameter at fault: `query` for the query string as a
+    /// whole, empty when none is (`429`: too many pulls from one address).
     pub param: String,
 }
 

@@ -9,6 +9,7 @@ pub mod fake_kubelet;
 pub mod fake_nvml;
 pub mod http;
 pub mod process;
+pub mod promtool;
 
 pub use process::{Scaler, ScalerBuilder, Worker, WorkerBuilder};
 

@@ -71,6 +71,9 @@ flags); EDGE_* environment variables for what the downward API fills in.
 - name: EDGE_AGENT_CLOUDWATCH_POD_DIMENSIONS
   value: "true"
 {{- end }}
+# The SDK's region: EKS Pod Identity sets none, and IMDS is out of a pod's reach (hop limit 1).
+- name: AWS_REGION
+  value: {{ required "agent.cloudwatch.region: the AWS region CloudWatch metrics go to (e.g. us-west-2); needed with agent.cloudwatch.namespace" $.root.Values.agent.cloudwatch.region | quote }}
 {{- end }}
 {{- if eq .group.accelerator "nvidia" }}
 # The NVIDIA container runtime mounts libnvidia-ml and the device nodes for NVML queries; the
@@ -91,6 +94,9 @@ flags); EDGE_* environment variables for what the downward API fills in.
 - --agent-namespace={{ .Release.Namespace }}
 - --agent-port=agent
 - --stale-after={{ $v.scaler.staleAfter }}
+- --ready-timeout={{ $v.scaler.readyTimeout }}
+- --inventory-rate={{ $v.scaler.inventoryRate }}
+- --peers={{ include "edge-diffusion.scalerName" . }}-peers.{{ .Release.Namespace }}.svc:{{ $v.scaler.httpPort }}
 - --log-format={{ $v.scaler.logFormat }}
 {{- if $v.scaler.tls.enabled }}
 - --tls-cert=/etc/edge-scaler/tls/tls.crt
