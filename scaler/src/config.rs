@@ -104,6 +104,20 @@ pub struct Config {
     #[arg(long, env = "EDGE_SCALER_INVENTORY_RATE", default_value_t = 0)]
     pub inventory_rate: u32,
 
+    /// List each endpoint at its node's ExternalIP when the node has one
+    /// (the scaler then gets, lists and watches Nodes; needs
+    /// --agent-service). Workers advertise the node's primary address,
+    /// private even in a public subnet.
+    #[arg(long, env = "EDGE_SCALER_NODE_ADDRESSES", default_value_t = false, action = clap::ArgAction::Set)]
+    pub node_addresses: bool,
+
+    /// Per zone, the host devices reach that zone's nodes by (a load
+    /// balancer or DNS name), for nodes without an ExternalIP:
+    /// `ZONE=HOST,ZONE=HOST`. Endpoints with neither keep their advertised
+    /// (private) address, marked `reachability: "vpc"`.
+    #[arg(long, env = "EDGE_SCALER_ADVERTISE_HOST", default_value = "")]
+    pub advertise_host: String,
+
     /// Longest wait for every discovered agent's first snapshot before
     /// `/readyz` says Ready anyway (the silent ones count as stale). Until
     /// then a new replica stays out of the Service, so KEDA never reads a
@@ -197,6 +211,10 @@ pub struct Settings {
     pub ready_timeout: Duration,
     /// See [`Config::inventory_rate`]; 0: no limit.
     pub inventory_rate: u32,
+    /// See [`Config::node_addresses`].
+    pub node_addresses: bool,
+    /// See [`Config::advertise_host`]: zone → host.
+    pub advertise_host: std::collections::BTreeMap<String, String>,
 }
 
 /// Bounds of --stale-after (and of a trigger's `staleAfter`).
@@ -233,6 +251,10 @@ impl Config {
             })
             .transpose()?;
         let discovery = self.discovery()?;
+        if self.node_addresses && !matches!(discovery, Discovery::Kubernetes(_)) {
+            return Err(err("node-addresses", "reads Nodes through the Kubernetes API: needs --agent-service"));
+        }
+        let advertise_host = parse_advertise_host(&self.advertise_host)?;
         let tls = self.tls()?;
         let peers = match non_empty(&self.peers) {
             None => Vec::new(),
@@ -253,6 +275,8 @@ impl Config {
             peers,
             ready_timeout: self.ready_timeout,
             inventory_rate: self.inventory_rate,
+            node_addresses: self.node_addresses,
+            advertise_host,
         })
     }
 
@@ -338,6 +362,45 @@ fn parse_host_list(flag: &'static str, list: &str) -> Result<Vec<String>, Config
         }
         if !out.iter().any(|a| a == item) {
             out.push(item.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// Splits `ZONE=HOST,ZONE=HOST`; a zone twice, or a host that is not a DNS
+/// name or an address, is refused.
+fn parse_advertise_host(list: &str) -> Result<std::collections::BTreeMap<String, String>, ConfigError> {
+    let mut out = std::collections::BTreeMap::new();
+    let Some(list) = non_empty(list) else { return Ok(out) };
+    for item in list.split(',').map(str::trim) {
+        let Some((zone, host)) = item.split_once('=').map(|(z, h)| (z.trim(), h.trim())) else {
+            return Err(err(
+                "advertise-host",
+                format!("{item:?} is not ZONE=HOST, e.g. us-west-2-lax-1a=sd-lax.example.com"),
+            ));
+        };
+        if !crate::trigger::is_name(zone) {
+            return Err(err("advertise-host", format!("{zone:?} is not a zone name")));
+        }
+        let bracketed = host.starts_with('[')
+            && host.ends_with(']')
+            && host[1..host.len() - 1].parse::<std::net::Ipv6Addr>().is_ok();
+        let dns = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !l.starts_with('-')
+            });
+        if !(bracketed || dns) {
+            return Err(err(
+                "advertise-host",
+                format!("{host:?} for {zone} is not a DNS name or address (IPv6 in brackets); no port or scheme"),
+            ));
+        }
+        if out.insert(zone.to_owned(), host.to_owned()).is_some() {
+            return Err(err("advertise-host", format!("zone {zone} given twice")));
         }
     }
     Ok(out)
@@ -432,11 +495,26 @@ mod tests {
             (&["--agents", "a:1", "--tls-cert", "/x"], "--tls-key"),
             (&["--agents", "a:1", "--tls-client-ca", "/x"], "--tls-client-ca"),
             (&["--agents", "a:1", "--tls-cert", "/nonexistent", "--tls-key", "/nonexistent"], "--tls-cert"),
+            (&["--agents", "a:1", "--node-addresses", "true"], "--node-addresses"),
+            (&["--agents", "a:1", "--advertise-host", "lax"], "--advertise-host"),
+            (&["--agents", "a:1", "--advertise-host", "lax=http://sd.example.com"], "--advertise-host"),
+            (&["--agents", "a:1", "--advertise-host", "lax=a.example.com,lax=b.example.com"], "--advertise-host"),
+            (&["--agents", "a:1", "--peers", "b"], "--peers"),
+            (&["--agents", "a:1", "--ready-timeout", "1h"], "--ready-timeout"),
+            (&["--agents", "a:1", "--inventory-rate", "1000000"], "--inventory-rate"),
         ];
         for (args, flag) in cases {
             let err = parse(args).unwrap_err();
             assert!(err.contains(flag), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn advertise_hosts_are_read_per_zone() {
+        let s = parse(&["--agents", "a:1", "--advertise-host", "us-west-2-lax-1a=sd-lax.example.com, z2=[fd00::1]"])
+            .unwrap();
+        assert_eq!(s.advertise_host.get("us-west-2-lax-1a").map(String::as_str), Some("sd-lax.example.com"));
+        assert_eq!(s.advertise_host.get("z2").map(String::as_str), Some("[fd00::1]"));
     }
 
     #[test]

@@ -153,6 +153,8 @@ mod tests {
             capacity: load.2,
             latency_p50_seconds: p50,
             latency_p99_seconds: None,
+            address: Default::default(),
+            reachability: Default::default(),
         }
     }
 

@@ -8,11 +8,12 @@
 //!   wake triggers at zero like a queue does; [`cold_start`] times those wakes;
 //! - [`service`] answers KEDA (`externalscaler.ExternalScaler`, module [`keda`]);
 //! - [`metrics`] is the scaler's own /metrics, next to the endpoint
-//!   [`inventory`] devices read;
+//!   [`inventory`] devices read, at the [`addresses`] they can reach;
 //! - [`peers`] shares device demand between the scaler's replicas;
 //!   [`readiness`] says when a replica may take KEDA's calls, on `/readyz`
 //!   and through gRPC [`health`].
 
+pub mod addresses;
 pub mod aggregate;
 pub mod cold_start;
 pub mod config;
@@ -36,6 +37,7 @@ use tonic::transport::server::TcpIncoming;
 use tokio::sync::watch;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
+use crate::addresses::Addresses;
 use crate::config::{Discovery, Settings, TlsFiles};
 use crate::demand::Demand;
 use crate::metrics::ScalerMetrics;
@@ -117,9 +119,15 @@ pub async fn run(
     };
     let sources = Sources::new(Arc::clone(&registry), Arc::clone(&metrics), settings.reconnect_max, stop_rx.clone());
     let discovery_stop = stop_rx.clone();
+    let addresses = Arc::new(Addresses::new(settings.advertise_host.clone()));
+    let mut nodes_task = None;
     let discovery_task = match settings.discovery.clone() {
         Discovery::Kubernetes(cfg) => {
             let client = discovery::client().await?;
+            if settings.node_addresses {
+                let watch = addresses::watch_nodes(client.clone(), Arc::clone(&addresses), stop_rx.clone());
+                nodes_task = Some(tokio::spawn(watch));
+            }
             tokio::spawn(discovery::run_kubernetes(client, cfg, sources, discovery_stop))
         }
         Discovery::Static(agents) => {
@@ -154,6 +162,7 @@ pub async fn run(
         peers,
         readiness: Arc::clone(&readiness),
         rate_limit: Arc::new(RateLimit::new(settings.inventory_rate)),
+        addresses,
     };
     let metrics_task = metrics_listener.map(|listener| tokio::spawn(metrics::serve(listener, http, stop_rx.clone())));
 
@@ -177,6 +186,9 @@ pub async fn run(
     let _ = discovery_task.await;
     let _ = purge_task.await;
     let _ = health_task.await;
+    if let Some(t) = nodes_task {
+        let _ = t.await;
+    }
     if let Some(t) = peers_task {
         let _ = t.await;
     }

@@ -31,6 +31,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry as PromRegistry;
 use tokio::sync::watch;
 
+use crate::addresses::Addresses;
 use crate::cold_start::Sample;
 use crate::demand::DemandClass;
 use crate::inventory;
@@ -269,6 +270,8 @@ pub struct Http {
     pub readiness: Arc<Readiness>,
     /// The inventory's per-client limit.
     pub rate_limit: Arc<RateLimit>,
+    /// The addresses devices can reach the endpoints at.
+    pub addresses: Arc<Addresses>,
 }
 
 /// Serves `/metrics`, `/healthz`, `/readyz`, the endpoint inventory and the
@@ -348,8 +351,9 @@ async fn endpoints(
             InventoryError { error: format!("unknown zone {zone:?}; known: {known}"), param: PARAM_ZONE.to_owned() },
         );
     }
-    let endpoints = registry.endpoints(&q);
+    let mut endpoints = registry.endpoints(&q);
     let Some(accelerator) = q.accelerator.filter(|_| endpoints.is_empty()) else {
+        endpoints.iter_mut().for_each(|e| state.addresses.apply(e));
         return Json(Inventory { endpoints, waking: Vec::new() }).into_response();
     };
     // Demand: the class asked for has no ready endpoint.
@@ -365,7 +369,9 @@ async fn endpoints(
     }
     let waking = if demand.enabled() { demand.waking(&class) } else { Vec::new() };
     let wakes = !waking.is_empty();
-    let mut response = Json(Inventory { endpoints: registry.fallback_endpoints(&q), waking }).into_response();
+    let mut fallback = registry.fallback_endpoints(&q);
+    fallback.iter_mut().for_each(|e| state.addresses.apply(e));
+    let mut response = Json(Inventory { endpoints: fallback, waking }).into_response();
     if wakes {
         let seconds = registry
             .cold_starts()

@@ -406,9 +406,35 @@ fn scaler_rbac_is_list_and_watch_of_endpointslices_only() {
         assert_eq!(scaler["spec"]["replicas"], 2, "{p}");
         let pdb = find(&objects, "PodDisruptionBudget", "edge-edge-diffusion-scaler");
         assert_eq!(pdb["spec"]["selector"]["matchLabels"], scaler["spec"]["selector"]["matchLabels"], "{p}");
-        // The inventory lists the URLs workers advertise; nothing reads Nodes.
-        assert!(of_kind(&objects, "ClusterRole").is_empty(), "{p}: no cluster-wide access");
-        assert!(of_kind(&objects, "ClusterRoleBinding").is_empty(), "{p}: no cluster-wide access");
+        // Cluster-wide, the scaler reads Nodes (their ExternalIP for the inventory), and nothing else.
+        let cluster_role = find(&objects, "ClusterRole", "edge-edge-diffusion-scaler-nodes");
+        assert_eq!(
+            cluster_role["rules"],
+            serde_json::json!([{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}]),
+            "{p}"
+        );
+        assert_eq!(of_kind(&objects, "ClusterRole").len(), 1, "{p}");
+        let binding = find(&objects, "ClusterRoleBinding", "edge-edge-diffusion-scaler-nodes");
+        assert_eq!(binding["roleRef"]["name"], "edge-edge-diffusion-scaler-nodes", "{p}");
+        assert_eq!(binding["subjects"][0]["name"], scaler["spec"]["template"]["spec"]["serviceAccountName"], "{p}");
+    }
+    let off = chart::template(&["--set", "model.s3.bucket=b", "--set", "scaler.nodeAddresses=false"]).unwrap();
+    let objects = chart::validate(&off);
+    assert!(of_kind(&objects, "ClusterRole").is_empty() && of_kind(&objects, "ClusterRoleBinding").is_empty());
+    let scaler = &pod_specs(find(&objects, "Deployment", "edge-edge-diffusion-scaler"))[0]["containers"][0];
+    assert_eq!(flag(scaler, "node-addresses"), Some("false"));
+}
+
+/// The address rule per profile: every profile lists endpoints at the node's ExternalIP where
+/// there is one; the Local Zone profile names its zone's load balancer for the rest.
+#[test]
+fn each_profile_says_which_address_devices_get() {
+    for p in chart::profiles() {
+        let objects = rendered(&p);
+        let scaler = &pod_specs(find(&objects, "Deployment", "edge-edge-diffusion-scaler"))[0]["containers"][0];
+        assert_eq!(flag(scaler, "node-addresses"), Some("true"), "{p}: ExternalIP first");
+        let expected = (p == "all-localzone").then_some("us-west-2-lax-1a=sd-lax.example.com");
+        assert_eq!(flag(scaler, "advertise-host"), expected, "{p}: the zone's advertised host");
     }
 }
 

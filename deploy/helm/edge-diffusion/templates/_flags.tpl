@@ -96,6 +96,10 @@ flags); EDGE_* environment variables for what the downward API fills in.
 - --stale-after={{ $v.scaler.staleAfter }}
 - --ready-timeout={{ $v.scaler.readyTimeout }}
 - --inventory-rate={{ $v.scaler.inventoryRate }}
+- --node-addresses={{ $v.scaler.nodeAddresses }}
+{{- with $v.scaler.advertiseHosts }}
+- --advertise-host={{ range $i, $zone := keys . | sortAlpha }}{{ if $i }},{{ end }}{{ $zone }}={{ get $v.scaler.advertiseHosts $zone }}{{ end }}
+{{- end }}
 - --peers={{ include "edge-diffusion.scalerName" . }}-peers.{{ .Release.Namespace }}.svc:{{ $v.scaler.httpPort }}
 - --log-format={{ $v.scaler.logFormat }}
 {{- if $v.scaler.tls.enabled }}
