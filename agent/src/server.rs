@@ -12,7 +12,9 @@ use axum::routing::get;
 
 use crate::exporter::cloudwatch::append_metrics;
 use crate::exporter::cloudwatch::stats::Stats;
-use crate::exporter::prometheus::{MetricsCache, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
+use edge_telemetry::exposition::{self, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
+
+use crate::exporter::prometheus::MetricsCache;
 use crate::exporter::stream::FeedService;
 use crate::snapshot::SnapshotStore;
 
@@ -41,10 +43,7 @@ pub fn router(state: HttpState, feed: FeedService) -> Router {
 }
 
 async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> impl IntoResponse {
-    let openmetrics = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let openmetrics = exposition::wants_openmetrics(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let body = state.metrics.get(&state.store.latest(), openmetrics);
     let content_type = if openmetrics { OPENMETRICS_CONTENT_TYPE } else { TEXT_CONTENT_TYPE };
     let body = match &state.cloudwatch {

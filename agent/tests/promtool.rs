@@ -1,27 +1,8 @@
 //! `promtool check metrics` (Prometheus's own linter, Debian package
 //! `prometheus`, installed by scripts/install-test-deps) on a live agent.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use edge_testkit::AgentBuilder;
-
-/// promtool's lint problems, one per line; empty when clean.
-fn promtool_problems(exposition: &str) -> Vec<String> {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool not found: run scripts/install-test-deps (Debian package `prometheus`)");
-    child.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let problems: Vec<String> = text.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect();
-    assert_eq!(out.status.success(), problems.is_empty(), "promtool exit {} with output:\n{text}", out.status);
-    problems
-}
+use edge_testkit::promtool::problems as promtool_problems;
 
 /// dcgm-exporter's established names predate promtool's lint: the
 /// `modelName` label and the `DCGM_FI_DEV_PCIE_REPLAY_COUNTER` name. We keep

@@ -30,7 +30,9 @@ use std::time::Duration;
 #[cfg(feature = "cloudwatch")]
 pub use task::spawn;
 
-use crate::exporter::prometheus::{Samples, to_text_format};
+use edge_telemetry::exposition::to_text_format;
+
+use crate::exporter::prometheus::Samples;
 
 /// Checked CloudWatch settings; present only when publishing is on.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //! cached per snapshot sequence, so a scrape between two changes costs one
 //! string clone. Scrapers that do not ask for OpenMetrics (curl, promtool,
 //! older agents) get the classic text format 0.0.4, derived from the same
-//! output by [`to_text_format`].
+//! output by `edge_telemetry::exposition::to_text_format`.
 
 mod edge;
 mod gpu;
@@ -14,6 +14,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use edge_telemetry::catalogue::{Kind, Metric};
+use edge_telemetry::exposition::to_text_format;
 use edge_telemetry::proto::NodeSnapshot;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -21,11 +22,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::config::HostnameLabel;
-
-/// OpenMetrics content type.
-pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-/// Classic Prometheus text format content type.
-pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// A label set: bounded names from the catalogue, values from the snapshot.
 pub type Labels = Vec<(&'static str, String)>;
@@ -107,36 +103,6 @@ pub fn render(snapshot: &NodeSnapshot, hostname_label: HostnameLabel) -> String 
     samples.encode()
 }
 
-/// Converts `prometheus-client`'s OpenMetrics output to text format 0.0.4:
-/// counters' `# HELP`/`# TYPE` lines take the `_total` sample name, `unknown`
-/// becomes `untyped`, and `# UNIT` and `# EOF` go.
-pub fn to_text_format(openmetrics: &str) -> String {
-    let counters: std::collections::HashSet<&str> = openmetrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|rest| rest.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(openmetrics.len());
-    for line in openmetrics.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        let rewritten = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
-            let rest = line.strip_prefix(prefix)?;
-            let (name, tail) = rest.split_once(' ')?;
-            let tail = if tail == "unknown" { "untyped" } else { tail };
-            let name = if counters.contains(name) { format!("{name}_total") } else { name.to_owned() };
-            Some(format!("{prefix}{name} {tail}"))
-        });
-        match rewritten {
-            Some(l) => out.push_str(&l),
-            None => out.push_str(line),
-        }
-        out.push('\n');
-    }
-    out
-}
-
 /// Renders lazily and caches per snapshot sequence.
 pub struct MetricsCache {
     hostname_label: HostnameLabel,
@@ -177,18 +143,6 @@ impl MetricsCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn text_format_renames_counter_families_and_drops_openmetrics_lines() {
-        let om = "# HELP a_errors Errors.\n# TYPE a_errors counter\na_errors_total{x=\"1\"} 2\n\
-                  # HELP b_bytes Bytes.\n# TYPE b_bytes gauge\n# UNIT b_bytes bytes\nb_bytes 3\n# EOF\n";
-        let text = to_text_format(om);
-        assert_eq!(
-            text,
-            "# HELP a_errors_total Errors.\n# TYPE a_errors_total counter\na_errors_total{x=\"1\"} 2\n\
-             # HELP b_bytes Bytes.\n# TYPE b_bytes gauge\nb_bytes 3\n"
-        );
-    }
 
     #[test]
     fn empty_families_are_left_out() {
