@@ -78,6 +78,12 @@ pub struct Config {
     #[arg(long, env = "EDGE_AGENT_WORKER_EXPIRY", default_value = "5s", value_parser = parse_duration)]
     pub worker_expiry: Duration,
 
+    /// Most workers reporting on this node at once; a report from one more
+    /// is refused (429) until a silent one expires. Bounds the snapshot
+    /// (at most 128).
+    #[arg(long, env = "EDGE_AGENT_MAX_WORKERS", default_value_t = 64)]
+    pub max_workers: usize,
+
     /// How often the change stream repeats the latest snapshot when nothing
     /// changed, so the scaler can tell a quiet agent from a dead one.
     #[arg(long, env = "EDGE_AGENT_STREAM_HEARTBEAT", default_value = "2s", value_parser = parse_duration)]
@@ -190,6 +196,8 @@ pub struct Settings {
     pub interval: Duration,
     /// See [`Config::worker_expiry`].
     pub worker_expiry: Duration,
+    /// See [`Config::max_workers`].
+    pub max_workers: usize,
     /// See [`Config::stream_heartbeat`].
     pub stream_heartbeat: Duration,
     /// See [`Config::hostname_label`].
@@ -211,6 +219,16 @@ impl Config {
             return Err(ConfigError {
                 flag: "worker-expiry",
                 reason: format!("{:?} is below the minimum of 2s (twice the workers' heartbeat)", self.worker_expiry),
+            });
+        }
+        let max = crate::collector::workers::MAX_WORKERS_LIMIT;
+        if !(1..=max).contains(&self.max_workers) {
+            return Err(ConfigError {
+                flag: "max-workers",
+                reason: format!(
+                    "{} is outside 1..={max} (the snapshot must stay under the scaler's message limit)",
+                    self.max_workers
+                ),
             });
         }
         if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&self.stream_heartbeat) {
@@ -265,6 +283,7 @@ impl Config {
             procfs: self.procfs,
             interval,
             worker_expiry: self.worker_expiry,
+            max_workers: self.max_workers,
             stream_heartbeat: self.stream_heartbeat,
             hostname_label: self.hostname_label,
             node: edge_telemetry::proto::Node { name: node_name, instance_type: self.instance_type, zone: self.zone },

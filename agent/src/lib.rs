@@ -60,7 +60,7 @@ pub async fn run(
         .map_err(|source| RunError::Listen { addr: settings.listen, source })?;
     let local = listener.local_addr().map_err(RunError::Serve)?;
 
-    let workers = WorkerIntake::new(store.clone(), settings.worker_expiry);
+    let workers = WorkerIntake::new(store.clone(), settings.worker_expiry, settings.max_workers);
     let intake_tasks =
         workers.serve(settings.report_socket.as_deref(), settings.report_listen, stop_rx.clone()).await?;
 

@@ -5,7 +5,9 @@
 //! port (local runs). A report changes the snapshot at once; a worker silent
 //! for longer than the expiry is dropped at the next tick. A malformed or
 //! oversized report gets a 4xx naming the field and changes nothing but the
-//! collector's error count.
+//! collector's error count. At most `--max-workers` distinct workers report at
+//! once (429 for one more), so the snapshot stays well under the scaler's
+//! message limit (see [`MAX_WORKERS_LIMIT`]).
 
 use axum::serve::ListenerExt;
 use std::collections::HashMap;
@@ -29,6 +31,37 @@ use tokio::sync::watch;
 use crate::snapshot::{SnapshotStore, collector_health};
 
 const NAME: &str = "workers";
+
+/// The most `--max-workers` may be: that many reports at their size limit
+/// encode to 2 MiB, half of tonic's default 4 MiB decode limit at the scaler
+/// (the rest of the snapshot is small), so a full node never turns stale
+/// there for a message too large.
+pub const MAX_WORKERS_LIMIT: usize = 128;
+
+/// Why a report was not taken.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    /// Malformed or invalid (400).
+    Invalid(ReportError),
+    /// A new worker on a node that has `--max-workers` reporting already (429).
+    Full(ReportError),
+}
+
+impl Refusal {
+    /// What is wrong, naming the field.
+    pub fn error(&self) -> &ReportError {
+        match self {
+            Self::Invalid(e) | Self::Full(e) => e,
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Invalid(_) => StatusCode::BAD_REQUEST,
+            Self::Full(_) => StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+}
 
 /// Failure to open a report endpoint.
 #[derive(Debug, thiserror::Error)]
@@ -59,31 +92,41 @@ pub struct WorkerIntake {
     store: SnapshotStore,
     last_seen: Arc<Mutex<HashMap<String, Instant>>>,
     expiry: Duration,
+    max_workers: usize,
 }
 
 impl WorkerIntake {
-    /// An intake writing to `store`, forgetting workers silent for `expiry`.
-    pub fn new(store: SnapshotStore, expiry: Duration) -> Self {
-        let intake = Self { store, last_seen: Arc::default(), expiry };
+    /// An intake writing to `store`, forgetting workers silent for `expiry`,
+    /// taking reports from at most `max_workers` workers at once.
+    pub fn new(store: SnapshotStore, expiry: Duration, max_workers: usize) -> Self {
+        let intake = Self { store, last_seen: Arc::default(), expiry, max_workers };
         intake.store.update(|s| set_state(s, CollectorState::Ok, ""));
         intake
     }
 
     /// Applies one raw report body. On success the snapshot holds the
     /// worker's new state before this returns.
-    pub fn accept(&self, body: &[u8]) -> Result<(), ReportError> {
-        let report = match WorkerReport::from_json(body) {
-            Ok(r) => r,
-            Err(e) => {
-                self.store.update(|s| {
-                    collector_health(s, NAME).errors += 1;
-                });
-                return Err(e);
-            }
-        };
+    pub fn accept(&self, body: &[u8]) -> Result<(), Refusal> {
+        let count_error = || self.store.update(|s| collector_health(s, NAME).errors += 1);
+        let report = WorkerReport::from_json(body).map_err(|e| {
+            count_error();
+            Refusal::Invalid(e)
+        })?;
         // Hold the lock across the store update so a concurrent expiry cannot
         // remove a worker between its touch and its upsert.
         let mut seen = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= self.max_workers && !seen.contains_key(&report.worker_id) {
+            drop(seen);
+            count_error();
+            tracing::warn!(worker_id = %report.worker_id, max = self.max_workers, "report refused: too many workers on this node");
+            return Err(Refusal::Full(ReportError {
+                field: "worker_id".to_owned(),
+                reason: format!(
+                    "this node has {} workers reporting already (--max-workers); one is forgotten {:?} after its last report",
+                    self.max_workers, self.expiry
+                ),
+            }));
+        }
         seen.insert(report.worker_id.clone(), Instant::now());
         self.store.update(|s| upsert(s, worker_from(report)));
         Ok(())
@@ -185,7 +228,7 @@ async fn receive(State(intake): State<WorkerIntake>, body: Result<Bytes, BytesRe
     };
     match intake.accept(&body) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => refuse(StatusCode::BAD_REQUEST, &e),
+        Err(refusal) => refuse(refusal.status(), refusal.error()),
     }
 }
 
@@ -232,7 +275,7 @@ mod tests {
     use edge_telemetry::proto::Node;
 
     fn intake(expiry: Duration) -> WorkerIntake {
-        WorkerIntake::new(SnapshotStore::new(Node::default()), expiry)
+        WorkerIntake::new(SnapshotStore::new(Node::default()), expiry, 64)
     }
 
     fn report(id: &str, queue: u32) -> Vec<u8> {
@@ -264,7 +307,7 @@ mod tests {
                 br#"{"worker_id":"a","deployment":"d","accelerator":"gpu","queue_depth":9,"in_flight":0,"capacity":1}"#,
             )
             .unwrap_err();
-        assert_eq!(err.field, "accelerator");
+        assert_eq!(err.error().field, "accelerator");
         let snap = intake.store.latest();
         assert_eq!(snap.workers[0].queue_depth, 1);
         let health = snap.collectors.iter().find(|c| c.collector == NAME).unwrap();
@@ -282,5 +325,45 @@ mod tests {
         intake.expire();
         let snap = intake.store.latest();
         assert_eq!(snap.workers.iter().map(|w| w.worker_id.as_str()).collect::<Vec<_>>(), ["b"]);
+    }
+
+    #[test]
+    fn a_full_node_refuses_new_workers_until_one_expires() {
+        let intake = WorkerIntake::new(SnapshotStore::new(Node::default()), Duration::from_millis(30), 2);
+        intake.accept(&report("a", 1)).unwrap();
+        intake.accept(&report("b", 1)).unwrap();
+        let refused = intake.accept(&report("c", 1)).unwrap_err();
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.error().field, "worker_id");
+        assert!(refused.error().reason.contains("--max-workers"), "{refused:?}");
+        intake.accept(&report("a", 2)).expect("a known worker still reports");
+        std::thread::sleep(Duration::from_millis(50));
+        intake.expire();
+        intake.accept(&report("c", 1)).expect("room again once the others expired");
+        let health = intake.store.latest().collectors.iter().find(|c| c.collector == NAME).unwrap().errors;
+        assert_eq!(health, 1, "the refusal counts as an error");
+    }
+
+    #[test]
+    fn a_full_node_of_largest_reports_stays_under_half_the_decode_limit() {
+        use prost::Message;
+        let intake = WorkerIntake::new(SnapshotStore::new(Node::default()), Duration::from_secs(60), MAX_WORKERS_LIMIT);
+        let long = |c: char, n: usize| std::iter::repeat_n(c, n).collect::<String>();
+        for i in 0..MAX_WORKERS_LIMIT {
+            let labels: serde_json::Map<String, serde_json::Value> = (0..edge_telemetry::labels::MAX_LABELS)
+                .map(|l| (format!("k{l:02}.example.com/{}", long('k', 40)), serde_json::Value::from(long('v', 63))))
+                .collect();
+            let body = serde_json::json!({
+                "worker_id": format!("{i:03}{}", long('w', 200)), "pod": long('p', 253), "namespace": long('n', 63),
+                "deployment": long('d', 253), "accelerator": "nvidia", "queue_depth": 1_000_000, "in_flight": 1_000_000,
+                "capacity": 1_000_000, "latency_p50_seconds": 1.5, "latency_p99_seconds": 2.5,
+                "endpoint": format!("http://{}:30080", long('h', 200)), "labels": labels,
+            });
+            let body = serde_json::to_vec(&body).unwrap();
+            assert!(body.len() <= MAX_REPORT_BYTES, "{} bytes", body.len());
+            intake.accept(&body).unwrap_or_else(|e| panic!("{e:?}"));
+        }
+        let encoded = intake.store.latest().encoded_len();
+        assert!(encoded < 2 * 1024 * 1024, "{encoded} bytes for {MAX_WORKERS_LIMIT} workers");
     }
 }
