@@ -66,13 +66,14 @@ impl ApiError {
         }
     }
 
-    /// The bounded `reason` label for rejections, if this is one.
+    /// The bounded `reason` label for rejections, if this is one. (The
+    /// proxy counts its own, `upstream_down`, where it refuses admission: an
+    /// upstream failing a request it already queued is not a rejection.)
     pub fn rejection(&self) -> Option<&'static str> {
         match self {
             Self::Full { .. } => Some("full"),
             Self::Draining => Some("draining"),
             Self::NotReady => Some("not_ready"),
-            Self::Upstream { .. } => Some("upstream_down"),
             _ => None,
         }
     }

@@ -40,7 +40,10 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
 impl Proxy {
     async fn generation(&self, request: Request) -> Result<Response, ApiError> {
         let ticket = self.queue.admit().map_err(|r| match r {
-            Rejected::Unavailable => self.down("is down: its health URL has not answered since the last failure"),
+            Rejected::Unavailable => {
+                self.metrics.rejected("upstream_down");
+                self.down("is down: its health URL has not answered since the last failure")
+            }
             other => other.into(),
         })?;
         let running = ticket.start().await;

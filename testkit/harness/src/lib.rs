@@ -9,7 +9,7 @@ pub mod fake_nvml;
 pub mod http;
 pub mod process;
 
-pub use process::{Scaler, ScalerBuilder, Worker, WorkerBuilder};
+pub use process::{Proxy, ProxyBuilder, Scaler, ScalerBuilder, SdUpstream, SdUpstreamBuilder, Worker, WorkerBuilder};
 
 use std::collections::BTreeMap;
 use std::io::Read;

@@ -1,4 +1,5 @@
-//! Process handles for the scaler and the inference worker, shaped like
+//! Process handles for the scaler, the inference worker, the reporting proxy
+//! and the third-party-shaped SD server it fronts in tests, shaped like
 //! [`crate::AgentBuilder`]: loopback ports chosen here, flags as `--name=value`,
 //! the child's log kept in a temp file for failure messages, killed on drop.
 
@@ -48,7 +49,15 @@ impl Proc {
     }
 
     fn terminate(&mut self) -> ExitStatus {
+        self.sigterm();
+        self.wait()
+    }
+
+    fn sigterm(&self) {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+    }
+
+    fn wait(&mut self) -> ExitStatus {
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -220,5 +229,151 @@ impl Worker {
     /// Sends SIGTERM and waits for the exit status (the worker drains first).
     pub fn terminate(&mut self) -> ExitStatus {
         self.proc.terminate()
+    }
+}
+
+/// Builds an `edge-inference proxy` command line in front of `upstream`, with
+/// a loopback `--listen`; the test adds `--agent`, `--accelerator`, ….
+#[derive(Debug, Clone)]
+pub struct ProxyBuilder {
+    bin: PathBuf,
+    flags: BTreeMap<String, String>,
+    env: Vec<(String, String)>,
+}
+
+impl ProxyBuilder {
+    /// A proxy from `bin` (e.g. `artifact("edge-inference")`) to `upstream` (`http://HOST:PORT`).
+    pub fn new(bin: impl Into<PathBuf>, upstream: &str) -> Self {
+        let mut flags = BTreeMap::new();
+        flags.insert("listen".to_owned(), loopback().to_string());
+        flags.insert("upstream".to_owned(), upstream.to_owned());
+        let env = vec![("EDGE_INFERENCE_LOG".into(), "info,edge_inference=debug".into())];
+        Self { bin: bin.into(), flags, env }
+    }
+
+    /// Sets `--name value`, replacing a default.
+    pub fn flag(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.flags.insert(name.to_owned(), value.into());
+        self
+    }
+
+    /// Sets an environment variable for the child.
+    pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.env.push((key.to_owned(), value.into()));
+        self
+    }
+
+    /// Starts the proxy and waits until its `/healthz` answers (its
+    /// `/readyz` follows the upstream's health).
+    pub fn start(self) -> Proxy {
+        let addr: SocketAddr = self.flags["listen"].parse().expect("--listen is an address");
+        let mut proc = Proc::spawn("edge-inference proxy", command(&self.bin, &["proxy"], &self.flags, &self.env));
+        proc.wait_ready(|| matches!(http::get(addr, "/healthz"), Ok((200, _))));
+        Proxy { proc, addr }
+    }
+
+    /// Runs the proxy to its exit (a bad flag), returning its status and log.
+    pub fn run_to_exit(self) -> (ExitStatus, String) {
+        let mut proc = Proc::spawn("edge-inference proxy", command(&self.bin, &["proxy"], &self.flags, &self.env));
+        let status = proc.wait();
+        (status, proc.log())
+    }
+}
+
+/// A running `edge-inference proxy`; killed on drop.
+pub struct Proxy {
+    proc: Proc,
+    /// The proxy's HTTP address (what devices call).
+    pub addr: SocketAddr,
+}
+
+impl Proxy {
+    /// Everything the proxy logged so far.
+    pub fn log(&self) -> String {
+        self.proc.log()
+    }
+
+    /// The proxy's own `/metrics`.
+    pub fn metrics(&self) -> String {
+        let (status, body) = http::get(self.addr, "/metrics").expect("GET /metrics");
+        assert_eq!(status, 200, "GET /metrics: {body}");
+        body
+    }
+
+    /// Sends SIGTERM without waiting (the proxy drains what it accepted).
+    pub fn sigterm(&self) {
+        self.proc.sigterm();
+    }
+
+    /// Waits for the exit status (after [`Proxy::sigterm`]).
+    pub fn wait(&mut self) -> ExitStatus {
+        self.proc.wait()
+    }
+}
+
+/// Starts `testkit/sd-upstream/upstream.py` (Python 3, standard library
+/// only): a server shaped like AUTOMATIC1111 and OpenAI-style SD servers,
+/// which knows nothing of edge-diffusion. Clone before `start` to restart it
+/// on the same port.
+#[derive(Debug, Clone)]
+pub struct SdUpstreamBuilder {
+    port: u16,
+    args: Vec<String>,
+}
+
+impl Default for SdUpstreamBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SdUpstreamBuilder {
+    /// On a free loopback port, answering at once.
+    pub fn new() -> Self {
+        Self { port: free_port(), args: Vec::new() }
+    }
+
+    /// Seconds each generation sleeps, as a model would compute.
+    pub fn sleep(mut self, seconds: f64) -> Self {
+        self.args.push(format!("--sleep={seconds}"));
+        self
+    }
+
+    /// Adds a flag of the script (`--image-bytes=N`, `--chunked`).
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Its base URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it and waits until `GET /internal/ping` (A1111's health route) answers 200.
+    pub fn start(&self) -> SdUpstream {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sd-upstream/upstream.py");
+        let mut cmd = Command::new("python3");
+        cmd.arg(&script).arg(format!("--port={}", self.port)).args(&self.args);
+        let mut proc = Proc::spawn("sd-upstream (python3)", cmd);
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        proc.wait_ready(|| matches!(http::get(addr, "/internal/ping"), Ok((200, _))));
+        SdUpstream { _proc: proc, addr }
+    }
+}
+
+/// A running test upstream; killed (SIGKILL, as a crash) on drop.
+pub struct SdUpstream {
+    _proc: Proc,
+    /// Its address.
+    pub addr: SocketAddr,
+}
+
+impl SdUpstream {
+    /// Its `GET /stats`: `active`, `max_active` (most generations at once), `served`, `received_bytes`.
+    pub fn stats(&self) -> serde_json::Value {
+        let (status, body) = http::get(self.addr, "/stats").expect("GET /stats");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("stats are JSON")
     }
 }
