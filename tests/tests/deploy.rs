@@ -412,6 +412,13 @@ fn agents_workers_and_scaler_are_wired_together() {
     }
 }
 
+/// An inference Deployment's name, accelerator type and pod spec.
+fn identify(d: &Value) -> (&str, &str, &Value) {
+    let name = d["metadata"]["name"].as_str().unwrap();
+    let accel = d["metadata"]["labels"]["edge-diffusion.io/accelerator"].as_str().unwrap();
+    (name, accel, pod_specs(d)[0])
+}
+
 /// The hostPath directory that backs the directory of `file` in `container`.
 fn host_path_behind<'a>(pod: &'a Value, container: &Value, file: &str) -> &'a str {
     let dir = file.rsplit_once('/').unwrap().0;
@@ -429,9 +436,7 @@ fn inference_pods_drain_size_their_threads_and_get_a_node_port() {
     for p in chart::profiles() {
         let objects = rendered(&p);
         for d in inference_deployments(&objects) {
-            let name = d["metadata"]["name"].as_str().unwrap();
-            let accel = d["metadata"]["labels"]["edge-diffusion.io/accelerator"].as_str().unwrap();
-            let pod = pod_specs(d)[0];
+            let (name, accel, pod) = identify(d);
             let front = &pod["containers"][0];
             let worker = containers(pod).into_iter().find(|c| c["name"] == "worker").expect("a worker container");
             let proxied = front["name"] == "proxy";
@@ -778,9 +783,7 @@ fn the_neuron_profile_renders_the_proxy_in_front_of_the_server() {
     for p in chart::profiles() {
         let objects = rendered(&p);
         for d in inference_deployments(&objects) {
-            let name = d["metadata"]["name"].as_str().unwrap();
-            let accel = d["metadata"]["labels"]["edge-diffusion.io/accelerator"].as_str().unwrap();
-            let pod = pod_specs(d)[0];
+            let (name, accel, pod) = identify(d);
             let cs = containers(pod);
             if accel != "neuron" {
                 assert_eq!(cs.len(), 1, "{p}/{name}: our worker reports by itself");

@@ -14,6 +14,23 @@ use crate::{free_port, http};
 /// How long a child may take to start or stop on a loaded machine.
 const PATIENCE: Duration = Duration::from_secs(60);
 
+/// `flag` and `env` for a builder with `flags` and `env` fields.
+macro_rules! flag_and_env {
+    () => {
+        /// Sets `--name value`, replacing a default.
+        pub fn flag(mut self, name: &str, value: impl Into<String>) -> Self {
+            self.flags.insert(name.to_owned(), value.into());
+            self
+        }
+
+        /// Sets an environment variable for the child.
+        pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
+            self.env.push((key.to_owned(), value.into()));
+            self
+        }
+    };
+}
+
 /// A child process with its log file.
 struct Proc {
     name: &'static str,
@@ -108,17 +125,7 @@ impl ScalerBuilder {
         Self { bin: bin.into(), flags, env: vec![("EDGE_SCALER_LOG".into(), "info,edge_scaler=debug".into())] }
     }
 
-    /// Sets `--name value`, replacing a default.
-    pub fn flag(mut self, name: &str, value: impl Into<String>) -> Self {
-        self.flags.insert(name.to_owned(), value.into());
-        self
-    }
-
-    /// Sets an environment variable for the child.
-    pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
-        self.env.push((key.to_owned(), value.into()));
-        self
-    }
+    flag_and_env!();
 
     /// Starts the scaler and waits until its gRPC port accepts connections
     /// and its `/healthz` answers 200.
@@ -184,17 +191,7 @@ impl WorkerBuilder {
         Self { bin: bin.into(), flags, env }
     }
 
-    /// Sets `--name value`, replacing a default.
-    pub fn flag(mut self, name: &str, value: impl Into<String>) -> Self {
-        self.flags.insert(name.to_owned(), value.into());
-        self
-    }
-
-    /// Sets an environment variable for the child.
-    pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
-        self.env.push((key.to_owned(), value.into()));
-        self
-    }
+    flag_and_env!();
 
     /// Starts the worker and waits until `/readyz` answers 200 (model loaded,
     /// warm-up step done).
@@ -206,7 +203,7 @@ impl WorkerBuilder {
     }
 }
 
-/// A running `edge-inference serve`; killed on drop.
+/// A running `edge-inference serve` (or `proxy`); killed on drop.
 pub struct Worker {
     proc: Proc,
     /// The HTTP API address.
@@ -230,6 +227,16 @@ impl Worker {
     pub fn terminate(&mut self) -> ExitStatus {
         self.proc.terminate()
     }
+
+    /// Sends SIGTERM without waiting (it drains what it accepted).
+    pub fn sigterm(&self) {
+        self.proc.sigterm();
+    }
+
+    /// Waits for the exit status (after [`Worker::sigterm`]).
+    pub fn wait(&mut self) -> ExitStatus {
+        self.proc.wait()
+    }
 }
 
 /// Builds an `edge-inference proxy` command line in front of `upstream`, with
@@ -251,17 +258,7 @@ impl ProxyBuilder {
         Self { bin: bin.into(), flags, env }
     }
 
-    /// Sets `--name value`, replacing a default.
-    pub fn flag(mut self, name: &str, value: impl Into<String>) -> Self {
-        self.flags.insert(name.to_owned(), value.into());
-        self
-    }
-
-    /// Sets an environment variable for the child.
-    pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
-        self.env.push((key.to_owned(), value.into()));
-        self
-    }
+    flag_and_env!();
 
     /// Starts the proxy and waits until its `/healthz` answers (its
     /// `/readyz` follows the upstream's health).
@@ -280,36 +277,8 @@ impl ProxyBuilder {
     }
 }
 
-/// A running `edge-inference proxy`; killed on drop.
-pub struct Proxy {
-    proc: Proc,
-    /// The proxy's HTTP address (what devices call).
-    pub addr: SocketAddr,
-}
-
-impl Proxy {
-    /// Everything the proxy logged so far.
-    pub fn log(&self) -> String {
-        self.proc.log()
-    }
-
-    /// The proxy's own `/metrics`.
-    pub fn metrics(&self) -> String {
-        let (status, body) = http::get(self.addr, "/metrics").expect("GET /metrics");
-        assert_eq!(status, 200, "GET /metrics: {body}");
-        body
-    }
-
-    /// Sends SIGTERM without waiting (the proxy drains what it accepted).
-    pub fn sigterm(&self) {
-        self.proc.sigterm();
-    }
-
-    /// Waits for the exit status (after [`Proxy::sigterm`]).
-    pub fn wait(&mut self) -> ExitStatus {
-        self.proc.wait()
-    }
-}
+/// A running `edge-inference proxy`: the same handle as the worker's.
+pub type Proxy = Worker;
 
 /// Starts `testkit/sd-upstream/upstream.py` (Python 3, standard library
 /// only): a server shaped like AUTOMATIC1111 and OpenAI-style SD servers,
