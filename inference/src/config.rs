@@ -139,6 +139,10 @@ pub struct ProxyArgs {
     /// get 502 and the endpoint is withdrawn from the inventory.
     #[arg(long, env = "EDGE_INFERENCE_UPSTREAM_HEALTH", default_value = "/")]
     pub upstream_health: String,
+    /// How long the upstream may take to start answering a request (a generation's whole
+    /// compute time, for servers that answer only at the end); past it: 502, marked down.
+    #[arg(long, env = "EDGE_INFERENCE_UPSTREAM_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub upstream_timeout: Duration,
     /// How often the health URL is asked.
     #[arg(long, env = "EDGE_INFERENCE_HEALTH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub health_interval: Duration,

@@ -2,8 +2,11 @@
 //! upstream (`testkit/sd-upstream/upstream.py`, Python stdlib): bodies pass
 //! unchanged both ways (large and chunked ones too), other paths pass
 //! straight through uncounted, `--concurrency` bounds what reaches the
-//! upstream, SIGTERM drains, and bad flags stop it naming the flag. The
+//! upstream (also when clients hang up), SIGTERM drains, and bad flags stop it
+//! naming the flag. The
 //! end-to-end test with the agent and scaler is `tests/tests/proxy.rs`.
+
+mod common;
 
 use std::time::Duration;
 
@@ -72,6 +75,50 @@ fn bodies_pass_unchanged_both_ways_and_concurrency_bounds_the_upstream() {
     assert_eq!(sample(&m, "edge_inference_capacity"), Some(8.0));
     assert_eq!(sample(&m, "edge_inference_ready"), Some(1.0));
     assert!(!m.contains("edge_inference_images_generated"), "only the upstream knows its images:\n{m}");
+}
+
+/// A client that hangs up while queued frees its slot; one that hangs up
+/// while the upstream computes does not free the runner: the upstream is
+/// still busy, and the next request must wait for it.
+#[test]
+fn a_client_that_hangs_up_frees_its_slot_but_not_the_busy_upstream() {
+    let builder = SdUpstreamBuilder::new().sleep(1.0);
+    let upstream = builder.start();
+    let p = proxy(&builder).flag("queue-capacity", "2").start();
+    ready(&p);
+    let body = r#"{"prompt": "x"}"#;
+    let running = common::send(p.addr, "POST", "/sdapi/v1/txt2img", body).unwrap();
+    eventually(LONG, "the first at the upstream", || (upstream.stats()["active"] == 1).then_some(()));
+    let queued = common::send(p.addr, "POST", "/sdapi/v1/txt2img", body).unwrap();
+    eventually(LONG, "the second queued", || {
+        (sample(&p.metrics(), "edge_inference_queue_depth")? == 1.0).then_some(())
+    });
+    assert_eq!(http::post_response(p.addr, "/sdapi/v1/txt2img", body, LONG).unwrap().status, 429);
+    drop(queued);
+    eventually(LONG, "the abandoned request out of the queue", || {
+        (sample(&p.metrics(), "edge_inference_queue_depth")? == 0.0).then_some(())
+    });
+    // The running client leaves; the next request still waits for the upstream.
+    drop(running);
+    let next = http::post_response(p.addr, "/sdapi/v1/txt2img", body, LONG).unwrap();
+    assert_eq!(next.status, 200, "{}", next.body);
+    let stats = upstream.stats();
+    assert_eq!((stats["max_active"].as_u64(), stats["served"].as_u64()), (Some(1), Some(2)), "{stats}");
+}
+
+#[test]
+fn an_upstream_that_does_not_answer_in_time_gets_502_and_is_marked_down() {
+    let builder = SdUpstreamBuilder::new().sleep(3.0);
+    let _upstream = builder.start();
+    let p = proxy(&builder).flag("upstream-timeout", "300ms").flag("health-interval", "1h").start();
+    ready(&p);
+    let r = http::post_response(p.addr, "/v1/images/generations", r#"{"prompt": "slow"}"#, LONG).unwrap();
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert!(r.body.contains("--upstream-timeout 300ms"), "{}", r.body);
+    // Marked down (the next health check is an hour away): refused at once, not queued.
+    assert_eq!(http::get(p.addr, "/readyz").unwrap().0, 503);
+    let again = http::post_response(p.addr, "/v1/images/generations", r#"{"prompt": "x"}"#, LONG).unwrap();
+    assert!(again.status == 502 && again.body.contains("is down"), "{}", again.body);
 }
 
 #[test]

@@ -11,7 +11,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Version, header};
 use axum::response::{IntoResponse, Response};
-use http_body::{Frame, SizeHint};
+use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::Proxy;
@@ -56,7 +56,12 @@ impl Proxy {
     }
 
     /// Sends `request` upstream and streams the answer back; `running`, if
-    /// any, is released when the answer's body ends or the client goes away.
+    /// any, is released when the answer's body ends.
+    ///
+    /// The exchange runs on a task of its own that holds the runner: most
+    /// servers carry on computing when the client hangs up, so a client that
+    /// leaves does not free the runner early; the task reads the answer to its
+    /// end instead, and only then is the upstream free for the next request.
     async fn forward(&self, request: Request, running: Option<Running>) -> Result<Response, ApiError> {
         let (mut parts, body) = request.into_parts();
         parts.uri = self.upstream.uri(parts.uri.path_and_query());
@@ -65,17 +70,31 @@ impl Proxy {
         if let Ok(host) = HeaderValue::from_str(self.upstream.authority().as_str()) {
             parts.headers.insert(header::HOST, host);
         }
-        let answer = self.client.request(Request::from_parts(parts, body)).await.map_err(|e| {
+        let request = Request::from_parts(parts, body);
+        let (client, metrics, timeout) = (self.client.clone(), self.metrics.clone(), self.timeout);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let answer = match tokio::time::timeout(timeout, client.request(request)).await {
+                Ok(Ok(answer)) => {
+                    let (parts, body) = answer.into_parts();
+                    Ok((parts, Held { inner: body, running, metrics }))
+                }
+                Ok(Err(e)) => Err(chain(&e)),
+                Err(_) => Err(format!("sent no answer within --upstream-timeout {timeout:?}")),
+            };
+            if let Err(Ok((_, mut held))) = tx.send(answer) {
+                while let Some(Ok(_)) = std::future::poll_fn(|cx| Pin::new(&mut held).poll_frame(cx)).await {}
+            }
+        });
+        let answer = rx.await.unwrap_or_else(|_| Err("the forwarding task stopped".to_owned()));
+        let (mut parts, held) = answer.map_err(|error| {
             // Down until the health URL answers again: admission refuses and
             // the reports withdraw the endpoint.
             self.queue.set_available(false);
-            let error = chain(&e);
             tracing::warn!(upstream = %self.upstream, %error, "upstream request failed; marked down until its health URL answers");
             self.down(format!("did not answer: {error}"))
         })?;
-        let (mut parts, body) = answer.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        let held = Held { inner: body, running, metrics: self.metrics.clone() };
         Ok(Response::from_parts(parts, Body::new(held)))
     }
 }

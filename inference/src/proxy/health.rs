@@ -25,21 +25,20 @@ pub async fn check(client: &Client, uri: &Uri) -> Result<(), String> {
 /// Checks `uri` every `interval` forever, setting the queue's availability
 /// from the answer and logging each change.
 pub async fn watch(client: Client, uri: Uri, interval: Duration, queue: Queue) {
-    let mut last: Option<bool> = None;
+    let mut first = true;
     loop {
         let result = check(&client, &uri).await;
-        let up = result.is_ok();
         // A failed request may have marked the upstream down since the last check.
-        let was_up = last.filter(|_| !queue.counts().unavailable || !up);
-        match (&result, was_up) {
-            (Ok(()), Some(true)) | (Err(_), Some(false)) => {}
-            (Ok(()), _) => tracing::info!(health = %uri, "upstream is up; taking work"),
-            (Err(error), _) => {
+        let was_up = !queue.counts().unavailable;
+        match &result {
+            Ok(()) if first || !was_up => tracing::info!(health = %uri, "upstream is up; taking work"),
+            Err(error) if first || was_up => {
                 tracing::warn!(health = %uri, %error, "upstream is down; generations get 502, endpoint withdrawn")
             }
+            _ => {}
         }
-        queue.set_available(up);
-        last = Some(up);
+        queue.set_available(result.is_ok());
+        first = false;
         tokio::time::sleep(interval).await;
     }
 }

@@ -41,13 +41,16 @@ pub struct Proxy {
     upstream: Upstream,
     routes: Vec<routes::Route>,
     client: Client,
+    /// How long the upstream may take to start its answer.
+    timeout: Duration,
 }
 
 impl Proxy {
-    /// A proxy to `upstream`, down until its health URL answers.
-    pub fn new(upstream: Upstream, routes: Vec<routes::Route>, queue: Queue) -> Self {
+    /// A proxy to `upstream`, down until its health URL answers; `timeout`
+    /// bounds how long the upstream may take to start an answer.
+    pub fn new(upstream: Upstream, routes: Vec<routes::Route>, queue: Queue, timeout: Duration) -> Self {
         queue.set_available(false);
-        Self { queue, metrics: Arc::new(Metrics::for_proxy()), upstream, routes, client: client() }
+        Self { queue, metrics: Arc::new(Metrics::for_proxy()), upstream, routes, client: client(), timeout }
     }
 
     fn is_ready(&self) -> bool {
@@ -95,7 +98,10 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         anyhow::bail!("--health-interval: must be more than 0 (e.g. 1s)");
     }
     let queue = Queue::new(args.queue.queue_capacity, args.queue.concurrency);
-    let proxy = Arc::new(Proxy::new(args.upstream.clone(), args.routes.clone(), queue.clone()));
+    if args.upstream_timeout.is_zero() {
+        anyhow::bail!("--upstream-timeout: must be more than 0 (e.g. 10m)");
+    }
+    let proxy = Arc::new(Proxy::new(args.upstream.clone(), args.routes.clone(), queue.clone(), args.upstream_timeout));
     let mut daemon = Daemon::start(&args.queue, router(proxy.clone()), queue.clone()).await?;
     tracing::info!(upstream = %args.upstream, health = %health, routes = args.routes.len(), "proxying");
     let watcher = tokio::spawn(health::watch(proxy.client.clone(), health, args.health_interval, queue));
