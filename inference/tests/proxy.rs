@@ -123,7 +123,7 @@ fn an_upstream_that_does_not_answer_in_time_gets_502_and_is_marked_down() {
 
 #[test]
 fn sigterm_drains_every_accepted_request() {
-    let builder = SdUpstreamBuilder::new().sleep(0.5);
+    let builder = SdUpstreamBuilder::new().sleep(0.8);
     let upstream = builder.start();
     let mut p = proxy(&builder).flag("queue-capacity", "3").flag("drain-timeout", "30s").start();
     ready(&p);

@@ -105,11 +105,12 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 info = {"seed": seed, "prompt": req.get("prompt", ""), "received_bytes": len(raw)}
                 value = {"images": [image(ARGS.image_bytes, seed)], "parameters": req, "info": json.dumps(info)}
-            self.answer(200, value, chunked=ARGS.chunked)
         finally:
+            # Counted before the answer goes out: a client that has its answer sees it in /stats.
             with LOCK:
                 STATS["active"] -= 1
                 STATS["served"] += 1
+        self.answer(200, value, chunked=ARGS.chunked)
 
 
 def main():

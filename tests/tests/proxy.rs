@@ -33,8 +33,8 @@ fn txt2img(seed: usize) -> String {
 #[test]
 fn a_burst_through_the_proxy_wakes_the_scaler_and_a_dead_upstream_leaves_the_inventory() {
     let agent = AgentBuilder::new(artifact("edge-agent")).flag("stream-heartbeat", "200ms").start();
-    // One second per generation: the queue stays up long enough to be seen.
-    let upstream_builder = SdUpstreamBuilder::new().sleep(1.0);
+    // 1.5 s per generation: the full queue stays up long enough to be seen.
+    let upstream_builder = SdUpstreamBuilder::new().sleep(1.5);
     let upstream = upstream_builder.start();
     let listen = format!("127.0.0.1:{}", edge_testkit::free_port());
     let url = format!("http://{listen}");
@@ -78,16 +78,20 @@ fn a_burst_through_the_proxy_wakes_the_scaler_and_a_dead_upstream_leaves_the_inv
             handle
         })
         .collect();
+    // All accepted (the first running for a while): the next one is past capacity.
+    eventually(PATIENCE, "every burst request accepted by the proxy", || {
+        let m = proxy.metrics();
+        (sample(&m, "edge_inference_queue_depth")? + sample(&m, "edge_inference_in_flight")? == CAPACITY as f64)
+            .then_some(())
+    });
+    let full = http::post_response(proxy.addr, "/v1/images/generations", r#"{"prompt": "one too many"}"#, PATIENCE)
+        .expect("POST past capacity");
+    assert_eq!(full.status, 429, "{}", full.body);
     let queue = format!(
         "{}{{accelerator=\"neuron\",namespace=\"{NS}\",deployment=\"sd-neuron\"",
         edge::WORKER_QUEUE_DEPTH.name
     );
     eventually(PATIENCE, "the queue rising at the agent", || (sample(&agent.metrics(), &queue)? >= 2.0).then_some(()));
-    let full = eventually(PATIENCE, "a 429 past capacity", || {
-        let r = http::post_response(proxy.addr, "/v1/images/generations", r#"{"prompt": "one too many"}"#, PATIENCE)
-            .ok()?;
-        (r.status == 429).then_some(r)
-    });
     let retry: u64 = full.header("retry-after").expect("Retry-After").parse().expect("seconds");
     assert!(retry >= 1, "{retry}");
     assert!(full.body.contains("rate_limit_error"), "{}", full.body);
