@@ -4,9 +4,13 @@
 /// The default `--route` list: OpenAI's images API (our worker, sd-server,
 /// the Neuron reference server), AUTOMATIC1111's txt2img/img2img,
 /// stable-diffusion.cpp's sd-server, and Gradio apps (the seeds' server):
-/// `/run/predict` (Gradio 3) and `/gradio_api/*` (Gradio 4 and 5).
-pub const DEFAULT: &str =
-    "/v1/images/*,/sdapi/v1/txt2img,/sdapi/v1/img2img,/txt2img,/img2img,/run/predict,/gradio_api/*";
+/// `/run/predict` (Gradio 3) and, of `/gradio_api/*` (Gradio 5), the calls
+/// that run a function: `run/*`, `call/*` (the POST and its result stream)
+/// and `queue/join`. Not all of `/gradio_api/*`: its `heartbeat/*` is an
+/// event stream open as long as a browser tab is, which would hold a runner
+/// for that long; uploads, `info` and the UI's assets pass through.
+pub const DEFAULT: &str = "/v1/images/*,/sdapi/v1/txt2img,/sdapi/v1/img2img,/txt2img,/img2img,/run/predict,\
+                           /gradio_api/run/*,/gradio_api/call/*,/gradio_api/queue/join";
 
 /// One `--route` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,11 +75,23 @@ mod tests {
             "/txt2img",
             "/run/predict",
             "/gradio_api/call/predict",
+            "/gradio_api/call/predict/3f2a9c",
+            "/gradio_api/run/predict",
             "/gradio_api/queue/join",
         ] {
             assert!(is_generation(&routes, path), "{path}");
         }
-        for path in ["/", "/sdapi/v1/options", "/sdapi/v1/sd-models", "/v1/images", "/run/predictx", "/internal/ping"] {
+        for path in [
+            "/",
+            "/sdapi/v1/options",
+            "/sdapi/v1/sd-models",
+            "/v1/images",
+            "/run/predictx",
+            "/internal/ping",
+            "/gradio_api/heartbeat/3f2a9c",
+            "/gradio_api/upload",
+            "/gradio_api/info",
+        ] {
             assert!(!is_generation(&routes, path), "{path}");
         }
     }
