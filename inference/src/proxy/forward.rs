@@ -24,17 +24,7 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
     if !super::routes::is_generation(&proxy.routes, request.uri().path()) {
         return proxy.forward(request, None).await.unwrap_or_else(IntoResponse::into_response);
     }
-    let response = match proxy.generation(request).await {
-        Ok(r) => r,
-        Err(e) => {
-            if let Some(reason) = e.rejection() {
-                proxy.metrics.rejected(reason);
-            }
-            e.into_response()
-        }
-    };
-    proxy.metrics.answered(response.status().as_u16());
-    response
+    crate::http::routes::answered(&proxy.metrics, proxy.generation(request).await)
 }
 
 impl Proxy {
