@@ -818,6 +818,7 @@ fn the_neuron_profile_renders_the_proxy_in_front_of_the_server() {
             assert_eq!(server["livenessProbe"]["httpGet"]["port"], "upstream", "{p}/{name}");
             // The proxy owns the queue: capacity and concurrency.
             assert!(flag(proxy, "queue-capacity").is_some() && flag(proxy, "concurrency") == Some("1"), "{p}/{name}");
+            assert_eq!(flag(proxy, "upstream-timeout"), Some("10m"), "{p}/{name}");
             // The server outlives the proxy's drain, and the pod's grace period covers both.
             let drain: u64 = flag(proxy, "drain-timeout").unwrap().trim_end_matches('s').parse().unwrap();
             let front_stop = proxy["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64().unwrap();

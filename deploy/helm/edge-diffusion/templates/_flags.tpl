@@ -106,6 +106,7 @@ flags); EDGE_* environment variables for what the downward API fills in.
 - --agent={{ include "edge-diffusion.reportSocket" .root }}
 - --queue-capacity={{ .spec.queueCapacity }}
 - --concurrency={{ .spec.proxy.concurrency }}
+- --upstream-timeout={{ .spec.proxy.upstreamTimeout }}
 - --drain-timeout={{ $v.inference.drainTimeoutSeconds }}s
 {{- with .spec.proxy.routes }}
 - --route={{ join "," . }}
