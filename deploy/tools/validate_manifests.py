@@ -7,12 +7,16 @@ Karpenter, Volcano) are checked against the openAPIV3Schema of their CRD in --cr
 way the API server prunes: an object schema with `properties` and neither
 `additionalProperties` nor `x-kubernetes-preserve-unknown-fields` rejects unknown fields, so a
 typo is an error here instead of a silently dropped field there. CEL rules
-(`x-kubernetes-validations`) are not evaluated.
+(`x-kubernetes-validations`) are not evaluated. Prometheus operator objects (monitoring.coreos.com)
+are checked by validate_monitoring.mjs with the validators generated from the operator's CRDs
+(npm @kubernetes-models/prometheus-operator, --monitoring-modules): field types and required
+fields, not unknown fields.
 
 Prints one line per object and exits 1 if any object fails; with --json FILE also writes every
 object as a JSON list for further checks.
 
-usage: validate_manifests.py --crds DIR [--kube-version 1.33.0 ...] [--json OUT] MANIFEST...
+usage: validate_manifests.py --crds DIR [--monitoring-modules NODE_MODULES] [--kube-version 1.33.0 ...]
+                             [--json OUT] MANIFEST...
 """
 
 import argparse
@@ -21,9 +25,13 @@ import json
 import pathlib
 import sys
 
+import subprocess
+
 import jsonschema
 import kubernetes_validate
 import yaml
+
+MONITORING_GROUP = "monitoring.coreos.com"
 
 
 def load_crds(root):
@@ -79,6 +87,18 @@ def check_custom(doc, schemas):
     ]
 
 
+def check_monitoring(doc, modules):
+    if not modules:
+        return [f"{doc['kind']}: pass --monitoring-modules to validate {MONITORING_GROUP} objects"]
+    script = pathlib.Path(__file__).with_name("validate_monitoring.mjs")
+    out = subprocess.run(
+        ["node", str(script), modules], input=json.dumps([doc]), capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        return [f"validate_monitoring.mjs failed: {out.stderr.strip()}"]
+    return json.loads(out.stdout)[0]
+
+
 def check_builtin(doc, versions):
     errors = []
     for version in versions:
@@ -97,6 +117,7 @@ def main():
     parser.add_argument("--crds", required=True, help="directory with CRD YAML files")
     parser.add_argument("--kube-version", action="append", dest="versions", help="Kubernetes version(s)")
     parser.add_argument("--json", help="write every object as a JSON list here")
+    parser.add_argument("--monitoring-modules", help="node_modules with @kubernetes-models/prometheus-operator")
     parser.add_argument("manifests", nargs="+")
     args = parser.parse_args()
     versions = args.versions or [kubernetes_validate.latest_version()]
@@ -111,7 +132,9 @@ def main():
             objects.append(doc)
             name = f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
             group = doc.get("apiVersion", "").rpartition("/")[0]
-            if group in custom_groups:
+            if group == MONITORING_GROUP:
+                errors, how = check_monitoring(doc, args.monitoring_modules), "prometheus-operator models"
+            elif group in custom_groups:
                 errors, how = check_custom(doc, schemas), "CRD schema"
             else:
                 errors, how = check_builtin(doc, versions), "Kubernetes " + ", ".join(versions)

@@ -1,7 +1,7 @@
 //! The scaler at cluster scale: 1,000 simulated agents and 100 ScaledObjects.
 //!
 //! Run: `cargo bench -p edge-scaler --bench scale` (release build). Options:
-//! `-- --agents N --objects M --rounds R --wakes W --pin on|off`.
+//! `-- --agents N --objects M --rounds R --wakes W --pin on|off --replicas 1|2`.
 //!
 //! - 1,000 in-process `SnapshotFeed` servers (the agent's real wire protocol,
 //!   a full snapshot first, then every change, a 2 s heartbeat), each a node
@@ -18,6 +18,12 @@
 //! p50/p99 against the agent → subscriber hop alone (a direct Watch on the
 //! same simulated agent, measured in the same trial); the device pull at zero
 //! → `StreamIsActive` latency beside it; and the scaler's RSS.
+//!
+//! `--replicas 2` (the default, as the chart runs) starts a second scaler
+//! replica, its peer (`--peers`), on the other CPUs, following the same
+//! agents; the pulls at zero then alternate between the replica KEDA holds
+//! its stream on and its peer, which must forward the demand: both are
+//! printed, with their ratio.
 //!
 //! `--pin on` (the default on a machine with 2+ CPUs) runs the scaler on CPU 0
 //! and everything else (the 1,000 simulated agents, the churn, the KEDA
@@ -56,11 +62,12 @@ struct Options {
     rounds: usize,
     wakes: usize,
     pin: bool,
+    replicas: usize,
 }
 
 fn options() -> Options {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut o = Options { agents: 1000, objects: 100, rounds: 30, wakes: 200, pin: cpus >= 2 };
+    let mut o = Options { agents: 1000, objects: 100, rounds: 30, wakes: 200, pin: cpus >= 2, replicas: 2 };
     let args: Vec<String> = std::env::args().collect();
     for pair in args.windows(2) {
         let value = || pair[1].parse().unwrap_or_else(|_| panic!("{} needs a number, not {:?}", pair[0], pair[1]));
@@ -69,6 +76,10 @@ fn options() -> Options {
             "--objects" => o.objects = value(),
             "--rounds" => o.rounds = value(),
             "--wakes" => o.wakes = value(),
+            "--replicas" => {
+                o.replicas = value();
+                assert!((1..=2).contains(&o.replicas), "--replicas takes 1 or 2, not {}", o.replicas);
+            }
             "--pin" => {
                 o.pin = match pair[1].as_str() {
                     "on" => true,
@@ -324,10 +335,15 @@ async fn main() {
     } else {
         Command::new(env!("CARGO_BIN_EXE_edge-scaler"))
     };
+    // The peer replica's ports, known before either starts.
+    let peer_grpc: SocketAddr = port(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let peer_http: SocketAddr = port(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let peers_of = |other: SocketAddr| if o.replicas == 2 { other.to_string() } else { String::new() };
     let child = command
-        .env("EDGE_SCALER_AGENTS", list)
+        .env("EDGE_SCALER_AGENTS", &list)
         .env("EDGE_SCALER_LISTEN", grpc.to_string())
         .env("EDGE_SCALER_METRICS_LISTEN", http.to_string())
+        .env("EDGE_SCALER_PEERS", peers_of(peer_http))
         .env("EDGE_SCALER_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -335,18 +351,43 @@ async fn main() {
     // Killed on drop, also when an assertion below fails.
     let child = KillOnDrop(child);
     let pid = child.0.id();
+    // The peer inherits this process's CPUs: with --pin, all but the scaler's.
+    let peer = (o.replicas == 2).then(|| {
+        let peer = Command::new(env!("CARGO_BIN_EXE_edge-scaler"))
+            .env("EDGE_SCALER_AGENTS", &list)
+            .env("EDGE_SCALER_LISTEN", peer_grpc.to_string())
+            .env("EDGE_SCALER_METRICS_LISTEN", peer_http.to_string())
+            .env("EDGE_SCALER_PEERS", http.to_string())
+            .env("EDGE_SCALER_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the peer edge-scaler");
+        KillOnDrop(peer)
+    });
     let started = Instant::now();
-    loop {
-        let connected = edge_testkit::http::get(http, "/metrics")
-            .ok()
-            .and_then(|(_, body)| edge_testkit::sample(&body, "edge_scaler_agents_connected"));
-        if connected == Some(o.agents as f64) {
-            break;
+    let replicas = if peer.is_some() { vec![http, peer_http] } else { vec![http] };
+    for at in &replicas {
+        loop {
+            let body = edge_testkit::http::get(*at, "/metrics").ok().map(|(_, body)| body).unwrap_or_default();
+            let connected = edge_testkit::sample(&body, "edge_scaler_agents_connected");
+            let peers = edge_testkit::sample(&body, "edge_scaler_peers").unwrap_or(0.0);
+            if connected == Some(o.agents as f64) && peers == (replicas.len() - 1) as f64 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "scaler at {at} did not connect to every agent and peer: {connected:?}, {peers}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(started.elapsed() < Duration::from_secs(120), "scaler did not connect to every agent: {connected:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    println!("scaler followed {} agents after {:.2?}", o.agents, started.elapsed());
+    println!(
+        "{} scaler replica(s) followed {} agents after {:.2?}{}",
+        replicas.len(),
+        o.agents,
+        started.elapsed(),
+        if peer.is_some() { " and synced with each other" } else { "" }
+    );
     println!(
         "{}",
         if o.pin {
@@ -388,12 +429,15 @@ async fn main() {
     }
 
     // 4. KEDA's polling pattern for every ScaledObject; each object twice per
-    // round, with demand on (the default) and off, interleaved.
+    // round, with demand on (the default) and off, interleaved in alternating order.
     let cpu_before = (cpu_seconds(pid), Instant::now());
     let (mut spec_lat, mut metrics_lat, mut off_lat, mut errors) = (Vec::new(), Vec::new(), Vec::new(), 0usize);
-    for _ in 0..o.rounds {
+    for round in 0..o.rounds {
+        // Which of the pair goes first alternates, so neither side always
+        // follows the other's IsActive.
+        let order = if round % 2 == 0 { [true, false] } else { [false, true] };
         for d in 0..o.objects {
-            for with_demand in [true, false] {
+            for with_demand in order {
                 let obj = if with_demand { object(d, metric_of(d)) } else { object_without_demand(d, metric_of(d)) };
                 let t = Instant::now();
                 let spec = keda.get_metric_spec(obj.clone()).await.expect("GetMetricSpec").into_inner();
@@ -490,34 +534,53 @@ async fn main() {
         .await
         .expect("StreamIsActive at zero")
         .into_inner();
-    let mut pull_lat = Vec::new();
+    let at_peer = peer
+        .as_ref()
+        .map(|_| Arc::new(std::sync::Mutex::new(edge_testkit::http::KeepAlive::connect(peer_http).unwrap())));
+    let (mut pull_lat, mut peer_lat) = (Vec::new(), Vec::new());
     for trial in 0..o.wakes {
+        // With a peer, every other pull reaches it instead of the replica KEDA holds.
+        let via_peer = at_peer.as_ref().filter(|_| trial % 2 == 1);
+        let conn = via_peer.unwrap_or(&inventory);
         let path = format!("/v1/endpoints?accelerator=cpu&zone=zone-0&device=zero-{trial}");
         let t = Instant::now();
-        let (pulled, pushed) = tokio::join!(pull(&inventory, path), async {
+        let (pulled, pushed) = tokio::join!(pull(conn, path), async {
             let m = tokio::time::timeout(Duration::from_secs(10), zero_stream.message()).await;
             assert!(matches!(m, Ok(Ok(Some(ref r))) if r.result), "no activation for the pull at zero: {m:?}");
             t.elapsed()
         });
         assert_eq!(pulled.0, 200, "{}", pulled.1);
-        pull_lat.push(pushed);
+        if via_peer.is_some() { &mut peer_lat } else { &mut pull_lat }.push(pushed);
         agents[host].set_advertise(true);
         while keda.is_active(object_at_zero("zone-0")).await.map(|r| r.into_inner().result).unwrap_or(true) {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         agents[host].set_advertise(false);
-        // Until the endpoint has left (a pull without an accelerator is no demand).
-        while pull(&inventory, "/v1/endpoints?zone=zone-0".to_owned()).await.1.contains("\"url\"") {
-            tokio::time::sleep(Duration::from_millis(2)).await;
+        // Until the endpoint has left every replica (a pull without an accelerator is no demand).
+        for conn in std::iter::once(&inventory).chain(at_peer.as_ref()) {
+            while pull(conn, "/v1/endpoints?zone=zone-0".to_owned()).await.1.contains("\"url\"") {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
         }
     }
+    let pulls = pull_lat.len();
     let (p50, p99) = summary(pull_lat);
-    println!("device pull at zero -> StreamIsActive ({} pulls): p50 {:>9.1?}  p99 {:>9.1?}", o.wakes, p50, p99);
+    println!("device pull at zero -> StreamIsActive ({pulls} pulls): p50 {:>9.1?}  p99 {:>9.1?}", p50, p99);
     println!(
         "  ratio pull / queue wake:                 p50 {:>6.2}x   p99 {:>6.2}x",
         p50.as_secs_f64() / w50.as_secs_f64(),
         p99.as_secs_f64() / w99.as_secs_f64()
     );
+    if !peer_lat.is_empty() {
+        let pulls = peer_lat.len();
+        let (q50, q99) = summary(peer_lat);
+        println!("  the same pull at the peer replica ({pulls} pulls): p50 {:>9.1?}  p99 {:>9.1?}", q50, q99);
+        println!(
+            "  ratio at peer / at KEDA's replica:       p50 {:>6.2}x   p99 {:>6.2}x",
+            q50.as_secs_f64() / p50.as_secs_f64(),
+            q99.as_secs_f64() / p99.as_secs_f64()
+        );
+    }
 
     let cpu = (cpu_seconds(pid) - cpu_before.0) / cpu_before.1.elapsed().as_secs_f64();
     println!();
@@ -528,6 +591,7 @@ async fn main() {
         cpu * 100.0
     );
     churn.abort();
+    drop(peer);
     drop(child);
 }
 

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use edge_telemetry::AcceleratorType;
-use edge_telemetry::inventory::Endpoint;
+use edge_telemetry::inventory::{AddressRule, Endpoint, Reachability, split_host};
 use edge_telemetry::proto::NodeSnapshot;
 
 use crate::trigger::{MetricKind, Trigger};
@@ -141,6 +141,9 @@ pub fn contribution(snapshot: &NodeSnapshot) -> NodeContribution {
                 capacity: w.capacity,
                 latency_p50_seconds: w.latency_p50_seconds,
                 latency_p99_seconds: w.latency_p99_seconds,
+                address: AddressRule::Advertised,
+                reachability: split_host(&w.endpoint)
+                    .map_or(Reachability::Public, |(_, h, _)| Reachability::of_host(h)),
             });
         }
         let key = WorkerClass {

@@ -85,6 +85,46 @@ pub struct Config {
     #[arg(long, env = "EDGE_SCALER_DEMAND_MAX_REQUESTERS", default_value_t = 10_000)]
     pub demand_max_requesters: usize,
 
+    /// The other replicas of this scaler, to share device demand with:
+    /// comma-separated `host:port` of their HTTP port (--metrics-listen),
+    /// each name resolved again every few seconds, so a headless Service
+    /// listing every replica fits (the chart's `<scaler>-peers`). This
+    /// replica finds itself among the addresses and skips it. A device's
+    /// pull can reach any replica, KEDA's stream only one: without peers, a
+    /// replica only wakes on the pulls it served itself. Empty: one replica.
+    #[arg(long, env = "EDGE_SCALER_PEERS", default_value = "")]
+    pub peers: String,
+
+    /// Inventory pulls a second one client address may make (an IPv6 /64
+    /// counts as one), with bursts of twice that; beyond it the pull is
+    /// answered 429 with Retry-After. Off (0) by default: behind a proxy or
+    /// a load balancer that does not keep client addresses, every device
+    /// shares the proxy's address (limit there instead). Turn it on where
+    /// the scaler sees the devices' own addresses.
+    #[arg(long, env = "EDGE_SCALER_INVENTORY_RATE", default_value_t = 0)]
+    pub inventory_rate: u32,
+
+    /// List each endpoint at its node's ExternalIP when the node has one
+    /// (the scaler then gets, lists and watches Nodes; needs
+    /// --agent-service). Workers advertise the node's primary address,
+    /// private even in a public subnet.
+    #[arg(long, env = "EDGE_SCALER_NODE_ADDRESSES", default_value_t = false, action = clap::ArgAction::Set)]
+    pub node_addresses: bool,
+
+    /// Per zone, the host devices reach that zone's nodes by (a load
+    /// balancer or DNS name), for nodes without an ExternalIP:
+    /// `ZONE=HOST,ZONE=HOST`. Endpoints with neither keep their advertised
+    /// (private) address, marked `reachability: "vpc"`.
+    #[arg(long, env = "EDGE_SCALER_ADVERTISE_HOST", default_value = "")]
+    pub advertise_host: String,
+
+    /// Longest wait for every discovered agent's first snapshot before
+    /// `/readyz` says Ready anyway (the silent ones count as stale). Until
+    /// then a new replica stays out of the Service, so KEDA never reads a
+    /// partial sum from it. `0s`: Ready once discovery has listed the agents.
+    #[arg(long, env = "EDGE_SCALER_READY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub ready_timeout: Duration,
+
     /// Log format.
     #[arg(long, env = "EDGE_SCALER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -165,6 +205,16 @@ pub struct Settings {
     pub demand_ttl: Duration,
     /// See [`Config::demand_max_requesters`].
     pub demand_max_requesters: usize,
+    /// See [`Config::peers`]; empty: no peers.
+    pub peers: Vec<String>,
+    /// See [`Config::ready_timeout`].
+    pub ready_timeout: Duration,
+    /// See [`Config::inventory_rate`]; 0: no limit.
+    pub inventory_rate: u32,
+    /// See [`Config::node_addresses`].
+    pub node_addresses: bool,
+    /// See [`Config::advertise_host`]: zone → host.
+    pub advertise_host: std::collections::BTreeMap<String, String>,
 }
 
 /// Bounds of --stale-after (and of a trigger's `staleAfter`).
@@ -182,6 +232,15 @@ impl Config {
         if self.demand_ttl > Duration::from_secs(24 * 3600) {
             return Err(err("demand-ttl", format!("{:?} is outside 0s..=24h (0s turns demand off)", self.demand_ttl)));
         }
+        if self.inventory_rate > 100_000 {
+            return Err(err(
+                "inventory-rate",
+                format!("{} is outside 0..=100000 (0 turns the limit off)", self.inventory_rate),
+            ));
+        }
+        if self.ready_timeout > Duration::from_secs(600) {
+            return Err(err("ready-timeout", format!("{:?} is outside 0s..=10m", self.ready_timeout)));
+        }
         if !(1..=1_000_000).contains(&self.demand_max_requesters) {
             return Err(err("demand-max-requesters", format!("{} is outside 1..=1000000", self.demand_max_requesters)));
         }
@@ -192,7 +251,18 @@ impl Config {
             })
             .transpose()?;
         let discovery = self.discovery()?;
+        if self.node_addresses && !matches!(discovery, Discovery::Kubernetes(_)) {
+            return Err(err("node-addresses", "reads Nodes through the Kubernetes API: needs --agent-service"));
+        }
+        let advertise_host = parse_advertise_host(&self.advertise_host)?;
         let tls = self.tls()?;
+        let peers = match non_empty(&self.peers) {
+            None => Vec::new(),
+            Some(_) if metrics_listen.is_none() => {
+                return Err(err("peers", "peers talk to each other's HTTP port: --metrics-listen must not be empty"));
+            }
+            Some(list) => parse_host_list("peers", list)?,
+        };
         Ok(Settings {
             listen: self.listen,
             metrics_listen,
@@ -202,6 +272,11 @@ impl Config {
             tls,
             demand_ttl: self.demand_ttl,
             demand_max_requesters: self.demand_max_requesters,
+            peers,
+            ready_timeout: self.ready_timeout,
+            inventory_rate: self.inventory_rate,
+            node_addresses: self.node_addresses,
+            advertise_host,
         })
     }
 
@@ -221,7 +296,7 @@ impl Config {
                 if non_empty(&self.agent_namespace).is_some() || non_empty(&self.agent_port).is_some() {
                     return Err(err("agent-namespace", "--agent-namespace and --agent-port need --agent-service"));
                 }
-                parse_agent_list(list).map(Discovery::Static)
+                parse_host_list("agents", list).map(Discovery::Static)
             }
             (None, Some(service)) => {
                 check_dns_name("agent-service", service)?;
@@ -266,27 +341,66 @@ impl Config {
 }
 
 /// Splits and checks `host:port,host:port`.
-fn parse_agent_list(list: &str) -> Result<Vec<String>, ConfigError> {
+fn parse_host_list(flag: &'static str, list: &str) -> Result<Vec<String>, ConfigError> {
     let mut out: Vec<String> = Vec::new();
     for item in list.split(',').map(str::trim) {
         if item.is_empty() {
-            return Err(err("agents", format!("empty entry in {list:?}; expected host:port,host:port")));
+            return Err(err(flag, format!("empty entry in {list:?}; expected host:port,host:port")));
         }
         let Some((host, port)) = item.rsplit_once(':') else {
-            return Err(err("agents", format!("{item:?} has no port; expected host:port, e.g. 10.0.0.5:9400")));
+            return Err(err(flag, format!("{item:?} has no port; expected host:port, e.g. 10.0.0.5:9400")));
         };
         if !matches!(port.parse::<u16>(), Ok(p) if p > 0) {
-            return Err(err("agents", format!("{item:?}: port {port:?} is not in 1..=65535")));
+            return Err(err(flag, format!("{item:?}: port {port:?} is not in 1..=65535")));
         }
         let bracketed = host.starts_with('[') && host.ends_with(']');
         if host.is_empty() || (!bracketed && host.contains(':')) || host.contains(|c: char| c.is_whitespace()) {
             return Err(err(
-                "agents",
+                flag,
                 format!("{item:?}: {host:?} is not a host name or address (IPv6 goes in brackets: [::1]:9400)"),
             ));
         }
         if !out.iter().any(|a| a == item) {
             out.push(item.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// Splits `ZONE=HOST,ZONE=HOST`; a zone twice, or a host that is not a DNS
+/// name or an address, is refused.
+fn parse_advertise_host(list: &str) -> Result<std::collections::BTreeMap<String, String>, ConfigError> {
+    let mut out = std::collections::BTreeMap::new();
+    let Some(list) = non_empty(list) else { return Ok(out) };
+    for item in list.split(',').map(str::trim) {
+        let Some((zone, host)) = item.split_once('=').map(|(z, h)| (z.trim(), h.trim())) else {
+            return Err(err(
+                "advertise-host",
+                format!("{item:?} is not ZONE=HOST, e.g. us-west-2-lax-1a=sd-lax.example.com"),
+            ));
+        };
+        if !crate::trigger::is_name(zone) {
+            return Err(err("advertise-host", format!("{zone:?} is not a zone name")));
+        }
+        let bracketed = host.starts_with('[')
+            && host.ends_with(']')
+            && host[1..host.len() - 1].parse::<std::net::Ipv6Addr>().is_ok();
+        let dns = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !l.starts_with('-')
+            });
+        if !(bracketed || dns) {
+            return Err(err(
+                "advertise-host",
+                format!("{host:?} for {zone} is not a DNS name or address (IPv6 in brackets); no port or scheme"),
+            ));
+        }
+        if out.insert(zone.to_owned(), host.to_owned()).is_some() {
+            return Err(err("advertise-host", format!("zone {zone} given twice")));
         }
     }
     Ok(out)
@@ -381,11 +495,26 @@ mod tests {
             (&["--agents", "a:1", "--tls-cert", "/x"], "--tls-key"),
             (&["--agents", "a:1", "--tls-client-ca", "/x"], "--tls-client-ca"),
             (&["--agents", "a:1", "--tls-cert", "/nonexistent", "--tls-key", "/nonexistent"], "--tls-cert"),
+            (&["--agents", "a:1", "--node-addresses", "true"], "--node-addresses"),
+            (&["--agents", "a:1", "--advertise-host", "lax"], "--advertise-host"),
+            (&["--agents", "a:1", "--advertise-host", "lax=http://sd.example.com"], "--advertise-host"),
+            (&["--agents", "a:1", "--advertise-host", "lax=a.example.com,lax=b.example.com"], "--advertise-host"),
+            (&["--agents", "a:1", "--peers", "b"], "--peers"),
+            (&["--agents", "a:1", "--ready-timeout", "1h"], "--ready-timeout"),
+            (&["--agents", "a:1", "--inventory-rate", "1000000"], "--inventory-rate"),
         ];
         for (args, flag) in cases {
             let err = parse(args).unwrap_err();
             assert!(err.contains(flag), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn advertise_hosts_are_read_per_zone() {
+        let s = parse(&["--agents", "a:1", "--advertise-host", "us-west-2-lax-1a=sd-lax.example.com, z2=[fd00::1]"])
+            .unwrap();
+        assert_eq!(s.advertise_host.get("us-west-2-lax-1a").map(String::as_str), Some("sd-lax.example.com"));
+        assert_eq!(s.advertise_host.get("z2").map(String::as_str), Some("[fd00::1]"));
     }
 
     #[test]

@@ -14,12 +14,13 @@
 //! the scaler knows (an unknown zone is refused before it gets here).
 //!
 //! Which triggers a class wakes is known from the open `StreamIsActive`
-//! streams ([`Demand::listen`]): that is what the inventory names under
-//! `waking`.
+//! streams ([`Demand::listen`]), this replica's and those its peers last
+//! told it of ([`Demand::set_remote`], see [`crate::peers`]): that is what
+//! the inventory names under `waking`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use edge_telemetry::AcceleratorType;
@@ -86,6 +87,13 @@ impl Requesters {
     fn len(&self) -> usize {
         self.by_id.len()
     }
+
+    /// Requesters whose last pull is at or after `cutoff_ms`, without
+    /// forgetting the others: the read path. The expired are the oldest and
+    /// few (the purge forgets them every half `--stale-after`), so this walks only them.
+    fn live(&self, cutoff_ms: u64) -> usize {
+        self.by_id.len() - self.by_age.range(..(cutoff_ms, 0)).count()
+    }
 }
 
 /// A trigger with an open `StreamIsActive` that demand wakes.
@@ -97,12 +105,50 @@ struct Listener {
     deployment: String,
 }
 
+impl From<&Listener> for Waking {
+    fn from(l: &Listener) -> Self {
+        Waking {
+            accelerator: l.accelerator,
+            zone: l.zone.clone(),
+            namespace: l.namespace.clone(),
+            deployment: l.deployment.clone(),
+        }
+    }
+}
+
+impl From<Waking> for Listener {
+    fn from(w: Waking) -> Self {
+        Listener { accelerator: w.accelerator, zone: w.zone, namespace: w.namespace, deployment: w.deployment }
+    }
+}
+
+/// A peer's listeners count for this long after it last told us of them
+/// (three of its syncs: one lost sync does not forget them).
+pub const REMOTE_LISTENERS_FRESH: Duration = Duration::from_secs(6);
+
+/// Most listeners kept of one peer (KEDA opens one stream per trigger).
+const MAX_REMOTE_LISTENERS: usize = 10_000;
+
+/// Most peers remembered at once; a peer silent past the freshness is
+/// dropped first.
+const MAX_PEERS: usize = 64;
+
 #[derive(Default)]
 struct Inner {
     classes: BTreeMap<DemandClass, Requesters>,
     sequence: u64,
     /// Open streams per trigger, counted (KEDA may open more than one).
     listeners: BTreeMap<Listener, usize>,
+    /// The peers' open streams: peer id → (when it told us, in ms, its listeners).
+    remote: BTreeMap<u64, (u64, Vec<Listener>)>,
+}
+
+impl Inner {
+    /// This replica's listeners and the fresh ones of its peers.
+    fn all_listeners(&self, fresh_after_ms: u64) -> impl Iterator<Item = &Listener> {
+        let remote = self.remote.values().filter(move |(at, _)| *at >= fresh_after_ms).flat_map(|(_, ls)| ls);
+        self.listeners.keys().chain(remote)
+    }
 }
 
 /// Device demand, shared by the inventory (writer) and the KEDA calls (readers).
@@ -112,9 +158,13 @@ pub struct Demand {
     epoch: Instant,
     /// Classes with demand now: lets every KEDA call skip the lock when there is none.
     classes_pending: AtomicUsize,
-    inner: Mutex<Inner>,
+    /// Read by every KEDA call while demand is pending, written by pulls
+    /// that find no endpoint, ready endpoints and the purge.
+    inner: RwLock<Inner>,
     /// One channel per accelerator type, bumped when its demand starts or clears.
     changes: [watch::Sender<u64>; 3],
+    /// Bumped when this replica's set of listeners changes (peers are told).
+    listeners_changed: watch::Sender<u64>,
 }
 
 fn index(accelerator: AcceleratorType) -> usize {
@@ -129,12 +179,19 @@ pub struct ListenGuard {
 
 impl Drop for ListenGuard {
     fn drop(&mut self) {
-        let mut inner = self.demand.lock();
-        if let Some(n) = inner.listeners.get_mut(&self.listener) {
-            *n -= 1;
-            if *n == 0 {
-                inner.listeners.remove(&self.listener);
+        let removed = {
+            let mut inner = self.demand.write();
+            match inner.listeners.get_mut(&self.listener) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                Some(_) => inner.listeners.remove(&self.listener).is_some(),
+                None => false,
             }
+        };
+        if removed {
+            self.demand.listeners_changed.send_modify(|v| *v = v.wrapping_add(1));
         }
     }
 }
@@ -148,8 +205,9 @@ impl Demand {
             max_requesters: max_requesters.max(1),
             epoch: Instant::now(),
             classes_pending: AtomicUsize::new(0),
-            inner: Mutex::new(Inner::default()),
+            inner: RwLock::new(Inner::default()),
             changes: std::array::from_fn(|_| watch::Sender::new(0)),
+            listeners_changed: watch::Sender::new(0),
         }
     }
 
@@ -158,9 +216,13 @@ impl Demand {
         !self.ttl.is_zero()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock leaves plain data behind; keep serving.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    // A panic while holding the lock leaves plain data behind; keep serving.
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 
     fn now_ms(&self) -> u64 {
@@ -183,7 +245,7 @@ impl Demand {
         }
         let accelerator = class.accelerator;
         let woke = {
-            let mut inner = self.lock();
+            let mut inner = self.write();
             let cutoff = self.cutoff_ms();
             inner.sequence += 1;
             let stamp = (self.now_ms(), inner.sequence);
@@ -207,15 +269,12 @@ impl Demand {
             return 0;
         }
         let cutoff = self.cutoff_ms();
-        let mut inner = self.lock();
-        let mut total = 0u64;
-        for (class, requesters) in inner.classes.iter_mut() {
-            if class.accelerator == accelerator && zones_match(class.zone.as_deref(), zone) {
-                requesters.expire(cutoff);
-                total += requesters.len() as u64;
-            }
-        }
-        total
+        self.read()
+            .classes
+            .iter()
+            .filter(|(class, _)| class.accelerator == accelerator && zones_match(class.zone.as_deref(), zone))
+            .map(|(_, requesters)| requesters.live(cutoff) as u64)
+            .sum()
     }
 
     /// An endpoint of `accelerator` in `zone` is ready: the demand it answers
@@ -225,7 +284,7 @@ impl Demand {
             return;
         }
         let cleared = {
-            let mut inner = self.lock();
+            let mut inner = self.write();
             let before = inner.classes.len();
             inner.classes.retain(|c, _| !(c.accelerator == accelerator && zones_match(c.zone.as_deref(), Some(zone))));
             self.classes_pending.store(inner.classes.len(), Ordering::Release);
@@ -245,7 +304,7 @@ impl Demand {
         let cutoff = self.cutoff_ms();
         let mut decayed = Vec::new();
         {
-            let mut inner = self.lock();
+            let mut inner = self.write();
             inner.classes.retain(|c, r| {
                 r.expire(cutoff);
                 let keep = r.len() > 0;
@@ -266,7 +325,8 @@ impl Demand {
         if self.classes_pending.load(Ordering::Acquire) == 0 {
             return 0;
         }
-        self.lock().classes.values().map(Requesters::len).sum()
+        let cutoff = self.cutoff_ms();
+        self.read().classes.values().map(|r| r.live(cutoff)).sum()
     }
 
     /// A channel bumped whenever demand for `accelerator` starts or clears.
@@ -289,34 +349,75 @@ impl Demand {
             namespace: namespace.to_owned(),
             deployment: deployment.to_owned(),
         };
-        *self.lock().listeners.entry(listener.clone()).or_default() += 1;
+        let added = {
+            let mut inner = self.write();
+            let n = inner.listeners.entry(listener.clone()).or_default();
+            *n += 1;
+            *n == 1
+        };
+        if added {
+            self.listeners_changed.send_modify(|v| *v = v.wrapping_add(1));
+        }
         ListenGuard { demand: Arc::clone(self), listener }
     }
 
-    /// The triggers demand for `class` wakes, as the inventory names them.
+    /// A channel bumped whenever this replica's listeners change.
+    pub fn subscribe_listeners(&self) -> watch::Receiver<u64> {
+        self.listeners_changed.subscribe()
+    }
+
+    /// This replica's own listeners, as its peers are told of them.
+    pub fn local_listeners(&self) -> Vec<Waking> {
+        self.read().listeners.keys().map(Waking::from).collect()
+    }
+
+    /// What peer `peer` told us of its listeners just now (replacing what
+    /// it told before). At most [`MAX_PEERS`] peers are remembered.
+    pub fn set_remote(&self, peer: u64, listeners: Vec<Waking>) {
+        let now = self.now_ms();
+        let fresh_after = self.remote_fresh_after_ms();
+        let mut inner = self.write();
+        inner.remote.retain(|_, (at, _)| *at >= fresh_after);
+        if inner.remote.len() >= MAX_PEERS && !inner.remote.contains_key(&peer) {
+            return;
+        }
+        let listeners = listeners.into_iter().take(MAX_REMOTE_LISTENERS).map(Listener::from).collect();
+        inner.remote.insert(peer, (now, listeners));
+    }
+
+    /// Peers that told us of their listeners within [`REMOTE_LISTENERS_FRESH`].
+    pub fn fresh_peers(&self) -> usize {
+        let fresh_after = self.remote_fresh_after_ms();
+        self.read().remote.values().filter(|(at, _)| *at >= fresh_after).count()
+    }
+
+    fn remote_fresh_after_ms(&self) -> u64 {
+        self.now_ms().saturating_sub(REMOTE_LISTENERS_FRESH.as_millis() as u64)
+    }
+
+    /// The triggers demand for `class` wakes, as the inventory names them:
+    /// this replica's and its peers', each once.
     pub fn waking(&self, class: &DemandClass) -> Vec<Waking> {
-        self.lock()
-            .listeners
-            .keys()
+        let fresh_after = self.remote_fresh_after_ms();
+        let inner = self.read();
+        let matching: std::collections::BTreeSet<&Listener> = inner
+            .all_listeners(fresh_after)
             .filter(|l| l.accelerator == class.accelerator && zones_match(class.zone.as_deref(), l.zone.as_deref()))
-            .map(|l| Waking {
-                accelerator: l.accelerator,
-                zone: l.zone.clone(),
-                namespace: l.namespace.clone(),
-                deployment: l.deployment.clone(),
-            })
-            .collect()
+            .collect();
+        matching.into_iter().map(Waking::from).collect()
     }
 
-    /// The zones of the triggers with an open stream.
+    /// The zones of the triggers with an open stream, here or at a peer.
     pub fn zones(&self) -> Vec<String> {
-        self.lock().listeners.keys().filter_map(|l| l.zone.clone()).collect()
+        let fresh_after = self.remote_fresh_after_ms();
+        self.read().all_listeners(fresh_after).filter_map(|l| l.zone.clone()).collect()
     }
 
-    /// Whether an open stream's trigger is pinned to `zone` (a zone the
-    /// scaler then knows even before any node runs there).
+    /// Whether an open stream's trigger (here or at a peer) is pinned to
+    /// `zone` (a zone the scaler then knows even before any node runs there).
     pub fn listens_in(&self, zone: &str) -> bool {
-        self.lock().listeners.keys().any(|l| l.zone.as_deref() == Some(zone))
+        let fresh_after = self.remote_fresh_after_ms();
+        self.read().all_listeners(fresh_after).any(|l| l.zone.as_deref() == Some(zone))
     }
 }
 

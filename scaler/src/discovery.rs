@@ -30,6 +30,7 @@ pub enum DiscoveryError {
 /// Follows a fixed list of agents until `stop`.
 pub async fn run_static(agents: &[String], mut sources: Sources, mut stop: watch::Receiver<bool>) {
     sources.reconcile(&agents.iter().cloned().collect());
+    sources.listed();
     let _ = stop.wait_for(|s| *s).await;
     sources.join().await;
 }
@@ -41,7 +42,7 @@ pub async fn run_kubernetes(
     client: kube::Client,
     cfg: KubeDiscovery,
     mut sources: Sources,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let namespace = cfg.namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
     let api: Api<EndpointSlice> = Api::namespaced(client, &namespace);
@@ -49,8 +50,34 @@ pub async fn run_kubernetes(
     tracing::info!(service = %cfg.service, namespace = %namespace, "watching agent EndpointSlices");
     let (store, writer) = reflector::store();
     let events = reflector(writer, watcher(api, watcher::Config::default().labels(&selector))).default_backoff();
-    let mut events = std::pin::pin!(events);
     let mut current = BTreeSet::new();
+    watch_until_stopped(events, "EndpointSlice", stop, |event| match event {
+        // Until the initial listing is complete the store still holds the old state.
+        watcher::Event::Init | watcher::Event::InitApply(_) => {}
+        _ => {
+            let desired = addresses(&store, &cfg.port);
+            if desired != current {
+                tracing::info!(agents = desired.len(), "agent set changed");
+                sources.reconcile(&desired);
+                current = desired;
+            }
+            sources.listed();
+        }
+    })
+    .await;
+    sources.join().await;
+}
+
+/// Hands every event of a watcher stream to `on_event` until `stop` turns
+/// true or the stream ends. Errors are logged with `kind`; the stream's
+/// back-off retries them, and what was seen before stays in effect.
+pub async fn watch_until_stopped<K>(
+    events: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+    kind: &str,
+    mut stop: watch::Receiver<bool>,
+    mut on_event: impl FnMut(watcher::Event<K>),
+) {
+    let mut events = std::pin::pin!(events);
     loop {
         let event = tokio::select! {
             e = events.next() => e,
@@ -58,20 +85,10 @@ pub async fn run_kubernetes(
         };
         match event {
             None => break,
-            Some(Err(e)) => tracing::warn!(error = %e, "EndpointSlice watch failed; retrying"),
-            // Until the initial listing is complete the store still holds the old state.
-            Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => {}
-            Some(Ok(_)) => {
-                let desired = addresses(&store, &cfg.port);
-                if desired != current {
-                    tracing::info!(agents = desired.len(), "agent set changed");
-                    sources.reconcile(&desired);
-                    current = desired;
-                }
-            }
+            Some(Err(e)) => tracing::warn!(error = %e, kind, "watch failed; retrying"),
+            Some(Ok(event)) => on_event(event),
         }
     }
-    sources.join().await;
 }
 
 /// The Kubernetes client from KUBECONFIG, ~/.kube/config, or the pod's

@@ -34,6 +34,21 @@ impl Default for Query {
     }
 }
 
+/// Checks a device id (the `device` parameter, or a requester a peer sends).
+pub fn check_device(v: &str) -> Result<String, InventoryError> {
+    let ok = !v.is_empty()
+        && v.len() <= MAX_DEVICE_LEN
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
+    if ok {
+        Ok(v.to_owned())
+    } else {
+        Err(refuse(
+            PARAM_DEVICE,
+            format!("not a device id: at most {MAX_DEVICE_LEN} of letters, digits, '.', '_', ':', '-'"),
+        ))
+    }
+}
+
 fn refuse(param: &str, error: impl Into<String>) -> InventoryError {
     InventoryError { error: error.into(), param: param.to_owned() }
 }
@@ -63,20 +78,7 @@ impl Query {
                 _ => return Err(refuse(PARAM_LIMIT, format!("{v:?} is not a number in 1..={MAX_LIMIT}"))),
             },
         };
-        let device = get(PARAM_DEVICE)
-            .map(|v| {
-                let ok = v.len() <= MAX_DEVICE_LEN
-                    && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
-                if ok {
-                    Ok(v.to_owned())
-                } else {
-                    Err(refuse(
-                        PARAM_DEVICE,
-                        format!("not a device id: at most {MAX_DEVICE_LEN} of letters, digits, '.', '_', ':', '-'"),
-                    ))
-                }
-            })
-            .transpose()?;
+        let device = get(PARAM_DEVICE).map(check_device).transpose()?;
         let zone = get(PARAM_ZONE)
             .map(|v| {
                 if crate::trigger::is_name(v) {
@@ -151,6 +153,8 @@ mod tests {
             capacity: load.2,
             latency_p50_seconds: p50,
             latency_p99_seconds: None,
+            address: Default::default(),
+            reachability: Default::default(),
         }
     }
 

@@ -8,15 +8,23 @@
 //!   wake triggers at zero like a queue does; [`cold_start`] times those wakes;
 //! - [`service`] answers KEDA (`externalscaler.ExternalScaler`, module [`keda`]);
 //! - [`metrics`] is the scaler's own /metrics, next to the endpoint
-//!   [`inventory`] devices read.
+//!   [`inventory`] devices read, at the [`addresses`] they can reach;
+//! - [`peers`] shares device demand between the scaler's replicas;
+//!   [`readiness`] says when a replica may take KEDA's calls, on `/readyz`
+//!   and through gRPC [`health`].
 
+pub mod addresses;
 pub mod aggregate;
 pub mod cold_start;
 pub mod config;
 pub mod demand;
 pub mod discovery;
+pub mod health;
 pub mod inventory;
 pub mod metrics;
+pub mod peers;
+pub mod rate_limit;
+pub mod readiness;
 pub mod selector;
 pub mod service;
 pub mod sources;
@@ -29,9 +37,13 @@ use tonic::transport::server::TcpIncoming;
 use tokio::sync::watch;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
+use crate::addresses::Addresses;
 use crate::config::{Discovery, Settings, TlsFiles};
 use crate::demand::Demand;
 use crate::metrics::ScalerMetrics;
+use crate::peers::Peers;
+use crate::rate_limit::RateLimit;
+use crate::readiness::Readiness;
 use crate::service::KedaService;
 use crate::sources::Sources;
 use crate::state::Registry;
@@ -107,9 +119,15 @@ pub async fn run(
     };
     let sources = Sources::new(Arc::clone(&registry), Arc::clone(&metrics), settings.reconnect_max, stop_rx.clone());
     let discovery_stop = stop_rx.clone();
+    let addresses = Arc::new(Addresses::new(settings.advertise_host.clone()));
+    let mut nodes_task = None;
     let discovery_task = match settings.discovery.clone() {
         Discovery::Kubernetes(cfg) => {
             let client = discovery::client().await?;
+            if settings.node_addresses {
+                let watch = addresses::watch_nodes(client.clone(), Arc::clone(&addresses), stop_rx.clone());
+                nodes_task = Some(tokio::spawn(watch));
+            }
             tokio::spawn(discovery::run_kubernetes(client, cfg, sources, discovery_stop))
         }
         Discovery::Static(agents) => {
@@ -129,9 +147,24 @@ pub async fn run(
         }
     });
 
-    let metrics_task = metrics_listener.map(|listener| {
-        tokio::spawn(metrics::serve(listener, Arc::clone(&registry), Arc::clone(&metrics), stop_rx.clone()))
-    });
+    let peers = Peers::new(Arc::clone(registry.demand()), Arc::clone(&metrics));
+    let peers_task = (!settings.peers.is_empty())
+        .then(|| tokio::spawn(Arc::clone(&peers).run(settings.peers.clone(), stop_rx.clone())));
+    let readiness = Arc::new(Readiness::new(settings.ready_timeout));
+    // Not serving until Ready: the reporter starts the server's status at SERVING.
+    let (health_reporter, health_server) = tonic_health::server::health_reporter();
+    health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    let health_task =
+        tokio::spawn(health::run(health_reporter, Arc::clone(&registry), Arc::clone(&readiness), stop_rx.clone()));
+    let http = metrics::Http {
+        registry: Arc::clone(&registry),
+        metrics: Arc::clone(&metrics),
+        peers,
+        readiness: Arc::clone(&readiness),
+        rate_limit: Arc::new(RateLimit::new(settings.inventory_rate)),
+        addresses,
+    };
+    let metrics_task = metrics_listener.map(|listener| tokio::spawn(metrics::serve(listener, http, stop_rx.clone())));
 
     let local = grpc_listener.local_addr().ok();
     tracing::info!(addr = ?local, tls = settings.tls.is_some(), "KEDA external scaler listening");
@@ -144,6 +177,7 @@ pub async fn run(
     let mut serve_stop = stop_rx.clone();
     let result = server
         .add_service(service.into_server())
+        .add_service(health_server)
         .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener).with_nodelay(Some(true)), async move {
             let _ = serve_stop.wait_for(|s| *s).await;
         })
@@ -151,6 +185,13 @@ pub async fn run(
         .map_err(RunError::Serve);
     let _ = discovery_task.await;
     let _ = purge_task.await;
+    let _ = health_task.await;
+    if let Some(t) = nodes_task {
+        let _ = t.await;
+    }
+    if let Some(t) = peers_task {
+        let _ = t.await;
+    }
     if let Some(t) = metrics_task
         && let Ok(Err(e)) = t.await
     {

@@ -1,6 +1,8 @@
-//! The scaler's own `/metrics` and `/healthz`, and the endpoint inventory
+//! The scaler's own `/metrics`, `/healthz` (alive) and `/readyz` (see
+//! [`crate::readiness`]), the endpoint inventory
 //! (`/v1/endpoints`, see [`crate::inventory`]; a pull for a class with no
-//! ready endpoint is recorded as [`crate::demand`]), on their own port.
+//! ready endpoint is recorded as [`crate::demand`]), and the sync of the
+//! scaler's replicas ([`crate::peers`]), on their own port.
 //!
 //! Counters are updated where things happen; the agent gauges are read from
 //! the registry at scrape time, so they are never out of date.
@@ -8,18 +10,20 @@
 use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use std::collections::HashMap;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use edge_telemetry::catalogue::scaler as cat;
-use edge_telemetry::inventory::{INVENTORY_PATH, Inventory, InventoryError, PARAM_ZONE};
+use edge_telemetry::exposition;
+use edge_telemetry::inventory::{INVENTORY_PATH, Inventory, InventoryError, MAX_QUERY_LEN, PARAM_ZONE};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -27,9 +31,13 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry as PromRegistry;
 use tokio::sync::watch;
 
+use crate::addresses::Addresses;
 use crate::cold_start::Sample;
 use crate::demand::DemandClass;
 use crate::inventory;
+use crate::peers::{self, DemandRecord, Peers, Refusal, SyncRequest};
+use crate::rate_limit::RateLimit;
+use crate::readiness::Readiness;
 use crate::state::{Registry, Stats};
 
 type Labels = Vec<(&'static str, &'static str)>;
@@ -41,9 +49,6 @@ pub const DEFAULT_RETRY_AFTER_SECONDS: u64 = 30;
 fn cold_start_histogram() -> Histogram {
     Histogram::new(cat::COLD_START_SECONDS.buckets.iter().copied())
 }
-
-/// Content type of the classic Prometheus text format.
-pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 fn duration_histogram() -> Histogram {
     Histogram::new(cat::GRPC_REQUEST_DURATION_SECONDS.buckets.iter().copied())
@@ -92,8 +97,14 @@ pub struct ScalerMetrics {
     /// StreamIsActive streams open now.
     pub active_streams: Gauge,
     demand_requesters: Gauge,
+    agent_ages: Family<ZoneLabels, Gauge<f64, AtomicU64>>,
     /// Inventory pulls that woke a class.
     pub demand_wakes: Counter,
+    inventory_refused: Family<Labels, Counter>,
+    peers: Gauge,
+    peer_syncs: Family<Labels, Counter>,
+    /// Demand records a full peer buffer could not take.
+    pub peer_demand_dropped: Counter,
     requests: Family<Labels, Counter>,
     durations: Family<Labels, Histogram, fn() -> Histogram>,
     cold_starts: Family<ZoneLabels, Histogram, fn() -> Histogram>,
@@ -129,6 +140,14 @@ impl ScalerMetrics {
         let activations = counter(&mut registry, cat::ACTIVATIONS);
         let demand_requesters = gauge(&mut registry, cat::DEMAND_REQUESTERS);
         let demand_wakes = counter(&mut registry, cat::DEMAND_WAKES);
+        let agent_ages = Family::<ZoneLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(cat::AGENT_AGE_SECONDS.name, cat::AGENT_AGE_SECONDS.help, agent_ages.clone());
+        let inventory_refused = Family::<Labels, Counter>::default();
+        registry.register(cat::INVENTORY_REFUSED.name, cat::INVENTORY_REFUSED.help, inventory_refused.clone());
+        let peers = gauge(&mut registry, cat::PEERS);
+        let peer_syncs = Family::<Labels, Counter>::default();
+        registry.register(cat::PEER_SYNCS.name, cat::PEER_SYNCS.help, peer_syncs.clone());
+        let peer_demand_dropped = counter(&mut registry, cat::PEER_DEMAND_DROPPED);
         let requests = Family::<Labels, Counter>::default();
         registry.register(cat::GRPC_REQUESTS.name, cat::GRPC_REQUESTS.help, requests.clone());
         let durations = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(duration_histogram);
@@ -150,6 +169,11 @@ impl ScalerMetrics {
             active_streams,
             demand_requesters,
             demand_wakes,
+            agent_ages,
+            inventory_refused,
+            peers,
+            peer_syncs,
+            peer_demand_dropped,
             requests,
             durations,
             cold_starts,
@@ -170,6 +194,16 @@ impl ScalerMetrics {
         }
     }
 
+    /// Counts one refused inventory pull (`bad_request` or `rate_limited`).
+    pub fn inventory_refused(&self, reason: &'static str) {
+        self.inventory_refused.get_or_create(&vec![(cat::LABEL_REASON, reason)]).inc();
+    }
+
+    /// Counts one sync sent to a peer.
+    pub fn peer_sync(&self, ok: bool) {
+        self.peer_syncs.get_or_create(&vec![(cat::LABEL_OUTCOME, if ok { "ok" } else { "failed" })]).inc();
+    }
+
     /// Counts one answered call and its duration.
     pub fn observe(&self, method: Method, started: Instant, code: tonic::Code) {
         let code = code_name(code);
@@ -179,13 +213,20 @@ impl ScalerMetrics {
             .observe(started.elapsed().as_secs_f64());
     }
 
-    /// The text exposition, with the agent gauges from `stats`.
-    pub fn render(&self, stats: Stats) -> String {
+    /// The OpenMetrics exposition, with the agent gauges from `stats` and each
+    /// followed agent's age (address, seconds).
+    pub fn render(&self, stats: Stats, ages: &[(String, f64)]) -> String {
+        // Agents come and go: only the followed ones have a series.
+        self.agent_ages.clear();
+        for (agent, age) in ages {
+            self.agent_ages.get_or_create(&vec![(cat::LABEL_AGENT, agent.clone())]).set(*age);
+        }
         self.agents.set(stats.agents as i64);
         self.connected.set(stats.connected as i64);
         self.stale.set(stats.stale as i64);
         self.groups.set(stats.groups as i64);
         self.demand_requesters.set(stats.demand_requesters as i64);
+        self.peers.set(stats.peers as i64);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -216,25 +257,37 @@ fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
+/// What the HTTP port serves from.
 #[derive(Clone)]
-struct HttpState {
-    registry: Arc<Registry>,
-    metrics: Arc<ScalerMetrics>,
+pub struct Http {
+    /// The cluster as the scaler sees it.
+    pub registry: Arc<Registry>,
+    /// The scaler's own series.
+    pub metrics: Arc<ScalerMetrics>,
+    /// The other replicas' side of the demand sync.
+    pub peers: Arc<Peers>,
+    /// What `/readyz` answers.
+    pub readiness: Arc<Readiness>,
+    /// The inventory's per-client limit.
+    pub rate_limit: Arc<RateLimit>,
+    /// The addresses devices can reach the endpoints at.
+    pub addresses: Arc<Addresses>,
 }
 
-/// Serves `/metrics`, `/healthz` and the endpoint inventory on `listener`
-/// until `stop` turns true.
+/// Serves `/metrics`, `/healthz`, `/readyz`, the endpoint inventory and the
+/// peers' sync on `listener` until `stop` turns true.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    registry: Arc<Registry>,
-    metrics: Arc<ScalerMetrics>,
+    http: Http,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(render))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
         .route(INVENTORY_PATH, get(endpoints))
-        .with_state(HttpState { registry, metrics });
+        .route(peers::SYNC_PATH, post(sync).layer(DefaultBodyLimit::max(SYNC_BODY_LIMIT)))
+        .with_state(http);
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(addr = ?addr, "metrics listening");
     // axum leaves Nagle on; scrapes should not wait on delayed ACKs.
@@ -248,22 +301,42 @@ pub async fn serve(
         .await
 }
 
-fn refused(e: InventoryError) -> Response {
+fn refused(metrics: &ScalerMetrics, e: InventoryError) -> Response {
     tracing::debug!(param = %e.param, error = %e.error, "inventory request refused");
+    metrics.inventory_refused("bad_request");
     (StatusCode::BAD_REQUEST, Json(e)).into_response()
 }
 
 async fn endpoints(
-    State(state): State<HttpState>,
+    State(state): State<Http>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
+    if let Err(wait) = state.rate_limit.admit(peer.ip()) {
+        state.metrics.inventory_refused("rate_limited");
+        let error = InventoryError {
+            error: format!("too many pulls from {}; wait and pull again", peer.ip()),
+            param: String::new(),
+        };
+        let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(error)).into_response();
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        return response;
+    }
+    let query_len = uri.query().map_or(0, str::len);
+    if query_len > MAX_QUERY_LEN {
+        return refused(
+            &state.metrics,
+            InventoryError { error: format!("{query_len} bytes; at most {MAX_QUERY_LEN}"), param: "query".to_owned() },
+        );
+    }
     let query = params
         .map_err(|e| InventoryError { error: e.body_text(), param: "query".to_owned() })
         .and_then(|Query(params)| inventory::Query::parse(&params));
     let q = match query {
         Ok(q) => q,
-        Err(e) => return refused(e),
+        Err(e) => return refused(&state.metrics, e),
     };
     let registry = &state.registry;
     // Unknown zones are refused: they would be classes nothing can serve,
@@ -273,26 +346,32 @@ async fn endpoints(
     {
         let known = registry.zones();
         let known = if known.is_empty() { "none yet".to_owned() } else { known.join(", ") };
-        return refused(InventoryError {
-            error: format!("unknown zone {zone:?}; known: {known}"),
-            param: PARAM_ZONE.to_owned(),
-        });
+        return refused(
+            &state.metrics,
+            InventoryError { error: format!("unknown zone {zone:?}; known: {known}"), param: PARAM_ZONE.to_owned() },
+        );
     }
-    let endpoints = registry.endpoints(&q);
+    let mut endpoints = registry.endpoints(&q);
     let Some(accelerator) = q.accelerator.filter(|_| endpoints.is_empty()) else {
+        endpoints.iter_mut().for_each(|e| state.addresses.apply(e));
         return Json(Inventory { endpoints, waking: Vec::new() }).into_response();
     };
     // Demand: the class asked for has no ready endpoint.
     let class = DemandClass { accelerator, zone: q.zone.clone() };
     let requester = q.device.clone().unwrap_or_else(|| peer.ip().to_string());
     let demand = registry.demand();
+    if demand.enabled() {
+        state.peers.forward(DemandRecord { accelerator, zone: q.zone.clone(), requester: requester.clone() });
+    }
     if demand.record(class.clone(), &requester) {
         state.metrics.demand_wakes.inc();
         tracing::info!(%accelerator, zone = q.zone.as_deref().unwrap_or(""), "device demand wakes a class with no ready endpoint");
     }
     let waking = if demand.enabled() { demand.waking(&class) } else { Vec::new() };
     let wakes = !waking.is_empty();
-    let mut response = Json(Inventory { endpoints: registry.fallback_endpoints(&q), waking }).into_response();
+    let mut fallback = registry.fallback_endpoints(&q);
+    fallback.iter_mut().for_each(|e| state.addresses.apply(e));
+    let mut response = Json(Inventory { endpoints: fallback, waking }).into_response();
     if wakes {
         let seconds = registry
             .cold_starts()
@@ -304,9 +383,33 @@ async fn endpoints(
     response
 }
 
-async fn render(State(state): State<HttpState>) -> impl IntoResponse {
-    let body = state.metrics.render(state.registry.stats());
-    ([(header::CONTENT_TYPE, TEXT_CONTENT_TYPE)], body)
+/// Largest peer sync body taken: [`peers::MAX_RECORDS`] records and a
+/// replica's listeners, with room to spare.
+const SYNC_BODY_LIMIT: usize = 4 << 20;
+
+async fn sync(State(state): State<Http>, request: Result<Json<SyncRequest>, JsonRejection>) -> Response {
+    let request = match request {
+        Ok(Json(r)) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.body_text()).into_response(),
+    };
+    match state.peers.receive(&state.registry, request) {
+        Ok(answer) => Json(answer).into_response(),
+        Err(Refusal::Myself) => (StatusCode::CONFLICT, "this is the sender itself\n").into_response(),
+        Err(Refusal::Invalid(why)) => (StatusCode::BAD_REQUEST, why).into_response(),
+    }
+}
+
+async fn ready(State(state): State<Http>) -> Response {
+    let status = state.readiness.check(&state.registry);
+    let code = if status.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, format!("{}\n", status.reason)).into_response()
+}
+
+async fn render(State(state): State<Http>, headers: HeaderMap) -> impl IntoResponse {
+    let openmetrics = state.metrics.render(state.registry.stats(), &state.registry.agent_ages());
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, body) = exposition::negotiate(accept, openmetrics);
+    ([(header::CONTENT_TYPE, content_type)], body)
 }
 
 #[cfg(test)]
@@ -318,13 +421,16 @@ mod tests {
         let m = ScalerMetrics::new();
         m.observe(Method::GetMetrics, Instant::now(), tonic::Code::Ok);
         m.observe(Method::GetMetrics, Instant::now(), tonic::Code::InvalidArgument);
+        m.peer_sync(false);
+        m.inventory_refused("rate_limited");
         m.observe_cold_starts(&[Sample {
             accelerator: edge_telemetry::AcceleratorType::Nvidia,
             zone: "lax".into(),
             phase: crate::cold_start::Phase::Report,
             seconds: 42.0,
         }]);
-        let text = m.render(Stats { agents: 3, connected: 2, stale: 1, groups: 4, demand_requesters: 5 });
+        let stats = Stats { agents: 3, connected: 2, stale: 1, groups: 4, demand_requesters: 5, peers: 1 };
+        let text = m.render(stats, &[("10.0.0.5:9400".to_owned(), 1.5)]);
         for h in cat::HISTOGRAMS {
             assert!(text.contains(&format!("# TYPE {} histogram", h.name)), "{} missing:\n{text}", h.name);
         }
@@ -337,6 +443,9 @@ mod tests {
             assert!(text.contains(&format!("# TYPE {} ", metric.name)), "{} missing:\n{text}", metric.name);
         }
         assert!(text.contains("edge_scaler_agents_stale 1\n"), "{text}");
+        assert!(text.contains("edge_scaler_peers 1\n"), "{text}");
+        assert!(text.contains(r#"edge_scaler_agent_age_seconds{agent="10.0.0.5:9400"} 1.5"#), "{text}");
+        assert!(text.contains(r#"edge_scaler_peer_syncs_total{outcome="failed"} 1"#), "{text}");
         assert!(
             text.contains(r#"edge_scaler_grpc_requests_total{method="GetMetrics",code="InvalidArgument"} 1"#),
             "{text}"

@@ -154,6 +154,11 @@ impl Sources {
         Self { registry, metrics, reconnect_max, stop, running: HashMap::new() }
     }
 
+    /// Discovery's listing is complete (also when it changed nothing).
+    pub fn listed(&self) {
+        self.registry.mark_listed();
+    }
+
     /// Follows exactly `desired`: starts new agents, drops gone ones (their
     /// data counts until it is stale).
     pub fn reconcile(&mut self, desired: &BTreeSet<String>) {

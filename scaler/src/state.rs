@@ -42,10 +42,14 @@ pub struct Stats {
     pub groups: usize,
     /// Devices remembered as waiting for a class with no ready endpoint.
     pub demand_requesters: usize,
+    /// Other scaler replicas heard from recently.
+    pub peers: usize,
 }
 
 struct Agent {
     addr: String,
+    /// Milliseconds since `Registry::epoch` when discovery found it.
+    discovered_ms: u64,
     /// Milliseconds since `Registry::epoch` of the last message; shared so a
     /// heartbeat needs only the read lock.
     seen_ms: AtomicU64,
@@ -128,6 +132,8 @@ pub struct Registry {
     stale_after: Duration,
     demand: Arc<Demand>,
     cold_starts: ColdStarts,
+    /// Discovery has listed the agents once: the followed set is complete.
+    listed: AtomicBool,
 }
 
 /// Demand remembered this long when no `--demand-ttl` is given.
@@ -150,6 +156,7 @@ impl Registry {
             stale_after,
             demand: Arc::new(demand),
             cold_starts: ColdStarts::default(),
+            listed: AtomicBool::new(false),
         }
     }
 
@@ -191,6 +198,7 @@ impl Registry {
     /// Starts tracking an agent at `addr`; it counts as stale until its first
     /// snapshot arrives.
     pub fn add_agent(&self, addr: &str) -> AgentId {
+        let discovered_ms = self.now_ms();
         let mut inner = self.write();
         let id = inner.next_id;
         inner.next_id += 1;
@@ -198,6 +206,7 @@ impl Registry {
             id,
             Agent {
                 addr: addr.to_owned(),
+                discovered_ms,
                 seen_ms: AtomicU64::new(NEVER),
                 connected: AtomicBool::new(false),
                 removed: false,
@@ -448,13 +457,59 @@ impl Registry {
         self.write().watchers.entry(key.clone()).or_insert_with(|| watch::Sender::new(0)).subscribe()
     }
 
+    /// Discovery has listed the agents (once is enough: later changes are
+    /// agents coming and going, not a view still filling).
+    pub fn mark_listed(&self) {
+        if !self.listed.swap(true, Ordering::AcqRel) {
+            tracing::debug!("discovery listed the agents");
+        }
+    }
+
+    /// Whether discovery has listed the agents.
+    pub fn listed(&self) -> bool {
+        self.listed.load(Ordering::Acquire)
+    }
+
+    /// Of the agents discovery follows now: how many sent a first snapshot,
+    /// and how many there are.
+    pub fn first_snapshots(&self) -> (usize, usize) {
+        let inner = self.read();
+        let live = inner.agents.values().filter(|a| !a.removed);
+        live.fold((0, 0), |(heard, all), a| (heard + usize::from(a.sequence.is_some()), all + 1))
+    }
+
+    /// Seconds since each followed agent last sent anything, by address; an
+    /// agent never heard from counts from when it was discovered (silent all along).
+    pub fn agent_ages(&self) -> Vec<(String, f64)> {
+        let now = self.now_ms();
+        let inner = self.read();
+        let mut ages: Vec<(String, f64)> = inner
+            .agents
+            .values()
+            .filter(|a| !a.removed)
+            .map(|a| {
+                let since = match a.seen_ms.load(Ordering::Relaxed) {
+                    NEVER => a.discovered_ms,
+                    seen => seen,
+                };
+                (a.addr.clone(), now.saturating_sub(since) as f64 / 1000.0)
+            })
+            .collect();
+        ages.sort_by(|a, b| a.0.cmp(&b.0));
+        ages
+    }
+
     /// Counts for the scaler's own metrics.
     pub fn stats(&self) -> Stats {
         let now = self.now_ms();
         let inner = self.read();
         let live = inner.agents.values().filter(|a| !a.removed);
-        let mut stats =
-            Stats { groups: inner.classes.len(), demand_requesters: self.demand.requesters(), ..Stats::default() };
+        let mut stats = Stats {
+            groups: inner.classes.len(),
+            demand_requesters: self.demand.requesters(),
+            peers: self.demand.fresh_peers(),
+            ..Stats::default()
+        };
         for a in live {
             stats.agents += 1;
             stats.connected += usize::from(a.connected.load(Ordering::Relaxed));
@@ -538,7 +593,7 @@ mod tests {
         assert!(other_rx.has_changed().unwrap());
         assert_eq!(reg.evaluate(&other), Ok(0.0));
         // One class left: `sd` (same labels, none) on both agents; `other` went with its worker.
-        assert_eq!(reg.stats(), Stats { agents: 2, connected: 0, stale: 0, groups: 1, demand_requesters: 0 });
+        assert_eq!(reg.stats(), Stats { agents: 2, connected: 0, stale: 0, groups: 1, demand_requesters: 0, peers: 0 });
     }
 
     /// Workers of Deployment `sd` labelled `tier=<tier>` (no label when empty).

@@ -132,6 +132,81 @@ async fn a_device_pull_at_zero_wakes_its_class_once_until_a_worker_serves_it() {
     assert!(status.success(), "{status}; log:\n{}", scaler.log());
 }
 
+/// The number a replica answers `GetMetrics` with for `pairs`, once it answers.
+async fn value_at(scaler: &Scaler, pairs: &[(&str, &str)]) -> Option<f64> {
+    get_metric(&mut scaler.client().await, pairs).await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_at_one_replica_wakes_the_stream_keda_holds_on_the_other() {
+    let agent = start_agent("zone-a");
+    report_with(&agent, "c1", "sd-cpu", "cpu", 0, 0, json!({"endpoint": "http://10.0.1.1:30080"}));
+    let (http_a, http_b) = (loopback(edge_testkit::free_port()), loopback(edge_testkit::free_port()));
+    // Both list both addresses, themselves among them, as a headless Service's name resolves.
+    let peers = format!("{http_a},{http_b}");
+    let flags = [("agents", agent.addr.to_string()), ("peers", peers)];
+    let mut a = Scaler::start_at(http_a, &flags, &[]);
+    let b = Scaler::start_at(http_b, &flags, &[]);
+    for (name, replica) in [("a", &a), ("b", &b)] {
+        eventually(PATIENCE, &format!("the agent fresh at replica {name}"), || async {
+            (value_at(replica, NVIDIA_QUEUE).await == Some(0.0)).then_some(())
+        })
+        .await;
+        edge_testkit::eventually(PATIENCE, &format!("replica {name} syncing with its one peer"), || {
+            (sample(&replica.metrics(), "edge_scaler_peers") == Some(1.0)).then_some(())
+        });
+    }
+
+    // KEDA's connection, and so its stream, is on replica A.
+    let mut keda = a.client().await;
+    let mut nvidia = keda.stream_is_active(object(NVIDIA_QUEUE)).await.unwrap().into_inner();
+
+    // A device's pull reaches replica B: A's stream wakes, and B names what A wakes.
+    let first = inventory(&pull(&b, "?accelerator=nvidia&zone=zone-a&device=phone-1"));
+    assert_eq!(first.endpoints.iter().map(|e| e.url.as_str()).collect::<Vec<_>>(), ["http://10.0.1.1:30080"]);
+    let woke = tokio::time::timeout(PATIENCE, nvidia.message()).await.expect("no activation pushed on replica a");
+    assert_eq!(woke.unwrap(), Some(IsActiveResponse { result: true }));
+    assert!(keda.is_active(object(NVIDIA_QUEUE)).await.unwrap().into_inner().result);
+    let expected = json!([{"accelerator": "nvidia", "zone": null, "namespace": NS, "deployment": "sd-nvidia"}]);
+    let named = edge_testkit::eventually(PATIENCE, "replica b naming the stream open on a", || {
+        let r = inventory(&pull(&b, "?accelerator=nvidia&zone=zone-a&device=phone-1"));
+        (!r.waking.is_empty()).then_some(r.waking)
+    });
+    assert_eq!(serde_json::to_value(&named).unwrap(), expected);
+
+    // Both replicas count the same distinct devices, wherever they pulled
+    // (the HPA's GetMetrics may reach either).
+    inventory(&pull(&a, "?accelerator=nvidia&zone=zone-a&device=phone-2"));
+    for (name, replica) in [("a", &a), ("b", &b)] {
+        eventually(PATIENCE, &format!("two devices counted at replica {name}"), || async {
+            (value_at(replica, NVIDIA_QUEUE).await == Some(2.0)).then_some(())
+        })
+        .await;
+    }
+
+    // The woken worker reports ready: the demand clears at both.
+    report_with(&agent, "g1", "sd-nvidia", "nvidia", 0, 0, json!({"endpoint": "http://10.0.2.2:30081"}));
+    for (name, replica) in [("a", &a), ("b", &b)] {
+        eventually(PATIENCE, &format!("the demand cleared at replica {name}"), || async {
+            (value_at(replica, NVIDIA_QUEUE).await == Some(0.0)).then_some(())
+        })
+        .await;
+    }
+    assert!(!keda.is_active(object(NVIDIA_QUEUE)).await.unwrap().into_inner().result);
+    for replica in [&a, &b] {
+        let log = replica.log();
+        assert!(log.contains("this replica itself"), "each replica skips its own address:\n{log}");
+        let m = replica.metrics();
+        assert!(sample(&m, r#"edge_scaler_peer_syncs_total{outcome="ok"}"#).unwrap_or(0.0) >= 1.0, "{m}");
+        assert_eq!(sample(&m, "edge_scaler_peer_demand_dropped_total"), Some(0.0), "{m}");
+    }
+
+    let status = a.terminate();
+    let rest = tokio::time::timeout(PATIENCE, nvidia.message()).await.expect("stream not ended");
+    assert_eq!(rest.map_err(|s| s.code()), Ok(None), "exactly one push on the woken stream");
+    assert!(status.success(), "{status}; log:\n{}", a.log());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saturated_sibling_spills_over_and_wakes_the_gpu_tier() {
     let agent = start_agent("zone-a");

@@ -80,3 +80,31 @@ fn lists_advertised_workers_of_fresh_agents_least_loaded_first() {
     drop(b);
     edge_testkit::eventually(PATIENCE, "the silent agent's worker gone", || urls(&scaler, "").is_empty().then_some(()));
 }
+
+#[test]
+fn one_address_pulling_too_fast_gets_429_and_a_long_query_400() {
+    let agent = start_agent("zone-a");
+    report_with(&agent, "w1", "sd-cpu", "cpu", 0, 0, json!({"endpoint": "http://10.0.3.7:30080"}));
+    let scaler = Scaler::start(&[("agents", agent.addr.to_string()), ("inventory-rate", "1".into())], &[]);
+    let path = format!("{INVENTORY_PATH}?accelerator=cpu");
+    // A burst of twice the rate, then 429 naming no parameter, with Retry-After.
+    let answers: Vec<http::Response> =
+        (0..3).map(|_| http::get_response(scaler.metrics_addr, &path).expect("GET")).collect();
+    assert_eq!(answers.iter().map(|r| r.status).collect::<Vec<_>>(), [200, 200, 429], "{answers:?}");
+    let limited = &answers[2];
+    assert_eq!(limited.header("retry-after"), Some("1"), "{limited:?}");
+    let err: InventoryError = serde_json::from_str(&limited.body).unwrap();
+    assert_eq!(err.param, "");
+    assert!(err.error.starts_with("too many pulls from 127.0.0.1"), "{}", err.error);
+    let m = scaler.metrics();
+    let refused = r#"edge_scaler_inventory_refused_total{reason="rate_limited"}"#;
+    assert_eq!(edge_testkit::sample(&m, refused), Some(1.0), "{m}");
+
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let long = format!("{path}&zone={}", "z".repeat(2000));
+    let (status, body) = http::get(scaler.metrics_addr, &long).expect("GET");
+    assert_eq!(status, 400, "{body}");
+    let err: InventoryError = serde_json::from_str(&body).unwrap();
+    let query_len = long.len() - INVENTORY_PATH.len() - 1;
+    assert_eq!((err.param, err.error), ("query".to_owned(), format!("{query_len} bytes; at most 1024")));
+}

@@ -1,7 +1,7 @@
 //! Kubernetes discovery against a fake API server at the HTTP boundary: a
-//! local HTTP server speaking the list/watch protocol for EndpointSlices, so
-//! the scaler's real `kube` client, watcher and reflector run unchanged. The
-//! slices point at real `edge-agent` processes.
+//! local HTTP server speaking the list/watch protocol for EndpointSlices and
+//! Nodes, so the scaler's real `kube` client, watcher and reflector run
+//! unchanged. The slices point at real `edge-agent` processes.
 
 mod common;
 
@@ -26,7 +26,7 @@ use tokio::sync::watch;
 #[derive(Default)]
 struct Cluster {
     version: u64,
-    slices: HashMap<String, Value>,
+    items: HashMap<String, Value>,
     events: Vec<(u64, Value)>,
     selectors: Vec<String>,
 }
@@ -44,9 +44,9 @@ impl FakeApi {
         let v = c.version;
         slice["metadata"]["resourceVersion"] = json!(v.to_string());
         if kind == "DELETED" {
-            c.slices.remove(name);
+            c.items.remove(name);
         } else {
-            c.slices.insert(name.to_owned(), slice.clone());
+            c.items.insert(name.to_owned(), slice.clone());
         }
         c.events.push((v, json!({"type": kind, "object": slice})));
         drop(c);
@@ -78,13 +78,22 @@ fn slice(name: &str, port: u16, endpoints: &[(&str, bool)]) -> Value {
 }
 
 async fn endpointslices(
-    State(api): State<FakeApi>,
+    State(apis): State<Apis>,
     Path(namespace): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     if namespace != "edge" {
         return (StatusCode::NOT_FOUND, "wrong namespace").into_response();
     }
+    list_or_watch(&apis.slices, "discovery.k8s.io/v1", "EndpointSliceList", query)
+}
+
+async fn nodes(State(apis): State<Apis>, Query(query): Query<HashMap<String, String>>) -> Response {
+    list_or_watch(&apis.nodes, "v1", "NodeList", query)
+}
+
+/// A collection's list, or its watch from `resourceVersion` on.
+fn list_or_watch(api: &FakeApi, api_version: &str, list_kind: &str, query: HashMap<String, String>) -> Response {
     let selector = query.get("labelSelector").cloned().unwrap_or_default();
     api.cluster.lock().unwrap().selectors.push(selector);
     if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
@@ -115,23 +124,37 @@ async fn endpointslices(
     }
     let c = api.cluster.lock().unwrap();
     let list = json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSliceList",
+        "apiVersion": api_version,
+        "kind": list_kind,
         "metadata": {"resourceVersion": c.version.to_string()},
-        "items": c.slices.values().cloned().collect::<Vec<_>>(),
+        "items": c.items.values().cloned().collect::<Vec<_>>(),
     });
     ([(header::CONTENT_TYPE, "application/json")], list.to_string()).into_response()
 }
 
+/// The collections the fake API server serves.
+#[derive(Clone)]
+struct Apis {
+    slices: FakeApi,
+    nodes: FakeApi,
+}
+
 async fn start_fake_api() -> (FakeApi, SocketAddr) {
-    let api = FakeApi { cluster: Arc::default(), changed: watch::Sender::new(0) };
+    let (apis, addr) = start_fake_apis().await;
+    (apis.slices, addr)
+}
+
+async fn start_fake_apis() -> (Apis, SocketAddr) {
+    let fake = || FakeApi { cluster: Arc::default(), changed: watch::Sender::new(0) };
+    let apis = Apis { slices: fake(), nodes: fake() };
     let app = Router::new()
         .route("/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices", get(endpointslices))
-        .with_state(api.clone());
+        .route("/api/v1/nodes", get(nodes))
+        .with_state(apis.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (api, addr)
+    (apis, addr)
 }
 
 fn kubeconfig(dir: &std::path::Path, api: SocketAddr) -> String {
@@ -225,4 +248,77 @@ fn no_kubeconfig_fails_at_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("Kubernetes client"), "{stderr}");
+}
+
+/// A Node with an InternalIP and, if given, an ExternalIP.
+fn node(name: &str, internal: &str, external: Option<&str>) -> Value {
+    let mut addresses = vec![json!({"type": "InternalIP", "address": internal})];
+    if let Some(ip) = external {
+        addresses.push(json!({"type": "ExternalIP", "address": ip}));
+    }
+    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}, "status": {"addresses": addresses}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_are_listed_at_the_address_a_device_can_reach() {
+    // Three nodes' workers, all advertising their private address: one node with a
+    // public IP, one in a Local Zone behind a load balancer, one private only.
+    let agents = [("node-public", "zone-a"), ("node-lax", "lax"), ("node-private", "zone-a")]
+        .map(|(node, zone)| (node, agent_builder(zone).flag("node-name", node).start()));
+    let ips = ["10.0.1.10", "10.0.2.20", "10.0.1.30"];
+    for ((node, agent), ip) in agents.iter().zip(ips) {
+        report_with(agent, node, "sd-cpu", "cpu", 0, 0, json!({"endpoint": format!("http://{ip}:30080")}));
+    }
+    let (apis, api_addr) = start_fake_apis().await;
+    for (i, (name, agent)) in agents.iter().enumerate() {
+        let ready = [("127.0.0.1", true)];
+        apis.slices.apply("ADDED", name, slice(name, agent.addr.port(), &ready));
+        let external = (i == 0).then_some("54.1.2.3");
+        apis.nodes.apply("ADDED", name, node(name, ips[i], external));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let scaler = Scaler::start(
+        &[
+            ("agent-service", "edge-agent".into()),
+            ("agent-port", "http".into()),
+            ("node-addresses", "true".into()),
+            ("advertise-host", "lax=sd-lax.example.com".into()),
+        ],
+        &[("KUBECONFIG", kubeconfig(dir.path(), api_addr))],
+    );
+    let by_node = |body: &str| -> Vec<(String, String, String, String)> {
+        let v: Value = serde_json::from_str(body).unwrap();
+        let mut rows: Vec<_> = v["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let s = |k: &str| e[k].as_str().unwrap().to_owned();
+                (s("node"), s("url"), s("address"), s("reachability"))
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    let row = |n: &str, u: &str, a: &str, r: &str| (n.to_owned(), u.to_owned(), a.to_owned(), r.to_owned());
+    let expected = vec![
+        row("node-lax", "http://sd-lax.example.com:30080", "advertise-host", "public"),
+        row("node-private", "http://10.0.1.30:30080", "advertised", "vpc"),
+        row("node-public", "http://54.1.2.3:30080", "external-ip", "public"),
+    ];
+    edge_testkit::eventually(PATIENCE, "every endpoint at its reachable address", || {
+        let (status, body) = edge_testkit::http::get(scaler.metrics_addr, "/v1/endpoints").ok()?;
+        (status == 200 && by_node(&body) == expected).then_some(())
+    });
+    // The private node gets a public IP: the next answer follows the Node.
+    apis.nodes.apply("MODIFIED", "node-private", node("node-private", ips[2], Some("54.9.9.9")));
+    edge_testkit::eventually(PATIENCE, "the new ExternalIP used", || {
+        let (_, body) = edge_testkit::http::get(scaler.metrics_addr, "/v1/endpoints").ok()?;
+        by_node(&body).contains(&row("node-private", "http://54.9.9.9:30080", "external-ip", "public")).then_some(())
+    });
+    assert!(
+        apis.nodes.selectors().iter().all(String::is_empty),
+        "every Node, no selector: {:?}",
+        apis.nodes.selectors()
+    );
 }

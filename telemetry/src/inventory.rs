@@ -3,7 +3,9 @@
 //!
 //! Wire format: `GET /v1/endpoints[?accelerator=…&zone=…&limit=…&device=…]` on
 //! the scaler's HTTP port, answered with [`Inventory`] as JSON, or `400` with
-//! [`InventoryError`]. Devices may deserialise these types directly.
+//! [`InventoryError`], or `429` with it and `Retry-After` when one address
+//! pulls faster than the scaler's `--inventory-rate`. Devices may
+//! deserialise these types directly.
 //!
 //! A pull that names an accelerator with no ready endpoint (in its zone) is
 //! demand: the answer then lists the best endpoints there are (other zones
@@ -37,6 +39,9 @@ pub const PARAM_DEVICE: &str = "device";
 pub const PARAMS: [&str; 4] = [PARAM_ACCELERATOR, PARAM_ZONE, PARAM_LIMIT, PARAM_DEVICE];
 /// Longest `device` id.
 pub const MAX_DEVICE_LEN: usize = 128;
+/// Longest query string (bytes) a pull may carry; a longer one is refused
+/// with `param: "query"`.
+pub const MAX_QUERY_LEN: usize = 1024;
 
 /// The answer: ready endpoints of fresh agents, least loaded first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,6 +96,69 @@ pub struct Endpoint {
     pub latency_p50_seconds: Option<f64>,
     /// Recent 99th percentile latency; `null` when the worker reported none.
     pub latency_p99_seconds: Option<f64>,
+    /// Which rule chose the URL's host (see [`AddressRule`]).
+    #[serde(default)]
+    pub address: AddressRule,
+    /// Who can reach the URL: `public` (anyone the security groups let in) or
+    /// `vpc` (a private address: devices need a VPN, Direct Connect or the VPC).
+    #[serde(default)]
+    pub reachability: Reachability,
+}
+
+/// Where an endpoint's host comes from, in the order the scaler tries them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AddressRule {
+    /// The node's `ExternalIP` (a node in a public subnet).
+    ExternalIp,
+    /// The zone's advertised host (the scaler's `--advertise-host`: a load balancer or DNS name).
+    AdvertiseHost,
+    /// As the worker advertised it (the node's primary, usually private, address).
+    #[default]
+    Advertised,
+}
+
+/// Who can reach an endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reachability {
+    /// A public address or a name.
+    #[default]
+    Public,
+    /// A private address (RFC 1918, shared 100.64/10, loopback, link-local, IPv6 ULA).
+    Vpc,
+}
+
+/// Splits `scheme://host[:port][/path]` into `scheme://`, the host (with an
+/// IPv6 address's brackets) and the rest; `None` when there is no `://`.
+pub fn split_host(url: &str) -> Option<(&str, &str, &str)> {
+    let start = url.find("://")? + 3;
+    let after = &url[start..];
+    let end = if after.starts_with('[') {
+        after.find(']').map_or(after.len(), |i| i + 1)
+    } else {
+        after.find([':', '/']).unwrap_or(after.len())
+    };
+    Some((&url[..start], &after[..end], &after[end..]))
+}
+
+impl Reachability {
+    /// What a URL host is: a private IP address is `vpc`, anything else `public`.
+    pub fn of_host(host: &str) -> Self {
+        let ip = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>();
+        let private = match ip {
+            Ok(std::net::IpAddr::V4(v4)) => {
+                let [a, b, ..] = v4.octets();
+                v4.is_private() || v4.is_loopback() || v4.is_link_local() || (a == 100 && (64..128).contains(&b))
+            }
+            Ok(std::net::IpAddr::V6(v6)) => {
+                let first = v6.segments()[0];
+                v6.is_loopback() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+            }
+            Err(_) => false,
+        };
+        if private { Self::Vpc } else { Self::Public }
+    }
 }
 
 impl Endpoint {
@@ -110,13 +178,32 @@ impl Endpoint {
 pub struct InventoryError {
     /// What is wrong and what is allowed.
     pub error: String,
-    /// The query parameter at fault.
+    /// The query parameter at fault: `query` for the query string as a
+    /// whole, empty when none is (`429`: too many pulls from one address).
     pub param: String,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_split_around_their_host() {
+        assert_eq!(split_host("http://10.0.3.7:30080"), Some(("http://", "10.0.3.7", ":30080")));
+        assert_eq!(split_host("https://[fd00::1]:443/v1"), Some(("https://", "[fd00::1]", ":443/v1")));
+        assert_eq!(split_host("http://sd.example.com/x"), Some(("http://", "sd.example.com", "/x")));
+        assert_eq!(split_host("sd.example.com"), None);
+    }
+
+    #[test]
+    fn private_addresses_are_vpc_and_the_rest_public() {
+        for host in ["10.0.3.7", "172.16.0.1", "192.168.1.1", "100.64.0.9", "127.0.0.1", "[fd00::1]", "[fe80::1]"] {
+            assert_eq!(Reachability::of_host(host), Reachability::Vpc, "{host}");
+        }
+        for host in ["54.12.0.7", "100.128.0.1", "[2600:1f14::1]", "sd-lax.example.com"] {
+            assert_eq!(Reachability::of_host(host), Reachability::Public, "{host}");
+        }
+    }
 
     fn endpoint(queue: u32, in_flight: u32, capacity: u32) -> Endpoint {
         Endpoint {
@@ -132,6 +219,8 @@ mod tests {
             capacity,
             latency_p50_seconds: None,
             latency_p99_seconds: Some(2.0),
+            address: AddressRule::Advertised,
+            reachability: Reachability::Vpc,
         }
     }
 
@@ -160,6 +249,8 @@ mod tests {
             "capacity",
             "latency_p50_seconds",
             "latency_p99_seconds",
+            "address",
+            "reachability",
         ];
         expected.sort_unstable();
         let mut keys = keys;
@@ -167,5 +258,9 @@ mod tests {
         assert_eq!(keys, expected);
         assert_eq!(json["endpoints"][0]["accelerator"], "cpu");
         assert!(json["endpoints"][0]["latency_p50_seconds"].is_null(), "absent, not 0");
+        assert_eq!(
+            (&json["endpoints"][0]["address"], &json["endpoints"][0]["reachability"]),
+            (&"advertised".into(), &"vpc".into())
+        );
     }
 }

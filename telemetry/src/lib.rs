@@ -7,10 +7,14 @@
 //! - [`accelerator`]: the accelerator types we scale on.
 //! - [`labels`]: Kubernetes label syntax, for reports and selectors alike.
 //! - [`catalogue`]: every metric name the project exposes, in one place.
+//! - [`http1`]: the one small JSON POST its processes send each other.
+//! - [`exposition`]: which text format a `/metrics` scrape gets.
 
 pub mod accelerator;
 pub mod catalogue;
 pub mod daemon;
+pub mod exposition;
+pub mod http1;
 pub mod inventory;
 pub mod labels;
 pub mod report;

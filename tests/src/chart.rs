@@ -85,6 +85,8 @@ pub fn try_validate(yaml: &str) -> Result<Vec<Value>, String> {
     cmd.arg(root.join("deploy/tools/validate_manifests.py"))
         .arg("--crds")
         .arg(root.join("deploy/testdata/crds"))
+        .arg("--monitoring-modules")
+        .arg(crate::tools::monitoring_modules())
         .arg("--json")
         .arg(&json);
     for v in KUBE_VERSIONS {

@@ -24,6 +24,13 @@ pub fn helm() -> PathBuf {
     installed(cache_dir().join("bin/helm"), "helm")
 }
 
+/// The node_modules holding @kubernetes-models/prometheus-operator (npm).
+pub fn monitoring_modules() -> PathBuf {
+    let dir = cache_dir().join("npm/node_modules");
+    installed(dir.join("@kubernetes-models/prometheus-operator"), "@kubernetes-models/prometheus-operator");
+    dir
+}
+
 /// The Python of the test venv (kubernetes-validate, jsonschema, pyyaml).
 pub fn python() -> PathBuf {
     installed(cache_dir().join("venv/bin/python"), "the test venv's python")

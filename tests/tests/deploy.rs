@@ -356,9 +356,35 @@ fn scaler_rbac_is_list_and_watch_of_endpointslices_only() {
         assert_eq!(scaler["spec"]["replicas"], 2, "{p}");
         let pdb = find(&objects, "PodDisruptionBudget", "edge-edge-diffusion-scaler");
         assert_eq!(pdb["spec"]["selector"]["matchLabels"], scaler["spec"]["selector"]["matchLabels"], "{p}");
-        // The inventory lists the URLs workers advertise; nothing reads Nodes.
-        assert!(of_kind(&objects, "ClusterRole").is_empty(), "{p}: no cluster-wide access");
-        assert!(of_kind(&objects, "ClusterRoleBinding").is_empty(), "{p}: no cluster-wide access");
+        // Cluster-wide, the scaler reads Nodes (their ExternalIP for the inventory), and nothing else.
+        let cluster_role = find(&objects, "ClusterRole", "edge-edge-diffusion-scaler-nodes");
+        assert_eq!(
+            cluster_role["rules"],
+            serde_json::json!([{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}]),
+            "{p}"
+        );
+        assert_eq!(of_kind(&objects, "ClusterRole").len(), 1, "{p}");
+        let binding = find(&objects, "ClusterRoleBinding", "edge-edge-diffusion-scaler-nodes");
+        assert_eq!(binding["roleRef"]["name"], "edge-edge-diffusion-scaler-nodes", "{p}");
+        assert_eq!(binding["subjects"][0]["name"], scaler["spec"]["template"]["spec"]["serviceAccountName"], "{p}");
+    }
+    let off = chart::template(&["--set", "model.s3.bucket=b", "--set", "scaler.nodeAddresses=false"]).unwrap();
+    let objects = chart::validate(&off);
+    assert!(of_kind(&objects, "ClusterRole").is_empty() && of_kind(&objects, "ClusterRoleBinding").is_empty());
+    let scaler = &pod_specs(find(&objects, "Deployment", "edge-edge-diffusion-scaler"))[0]["containers"][0];
+    assert_eq!(flag(scaler, "node-addresses"), Some("false"));
+}
+
+/// The address rule per profile: every profile lists endpoints at the node's ExternalIP where
+/// there is one; the Local Zone profile names its zone's load balancer for the rest.
+#[test]
+fn each_profile_says_which_address_devices_get() {
+    for p in chart::profiles() {
+        let objects = rendered(&p);
+        let scaler = &pod_specs(find(&objects, "Deployment", "edge-edge-diffusion-scaler"))[0]["containers"][0];
+        assert_eq!(flag(scaler, "node-addresses"), Some("true"), "{p}: ExternalIP first");
+        let expected = (p == "all-localzone").then_some("us-west-2-lax-1a=sd-lax.example.com");
+        assert_eq!(flag(scaler, "advertise-host"), expected, "{p}: the zone's advertised host");
     }
 }
 
@@ -374,6 +400,40 @@ fn agents_workers_and_scaler_are_wired_together() {
         let scaler = &pod_specs(find(&objects, "Deployment", "edge-edge-diffusion-scaler"))[0]["containers"][0];
         assert_eq!(flag(scaler, "agent-port"), Some(port_name), "{p}");
         assert_eq!(flag(scaler, "agent-service"), svc["metadata"]["name"].as_str(), "{p}");
+        // The replicas share device demand through a headless Service of their own HTTP ports,
+        // listing replicas that are not Ready yet, and may reach each other there.
+        let peers = find(&objects, "Service", "edge-edge-diffusion-scaler-peers");
+        assert_eq!(peers["spec"]["clusterIP"], "None", "{p}: headless");
+        assert_eq!(peers["spec"]["publishNotReadyAddresses"], true, "{p}");
+        assert_eq!(peers["spec"]["ports"][0]["targetPort"], "http", "{p}");
+        let http_port = peers["spec"]["ports"][0]["port"].as_u64().unwrap();
+        assert_eq!(
+            flag(scaler, "peers"),
+            Some(format!("edge-edge-diffusion-scaler-peers.edge-diffusion.svc:{http_port}").as_str()),
+            "{p}"
+        );
+        assert_eq!(flag(scaler, "metrics-listen"), Some(format!("0.0.0.0:{http_port}").as_str()), "{p}");
+        // Ready only once it has heard from the agents; alive as long as it serves.
+        let tls =
+            scaler["args"].as_array().unwrap().iter().any(|a| a.as_str().is_some_and(|a| a.starts_with("--tls-cert")));
+        if tls {
+            assert_eq!(scaler["readinessProbe"]["httpGet"]["path"], "/readyz", "{p}: the gRPC probe speaks no TLS");
+        } else {
+            let grpc_port = flag(scaler, "listen").and_then(|l| l.rsplit(':').next()).unwrap();
+            assert_eq!(scaler["readinessProbe"]["grpc"]["port"].to_string(), grpc_port, "{p}: gRPC health");
+        }
+        assert_eq!(scaler["livenessProbe"]["httpGet"]["path"], "/healthz", "{p}");
+        assert_eq!(flag(scaler, "ready-timeout"), Some("30s"), "{p}");
+        let policy = find(&objects, "NetworkPolicy", "edge-edge-diffusion-scaler");
+        let from_replicas = policy["spec"]["ingress"].as_array().unwrap().iter().any(|rule| {
+            rule["ports"][0]["port"] == "http"
+                && rule["from"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|f| f["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "scaler")
+        });
+        assert!(from_replicas, "{p}: the scaler's NetworkPolicy lets its replicas reach each other's HTTP port");
         for ds in of_kind(&objects, "DaemonSet") {
             let pod = pod_specs(ds)[0];
             let agent = &pod["containers"][0];
@@ -392,6 +452,9 @@ fn agents_workers_and_scaler_are_wired_together() {
                 "{p}: NVML on GPU nodes only"
             );
             assert_eq!(flag(agent, "neuron-monitor").unwrap().is_empty(), accel != "neuron", "{p}: neuron-monitor");
+            if env(agent, "EDGE_AGENT_CLOUDWATCH_NAMESPACE").is_some() {
+                assert_eq!(env(agent, "AWS_REGION").unwrap()["value"], "us-west-2", "{p}: the SDK's region");
+            }
             let tolerated: Vec<&str> =
                 pod["tolerations"].as_array().unwrap().iter().filter_map(|t| t["key"].as_str()).collect();
             let taint = match accel {
@@ -531,6 +594,7 @@ fn bad_values_fail_with_a_message_naming_the_value() {
             "accelerators.neuron.image.repository",
         ),
         (&["--set", "model.s3.bucket=b", "--set", "localZone.enabled=true"], "localZone.zones"),
+        (&["--set", "model.s3.bucket=b", "--set", "agent.cloudwatch.namespace=Edge"], "agent.cloudwatch.region"),
         (
             &[
                 "--set",
@@ -883,4 +947,89 @@ fn the_scaler_and_the_worker_accept_the_rendered_flags() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// Whether every `matchLabels` pair of `selector` is among `labels`.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    selector["matchLabels"].as_object().unwrap().iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+#[test]
+fn monitoring_objects_validate_and_scrape_what_exists() {
+    for p in chart::profiles() {
+        let objects = rendered(&p);
+        for kind in ["PrometheusRule", "ServiceMonitor", "PodMonitor"] {
+            assert!(of_kind(&objects, kind).is_empty(), "{p}: {kind} only when monitoring asks for it");
+        }
+    }
+    let values = chart::chart_dir().join("ci/all-localzone-values.yaml");
+    let on = [
+        "-f",
+        values.to_str().unwrap(),
+        "--set",
+        "monitoring.prometheusRule.enabled=true",
+        "--set",
+        "monitoring.serviceMonitors.enabled=true",
+        "--set",
+        "monitoring.labels.release=kps",
+    ];
+    // Validated like every profile, the monitoring objects by the operator's own schemas.
+    let objects = chart::validate(&chart::template(&on).unwrap());
+
+    let rule = &of_kind(&objects, "PrometheusRule")[0];
+    assert_eq!(rule["metadata"]["labels"]["release"], "kps", "the operator's rule selector");
+    let rendered_alerts: Vec<&str> =
+        rule["spec"]["groups"][0]["rules"].as_array().unwrap().iter().map(|r| r["alert"].as_str().unwrap()).collect();
+    let file = std::fs::read_to_string(chart::chart_dir().join("files/alerts.yaml")).unwrap();
+    let file_alerts: Vec<&str> = file.lines().filter_map(|l| l.trim().strip_prefix("- alert: ")).collect();
+    assert_eq!(rendered_alerts, file_alerts, "the PrometheusRule carries the promtool-tested file");
+    let expr = rule["spec"]["groups"][0]["rules"][0]["expr"].as_str().unwrap();
+    assert!(file.contains(&format!("expr: {expr}")), "{expr}");
+
+    let services = of_kind(&objects, "Service");
+    let monitors = of_kind(&objects, "ServiceMonitor");
+    assert_eq!(monitors.len(), 2, "agent and scaler");
+    for m in &monitors {
+        assert_eq!(m["metadata"]["labels"]["release"], "kps");
+        let selected: Vec<&str> = services
+            .iter()
+            .filter(|s| {
+                selects(&m["spec"]["selector"], &s["metadata"]["labels"])
+                    && m["spec"]["selector"]["matchExpressions"].as_array().is_none_or(|exprs| {
+                        exprs.iter().all(|e| s["metadata"]["labels"].get(e["key"].as_str().unwrap()).is_none())
+                    })
+            })
+            .map(|s| s["metadata"]["name"].as_str().unwrap())
+            .collect();
+        let name = m["metadata"]["name"].as_str().unwrap();
+        assert_eq!(selected.len(), 1, "{name} scrapes exactly one Service: {selected:?}");
+        let service = find(&objects, "Service", selected[0]);
+        let port = m["spec"]["endpoints"][0]["port"].as_str().unwrap();
+        assert!(
+            service["spec"]["ports"].as_array().unwrap().iter().any(|sp| sp["name"] == port),
+            "{name}: port {port} on {}",
+            selected[0]
+        );
+    }
+    let names: BTreeSet<&str> = monitors.iter().map(|m| m["metadata"]["name"].as_str().unwrap()).collect();
+    assert_eq!(names, BTreeSet::from(["edge-edge-diffusion-agent", "edge-edge-diffusion-scaler"]));
+
+    let pod_monitor = &of_kind(&objects, "PodMonitor")[0];
+    let workers = inference_deployments(&objects);
+    assert!(!workers.is_empty());
+    for d in workers {
+        let pod = &d["spec"]["template"];
+        assert!(selects(&pod_monitor["spec"]["selector"], &pod["metadata"]["labels"]), "{}", d["metadata"]["name"]);
+        let port = pod_monitor["spec"]["podMetricsEndpoints"][0]["port"].as_str().unwrap();
+        let worker = &pod["spec"]["containers"][0];
+        assert!(worker["ports"].as_array().unwrap().iter().any(|cp| cp["name"] == port), "{}", d["metadata"]["name"]);
+    }
+}
+
+#[test]
+fn the_monitoring_validator_refuses_a_wrong_type() {
+    let yaml = "apiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nmetadata: {name: r}\n\
+                spec:\n  groups:\n    - name: g\n      rules:\n        - alert: A\n          expr: up == 0\n          for: 5\n";
+    let report = chart::try_validate(yaml).expect_err("`for` must be a duration string");
+    assert!(report.contains("must be string"), "{report}");
 }

@@ -66,6 +66,11 @@ pub fn report_with(
     assert_eq!(status, 204, "report refused: {reply}");
 }
 
+/// `127.0.0.1:port`.
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
 /// A running `edge-scaler`; killed on drop.
 pub struct Scaler {
     child: Child,
@@ -80,8 +85,13 @@ impl Scaler {
     /// Starts the scaler with `flags` (plus loopback --listen/--metrics-listen)
     /// and waits until both ports answer.
     pub fn start(flags: &[(&str, String)], env: &[(&str, String)]) -> Scaler {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Self::start_at(loopback(free_port()), flags, env)
+    }
+
+    /// [`Scaler::start`] with its HTTP port at `metrics_addr` (known before
+    /// it starts, as peers need).
+    pub fn start_at(metrics_addr: SocketAddr, flags: &[(&str, String)], env: &[(&str, String)]) -> Scaler {
+        let addr = loopback(free_port());
         let log = tempfile::NamedTempFile::new().expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-scaler"));
         cmd.arg(format!("--listen={addr}")).arg(format!("--metrics-listen={metrics_addr}"));

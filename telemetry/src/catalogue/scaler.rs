@@ -13,6 +13,12 @@ pub const LABEL_ACCELERATOR: &str = "accelerator";
 pub const LABEL_ZONE: &str = "zone";
 /// Label: a cold start's phase, `report` or `image`.
 pub const LABEL_PHASE: &str = "phase";
+/// Label: an agent's address as discovery found it (`host:port`).
+pub const LABEL_AGENT: &str = "agent";
+/// Label: why the inventory refused a pull, `bad_request` or `rate_limited`.
+pub const LABEL_REASON: &str = "reason";
+/// Label: how a peer sync ended, `ok` or `failed`.
+pub const LABEL_OUTCOME: &str = "outcome";
 
 /// Agents followed (discovered and not dropped).
 pub const AGENTS: Metric = Metric::gauge("edge_scaler_agents", "Agents the scaler follows");
@@ -23,6 +29,11 @@ pub const AGENTS_CONNECTED: Metric =
 pub const AGENTS_STALE: Metric = Metric::gauge(
     "edge_scaler_agents_stale",
     "Agents silent for longer than --stale-after (their data does not count)",
+);
+/// Seconds since each followed agent last sent anything (since discovery for one never heard from).
+pub const AGENT_AGE_SECONDS: Metric = Metric::gauge(
+    "edge_scaler_agent_age_seconds",
+    "Seconds since the agent last sent a snapshot or heartbeat (since discovery if it never did)",
 );
 /// Worker groups (accelerator, namespace, Deployment) known.
 pub const WORKER_GROUPS: Metric =
@@ -47,6 +58,18 @@ pub const DEMAND_REQUESTERS: Metric = Metric::gauge(
 /// Inventory pulls that woke a class (it had no demand before).
 pub const DEMAND_WAKES: Metric =
     Metric::counter("edge_scaler_demand_wakes", "Inventory pulls that woke a class with no ready endpoint");
+/// Inventory pulls refused, by reason.
+pub const INVENTORY_REFUSED: Metric = Metric::counter("edge_scaler_inventory_refused", "Inventory pulls refused");
+/// Other scaler replicas that synced with this one within the freshness window.
+pub const PEERS: Metric =
+    Metric::gauge("edge_scaler_peers", "Other scaler replicas heard from recently (device demand is shared with them)");
+/// Syncs sent to peers, by outcome.
+pub const PEER_SYNCS: Metric = Metric::counter("edge_scaler_peer_syncs", "Syncs sent to other scaler replicas");
+/// Demand records not sent to a peer because its buffer was full.
+pub const PEER_DEMAND_DROPPED: Metric = Metric::counter(
+    "edge_scaler_peer_demand_dropped",
+    "Device demand records not sent to a peer because its buffer was full",
+);
 
 /// A histogram family: name, help and bucket bounds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -88,6 +111,11 @@ pub const ALL: &[Metric] = &[
     ACTIVE_STREAMS,
     DEMAND_REQUESTERS,
     DEMAND_WAKES,
+    AGENT_AGE_SECONDS,
+    INVENTORY_REFUSED,
+    PEERS,
+    PEER_SYNCS,
+    PEER_DEMAND_DROPPED,
 ];
 
 /// Every histogram of the scaler.

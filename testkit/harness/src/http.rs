@@ -32,8 +32,14 @@ impl Response {
 
 /// `GET path`; the whole answer, headers included.
 pub fn get_response(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
+    get_response_with(addr, path, &[])
+}
+
+/// [`get_response`] with extra header lines (each `Name: value`).
+pub fn get_response_with(addr: SocketAddr, path: &str, headers: &[&str]) -> std::io::Result<Response> {
     let mut stream = connect(addr)?;
-    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())?;
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n").as_bytes())?;
     read_response(stream)
 }
 

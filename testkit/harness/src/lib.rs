@@ -8,6 +8,7 @@
 pub mod fake_nvml;
 pub mod http;
 pub mod process;
+pub mod promtool;
 
 pub use process::{Proxy, ProxyBuilder, Scaler, ScalerBuilder, SdUpstream, SdUpstreamBuilder, Worker, WorkerBuilder};
 

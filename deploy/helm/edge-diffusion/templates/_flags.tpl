@@ -55,6 +55,9 @@ flags); EDGE_* environment variables for what the downward API fills in.
   value: {{ $.root.Values.clusterName | quote }}
 - name: EDGE_AGENT_CLOUDWATCH_FLUSH_INTERVAL
   value: {{ $.root.Values.agent.cloudwatch.flushInterval | quote }}
+# The SDK's region: EKS Pod Identity sets none, and IMDS is out of a pod's reach (hop limit 1).
+- name: AWS_REGION
+  value: {{ required "agent.cloudwatch.region: the AWS region CloudWatch metrics go to (e.g. us-west-2); needed with agent.cloudwatch.namespace" $.root.Values.agent.cloudwatch.region | quote }}
 {{- end }}
 {{- if eq .group.accelerator "nvidia" }}
 # The NVIDIA container runtime mounts libnvidia-ml and the device nodes for NVML queries; the
@@ -75,6 +78,13 @@ flags); EDGE_* environment variables for what the downward API fills in.
 - --agent-namespace={{ .Release.Namespace }}
 - --agent-port=agent
 - --stale-after={{ $v.scaler.staleAfter }}
+- --ready-timeout={{ $v.scaler.readyTimeout }}
+- --inventory-rate={{ $v.scaler.inventoryRate }}
+- --node-addresses={{ $v.scaler.nodeAddresses }}
+{{- with $v.scaler.advertiseHosts }}
+- --advertise-host={{ range $i, $zone := keys . | sortAlpha }}{{ if $i }},{{ end }}{{ $zone }}={{ get $v.scaler.advertiseHosts $zone }}{{ end }}
+{{- end }}
+- --peers={{ include "edge-diffusion.scalerName" . }}-peers.{{ .Release.Namespace }}.svc:{{ $v.scaler.httpPort }}
 - --log-format={{ $v.scaler.logFormat }}
 {{- if $v.scaler.tls.enabled }}
 - --tls-cert=/etc/edge-scaler/tls/tls.crt
