@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 use edge_testkit::http::KeepAlive;
-use edge_testkit::{AgentBuilder, ProxyBuilder, SdUpstreamBuilder, eventually, http};
+use edge_testkit::{AgentBuilder, SdUpstreamBuilder, WorkerBuilder, eventually, http};
 
 const BIN: &str = env!("CARGO_BIN_EXE_edge-inference");
 
@@ -76,7 +76,7 @@ fn main() {
     let agent = AgentBuilder::new(edge_testkit::artifact("edge-agent")).start();
     let builder = SdUpstreamBuilder::new();
     let upstream = builder.start();
-    let proxy = ProxyBuilder::new(BIN, &builder.url())
+    let proxy = WorkerBuilder::proxy(BIN, &builder.url())
         .flag("accelerator", "neuron")
         .flag("upstream-health", "/internal/ping")
         .flag("agent", agent.report_addr.expect("report port").to_string())

@@ -10,13 +10,13 @@ mod common;
 
 use std::time::Duration;
 
-use edge_testkit::{ProxyBuilder, SdUpstreamBuilder, eventually, http, sample};
+use edge_testkit::{SdUpstreamBuilder, WorkerBuilder, eventually, http, sample};
 
 const BIN: &str = env!("CARGO_BIN_EXE_edge-inference");
 const LONG: Duration = Duration::from_secs(60);
 
-fn proxy(upstream: &SdUpstreamBuilder) -> ProxyBuilder {
-    ProxyBuilder::new(BIN, &upstream.url())
+fn proxy(upstream: &SdUpstreamBuilder) -> WorkerBuilder {
+    WorkerBuilder::proxy(BIN, &upstream.url())
         .flag("accelerator", "neuron")
         .flag("upstream-health", "/internal/ping")
         .flag("health-interval", "100ms")
@@ -178,7 +178,7 @@ fn bad_flags_stop_the_proxy_naming_the_flag() {
         assert!(log.contains(needle), "{flags:?}: {log}");
     }
     // No --accelerator: the scaler selects on it, so there is no guess.
-    let (status, log) = ProxyBuilder::new(BIN, &up.url()).run_to_exit();
+    let (status, log) = WorkerBuilder::proxy(BIN, &up.url()).run_to_exit();
     assert!(!status.success());
     assert!(log.contains("--accelerator") && log.contains("nvidia, neuron, cpu"), "{log}");
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use edge_e2e::inventory;
 use edge_e2e::keda::{Keda, trigger};
 use edge_telemetry::catalogue::edge;
-use edge_testkit::{AgentBuilder, ProxyBuilder, ScalerBuilder, SdUpstreamBuilder, artifact, eventually, http, sample};
+use edge_testkit::{AgentBuilder, ScalerBuilder, SdUpstreamBuilder, WorkerBuilder, artifact, eventually, http, sample};
 
 /// Generous bound for anything that crosses processes on a loaded machine.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -38,7 +38,7 @@ fn a_burst_through_the_proxy_wakes_the_scaler_and_a_dead_upstream_leaves_the_inv
     let upstream = upstream_builder.start();
     let listen = format!("127.0.0.1:{}", edge_testkit::free_port());
     let url = format!("http://{listen}");
-    let proxy = ProxyBuilder::new(artifact("edge-inference"), &upstream_builder.url())
+    let proxy = WorkerBuilder::proxy(artifact("edge-inference"), &upstream_builder.url())
         .flag("listen", listen.as_str())
         .flag("upstream-health", "/internal/ping")
         .flag("health-interval", "100ms")

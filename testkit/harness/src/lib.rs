@@ -10,7 +10,7 @@ pub mod http;
 pub mod process;
 pub mod promtool;
 
-pub use process::{Proxy, ProxyBuilder, Scaler, ScalerBuilder, SdUpstream, SdUpstreamBuilder, Worker, WorkerBuilder};
+pub use process::{Proxy, Scaler, ScalerBuilder, SdUpstream, SdUpstreamBuilder, Worker, WorkerBuilder};
 
 use std::collections::BTreeMap;
 use std::io::Read;

@@ -170,10 +170,15 @@ impl Scaler {
 }
 
 /// Builds an `edge-inference serve` command line on a model directory, with a
-/// loopback `--listen` and one candle thread (parallel tests share few cores).
+/// loopback `--listen` and one candle thread (parallel tests share few cores);
+/// or, from [`WorkerBuilder::proxy`], an `edge-inference proxy` one.
 #[derive(Debug, Clone)]
 pub struct WorkerBuilder {
     bin: PathBuf,
+    subcommand: &'static str,
+    /// What answers 200 once it is up: the worker's `/readyz`, the proxy's
+    /// `/healthz` (its `/readyz` follows the upstream's health).
+    ready_path: &'static str,
     flags: BTreeMap<String, String>,
     env: Vec<(String, String)>,
 }
@@ -188,18 +193,39 @@ impl WorkerBuilder {
             ("EDGE_INFERENCE_LOG".into(), "info,edge_inference=debug".into()),
             ("RAYON_NUM_THREADS".into(), "1".into()),
         ];
-        Self { bin: bin.into(), flags, env }
+        Self { bin: bin.into(), subcommand: "serve", ready_path: "/readyz", flags, env }
+    }
+
+    /// An `edge-inference proxy` from `bin` in front of `upstream` (`http://HOST:PORT`), with a
+    /// loopback `--listen`; the test adds `--agent`, `--accelerator`, ….
+    pub fn proxy(bin: impl Into<PathBuf>, upstream: &str) -> Self {
+        let mut flags = BTreeMap::new();
+        flags.insert("listen".to_owned(), loopback().to_string());
+        flags.insert("upstream".to_owned(), upstream.to_owned());
+        let env = vec![("EDGE_INFERENCE_LOG".into(), "info,edge_inference=debug".into())];
+        Self { bin: bin.into(), subcommand: "proxy", ready_path: "/healthz", flags, env }
     }
 
     flag_and_env!();
 
-    /// Starts the worker and waits until `/readyz` answers 200 (model loaded,
-    /// warm-up step done).
+    fn spawn(&self) -> Proc {
+        Proc::spawn("edge-inference", command(&self.bin, &[self.subcommand], &self.flags, &self.env))
+    }
+
+    /// Starts it and waits until it is up: a worker's `/readyz` answers 200
+    /// (model loaded, warm-up step done), a proxy's `/healthz`.
     pub fn start(self) -> Worker {
         let addr: SocketAddr = self.flags["listen"].parse().expect("--listen is an address");
-        let mut proc = Proc::spawn("edge-inference", command(&self.bin, &["serve"], &self.flags, &self.env));
-        proc.wait_ready(|| matches!(http::get(addr, "/readyz"), Ok((200, _))));
+        let mut proc = self.spawn();
+        proc.wait_ready(|| matches!(http::get(addr, self.ready_path), Ok((200, _))));
         Worker { proc, addr }
+    }
+
+    /// Runs it to its exit (a bad flag), returning its status and log.
+    pub fn run_to_exit(self) -> (ExitStatus, String) {
+        let mut proc = self.spawn();
+        let status = proc.wait();
+        (status, proc.log())
     }
 }
 
@@ -236,44 +262,6 @@ impl Worker {
     /// Waits for the exit status (after [`Worker::sigterm`]).
     pub fn wait(&mut self) -> ExitStatus {
         self.proc.wait()
-    }
-}
-
-/// Builds an `edge-inference proxy` command line in front of `upstream`, with
-/// a loopback `--listen`; the test adds `--agent`, `--accelerator`, ….
-#[derive(Debug, Clone)]
-pub struct ProxyBuilder {
-    bin: PathBuf,
-    flags: BTreeMap<String, String>,
-    env: Vec<(String, String)>,
-}
-
-impl ProxyBuilder {
-    /// A proxy from `bin` (e.g. `artifact("edge-inference")`) to `upstream` (`http://HOST:PORT`).
-    pub fn new(bin: impl Into<PathBuf>, upstream: &str) -> Self {
-        let mut flags = BTreeMap::new();
-        flags.insert("listen".to_owned(), loopback().to_string());
-        flags.insert("upstream".to_owned(), upstream.to_owned());
-        let env = vec![("EDGE_INFERENCE_LOG".into(), "info,edge_inference=debug".into())];
-        Self { bin: bin.into(), flags, env }
-    }
-
-    flag_and_env!();
-
-    /// Starts the proxy and waits until its `/healthz` answers (its
-    /// `/readyz` follows the upstream's health).
-    pub fn start(self) -> Proxy {
-        let addr: SocketAddr = self.flags["listen"].parse().expect("--listen is an address");
-        let mut proc = Proc::spawn("edge-inference proxy", command(&self.bin, &["proxy"], &self.flags, &self.env));
-        proc.wait_ready(|| matches!(http::get(addr, "/healthz"), Ok((200, _))));
-        Proxy { proc, addr }
-    }
-
-    /// Runs the proxy to its exit (a bad flag), returning its status and log.
-    pub fn run_to_exit(self) -> (ExitStatus, String) {
-        let mut proc = Proc::spawn("edge-inference proxy", command(&self.bin, &["proxy"], &self.flags, &self.env));
-        let status = proc.wait();
-        (status, proc.log())
     }
 }
 
