@@ -1,4 +1,5 @@
-//! Compiles the agent's snapshot feed. protoc comes from the `protoc-bin-vendored`
+//! Compiles the agent's snapshot feed and the kubelet's PodResources API
+//! (vendored unchanged, see `proto/k8s.io/kubelet/PROVENANCE.md`). protoc comes from the `protoc-bin-vendored`
 //! crate so a fresh machine needs no system protobuf compiler.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -10,7 +11,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         // Ordered maps: equal label sets compare and hash equal and encode the same.
         .btree_map(".")
-        .compile_protos(&["proto/edge/agent/v1/snapshot.proto"], &["proto"])?;
+        .compile_protos(
+            &["proto/edge/agent/v1/snapshot.proto", "proto/k8s.io/kubelet/pkg/apis/podresources/v1/api.proto"],
+            &["proto"],
+        )?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

@@ -4,14 +4,20 @@
 //! profile; it builds the fake NVML library there first), or:
 //! `cargo build --profile daemon -p fake-nvml && cargo bench --profile daemon -p edge-agent --bench footprint`.
 //!
-//! Two real `edge-agent` processes at a 1 s tick:
+//! Three real `edge-agent` processes at a 1 s tick:
 //! - idle: /proc and the report intake only, nobody reporting;
 //! - loaded: 8 GPUs (fake NVML library), the inf2.48xlarge neuron-monitor
 //!   fixture replayed every second (fake neuron-monitor), 16 workers each
-//!   reporting once a second with a changing queue.
+//!   reporting once a second with a changing queue;
+//! - attributed: the same load, plus the kubelet's PodResources API asked
+//!   every second (the fake kubelet, a real process on a Unix socket): each
+//!   GPU and NeuronCore held by one of the workers' pods, so every device
+//!   series carries namespace/pod/container.
 //!
-//! Prints RSS and CPU of both, and `/metrics` latency on a kept-alive
-//! connection against `/healthz` on the same connection (the HTTP floor).
+//! Prints RSS and CPU of all three (attributed against loaded: what
+//! attribution costs), and `/metrics` latency of the loaded and the
+//! attributed agent on a kept-alive connection against `/healthz` on the
+//! same connection (the HTTP floor).
 //! Targets (DESIGN.md): RSS < 10 MiB, CPU < 0.5 % of a core, /metrics p99 < 1 ms.
 
 // A benchmark reports on stdout; the workspace lint against println! is for daemons.
@@ -22,10 +28,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use edge_testkit::fake_kubelet::{FakeKubelet, Fixture};
 use edge_testkit::{Agent, AgentBuilder, http};
 
 const WORKERS: usize = 16;
 const GPUS: usize = 8;
+/// inf2.48xlarge: 12 NeuronDevices of 2 cores.
+const NEURONCORES: usize = 24;
+/// Worker `i` runs on `ACCELERATORS[i % 3]`.
+const ACCELERATORS: [&str; 3] = ["nvidia", "neuron", "cpu"];
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
@@ -40,38 +51,54 @@ fn main() {
     let neuron_fake = manifest.join("testdata/neuron-monitor/fake-neuron-monitor");
     let neuron_fixture = manifest.join("testdata/neuron-monitor/inf2.48xlarge.jsonl");
 
+    let kubelet_dir = tempfile::tempdir().expect("tempdir");
+    let kubelet =
+        FakeKubelet::start(kubelet_dir.path(), &node_pods(&edge_testkit::fake_nvml::Config::with_gpus(GPUS as u32)));
+
     let idle = AgentBuilder::new(bin).flag("interval", "1s").start();
-    let loaded = AgentBuilder::new(bin)
-        .flag("interval", "1s")
-        .flag("nvml-library", edge_testkit::fake_nvml_library().to_str().expect("utf-8 path"))
-        .env(edge_testkit::fake_nvml::CONFIG_ENV, nvml_config.to_str().expect("utf-8 path"))
-        .flag("neuron-monitor", neuron_fake.to_str().expect("utf-8 path"))
-        .env("FAKE_NEURON_FIXTURE", neuron_fixture.to_str().expect("utf-8 path"))
-        .env("FAKE_NEURON_INTERVAL_MS", "1000")
-        .start();
+    let busy = || {
+        AgentBuilder::new(bin)
+            .flag("interval", "1s")
+            .flag("nvml-library", edge_testkit::fake_nvml_library().to_str().expect("utf-8 path"))
+            .env(edge_testkit::fake_nvml::CONFIG_ENV, nvml_config.to_str().expect("utf-8 path"))
+            .flag("neuron-monitor", neuron_fake.to_str().expect("utf-8 path"))
+            .env("FAKE_NEURON_FIXTURE", neuron_fixture.to_str().expect("utf-8 path"))
+            .env("FAKE_NEURON_INTERVAL_MS", "1000")
+    };
+    let loaded = busy().start();
+    let attributed = busy().flag("pod-resources-socket", kubelet.socket().to_str().expect("utf-8 path")).start();
 
     let stop = Arc::new(AtomicBool::new(false));
-    let reporters = spawn_workers(&loaded, Arc::clone(&stop));
-    // Let both settle: first ticks, neuron-monitor's first reports, allocator warm-up.
+    let mut reporters = spawn_workers(&loaded, Arc::clone(&stop));
+    reporters.extend(spawn_workers(&attributed, Arc::clone(&stop)));
+    // Let them settle: first ticks, neuron-monitor's first reports, allocator warm-up.
     std::thread::sleep(Duration::from_secs(5));
-    check_loaded(&loaded);
+    check_loaded(&loaded, false);
+    check_loaded(&attributed, true);
 
     eprintln!("measuring CPU over {window:?} …");
-    let (idle_cpu, loaded_cpu) = {
-        let (i0, l0) = (cpu_seconds(idle.pid()), cpu_seconds(loaded.pid()));
-        let t0 = Instant::now();
-        std::thread::sleep(window);
-        let elapsed = t0.elapsed().as_secs_f64();
-        (100.0 * (cpu_seconds(idle.pid()) - i0) / elapsed, 100.0 * (cpu_seconds(loaded.pid()) - l0) / elapsed)
-    };
-    let (idle_rss, loaded_rss) = (rss_bytes(idle.pid()), rss_bytes(loaded.pid()));
+    let agents = [&idle, &loaded, &attributed];
+    let before = agents.map(|a| cpu_seconds(a.pid()));
+    let t0 = Instant::now();
+    std::thread::sleep(window);
+    let elapsed = t0.elapsed().as_secs_f64();
+    let mut cpu = [0.0; 3];
+    for (i, a) in agents.iter().enumerate() {
+        cpu[i] = 100.0 * (cpu_seconds(a.pid()) - before[i]) / elapsed;
+    }
+    let rss = agents.map(|a| rss_bytes(a.pid()));
 
-    eprintln!("timing {scrapes} scrapes …");
-    let mut conn = http::KeepAlive::connect(loaded.addr).expect("connect");
-    let healthz = time_requests(&mut conn, "/healthz", &[], scrapes);
-    let text = time_requests(&mut conn, "/metrics", &[], scrapes);
-    let openmetrics = time_requests(&mut conn, "/metrics", &["Accept: application/openmetrics-text"], scrapes);
-    let series = loaded.metrics().lines().filter(|l| !l.starts_with('#')).count();
+    eprintln!("timing {scrapes} scrapes per agent …");
+    let latency = |agent: &Agent| {
+        let mut conn = http::KeepAlive::connect(agent.addr).expect("connect");
+        let healthz = time_requests(&mut conn, "/healthz", &[], scrapes);
+        let text = time_requests(&mut conn, "/metrics", &[], scrapes);
+        let openmetrics = time_requests(&mut conn, "/metrics", &["Accept: application/openmetrics-text"], scrapes);
+        [healthz, text, openmetrics]
+    };
+    let (plain, held) = (latency(&loaded), latency(&attributed));
+    let series = |agent: &Agent| agent.metrics().lines().filter(|l| !l.starts_with('#')).count();
+    let (series_loaded, series_attributed) = (series(&loaded), series(&attributed));
 
     stop.store(true, Ordering::Relaxed);
     for r in reporters {
@@ -80,39 +107,73 @@ fn main() {
 
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     println!("edge-agent footprint: {GPUS} GPUs, inf2.48xlarge neuron-monitor fixture, {WORKERS} workers, 1 s tick");
-    println!("loaded agent serves {series} series; CPU measured over {:.0} s", window.as_secs_f64());
-    println!();
-    println!("{:<28} {:>12} {:>12} {:>8} {:>10}", "", "idle agent", "loaded", "ratio", "target");
     println!(
-        "{:<28} {:>9.2} MiB {:>8.2} MiB {:>7.2}x {:>10}",
+        "loaded agent serves {series_loaded} series, attributed {series_attributed} (kubelet PodResources asked every second); CPU measured over {:.0} s",
+        window.as_secs_f64()
+    );
+    println!();
+    println!(
+        "{:<24} {:>12} {:>12} {:>12} {:>9} {:>10}",
+        "", "idle agent", "loaded", "attributed", "attr/load", "target"
+    );
+    println!(
+        "{:<24} {:>8.2} MiB {:>8.2} MiB {:>8.2} MiB {:>8.3}x {:>10}",
         "RSS",
-        mib(idle_rss),
-        mib(loaded_rss),
-        loaded_rss as f64 / idle_rss as f64,
+        mib(rss[0]),
+        mib(rss[1]),
+        mib(rss[2]),
+        rss[2] as f64 / rss[1] as f64,
         "< 10 MiB"
     );
     println!(
-        "{:<28} {:>10.3} % {:>10.3} % {:>7.2}x {:>10}",
+        "{:<24} {:>10.3} % {:>10.3} % {:>10.3} % {:>8.3}x {:>10}",
         "CPU (one core = 100 %)",
-        idle_cpu,
-        loaded_cpu,
-        loaded_cpu / idle_cpu.max(1e-9),
+        cpu[0],
+        cpu[1],
+        cpu[2],
+        cpu[2] / cpu[1].max(1e-9),
         "< 0.5 %"
     );
     println!();
-    println!("{:<28} {:>12} {:>12} {:>8} {:>10}", "latency, kept-alive conn", "p50", "p99", "p99/floor", "target");
-    for (name, t) in
-        [("/healthz (HTTP floor)", &healthz), ("/metrics text 0.0.4", &text), ("/metrics OpenMetrics", &openmetrics)]
-    {
-        println!(
-            "{:<28} {:>9.1} µs {:>9.1} µs {:>7.2}x {:>10}",
-            name,
-            micros(t.p50),
-            micros(t.p99),
-            t.p99.as_secs_f64() / healthz.p99.as_secs_f64(),
-            if name.starts_with("/metrics") { "p99 < 1 ms" } else { "" }
-        );
+    println!("{:<32} {:>12} {:>12} {:>10} {:>10}", "latency, kept-alive conn", "p50", "p99", "p99/floor", "target");
+    for (agent, [healthz, text, openmetrics]) in [("loaded", &plain), ("attributed", &held)] {
+        for (name, t) in
+            [("/healthz (HTTP floor)", healthz), ("/metrics text 0.0.4", text), ("/metrics OpenMetrics", openmetrics)]
+        {
+            println!(
+                "{:<32} {:>9.1} µs {:>9.1} µs {:>9.2}x {:>10}",
+                format!("{agent} {name}"),
+                micros(t.p50),
+                micros(t.p99),
+                t.p99.as_secs_f64() / healthz.p99.as_secs_f64(),
+                if name.starts_with("/metrics") { "p99 < 1 ms" } else { "" }
+            );
+        }
     }
+    drop(kubelet);
+}
+
+/// The fake kubelet's node: the GPUs dealt round-robin to the nvidia
+/// workers' pods, four NeuronCores to each neuron worker's pod (the pods are
+/// `sd-<accelerator>-<i>`, as [`spawn_workers`] reports them).
+fn node_pods(nvml: &edge_testkit::fake_nvml::Config) -> Fixture {
+    let pods = |accelerator: &str| -> Vec<String> {
+        (0..WORKERS).filter(|i| ACCELERATORS[i % 3] == accelerator).map(|i| format!("sd-{accelerator}-{i}")).collect()
+    };
+    let mut f = Fixture::default();
+    let uuids: Vec<&str> = nvml.gpus.iter().map(|g| g.uuid()).collect();
+    f.allocatable("nvidia.com/gpu", &uuids);
+    let cores: Vec<String> = (0..NEURONCORES).map(|c| c.to_string()).collect();
+    f.allocatable("aws.amazon.com/neuroncore", &cores.iter().map(String::as_str).collect::<Vec<_>>());
+    let nvidia = pods("nvidia");
+    for (k, uuid) in uuids.iter().enumerate() {
+        f.assign("inference", &nvidia[k % nvidia.len()], "worker", "nvidia.com/gpu", &[uuid]);
+    }
+    for (k, pod) in pods("neuron").iter().enumerate() {
+        let held: Vec<&str> = cores.iter().skip(4 * k).take(4).map(String::as_str).collect();
+        f.assign("inference", pod, "worker", "aws.amazon.com/neuroncore", &held);
+    }
+    f
 }
 
 struct Latency {
@@ -144,7 +205,7 @@ fn spawn_workers(agent: &Agent, stop: Arc<AtomicBool>) -> Vec<std::thread::JoinH
         .map(|i| {
             let stop = Arc::clone(&stop);
             std::thread::spawn(move || {
-                let accelerator = ["nvidia", "neuron", "cpu"][i % 3];
+                let accelerator = ACCELERATORS[i % 3];
                 let mut tick = 0u32;
                 while !stop.load(Ordering::Relaxed) {
                     let body = serde_json::json!({
@@ -162,10 +223,12 @@ fn spawn_workers(agent: &Agent, stop: Arc<AtomicBool>) -> Vec<std::thread::JoinH
         .collect()
 }
 
-fn check_loaded(agent: &Agent) {
+fn check_loaded(agent: &Agent, attributed: bool) {
     let m = agent.metrics();
     let count = |prefix: &str| m.lines().filter(|l| l.starts_with(prefix)).count();
     assert_eq!(count("DCGM_FI_DEV_GPU_UTIL{"), GPUS, "the fake GPUs are not all reporting:\n{m}");
+    let held = m.lines().filter(|l| l.starts_with("DCGM_FI_DEV_GPU_UTIL{") && l.contains("pod=")).count();
+    assert_eq!(held, if attributed { GPUS } else { 0 }, "GPU series with pod labels; agent log:\n{}", agent.log());
     assert!(count("neuroncore_utilization_ratio{") > 0, "no NeuronCore series; agent log:\n{}", agent.log());
     assert!(count("edge_worker_queue_depth{") > 0, "no worker series:\n{m}");
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::collector::pod_resources::PodResourcesSettings;
 use crate::exporter::cloudwatch::{self, CloudWatchSettings};
 
 /// The node agent of edge-diffusion.
@@ -50,6 +51,19 @@ pub struct Config {
     /// path; the root filesystem is read-only in Kubernetes).
     #[arg(long, env = "EDGE_AGENT_NEURON_MONITOR_CONFIG", default_value_os_t = default_neuron_config())]
     pub neuron_monitor_config: PathBuf,
+
+    /// The kubelet's PodResources socket, which says which pod holds which
+    /// GPU, MIG device or NeuronCore (the namespace/pod/container labels). In
+    /// Kubernetes mount its directory, not the socket, so a kubelet restart
+    /// (which recreates the socket) is survived. No socket there: the
+    /// collector is absent, not failing. Empty disables it.
+    #[arg(long, env = "EDGE_AGENT_POD_RESOURCES_SOCKET", default_value = crate::collector::pod_resources::DEFAULT_SOCKET)]
+    pub pod_resources_socket: String,
+
+    /// How long one question to the kubelet may take; a slower answer keeps
+    /// the last mapping (ticks never wait for the kubelet). Between 10ms and 30s.
+    #[arg(long, env = "EDGE_AGENT_POD_RESOURCES_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub pod_resources_timeout: Duration,
 
     /// Root of the proc filesystem to read node and agent statistics from.
     #[arg(long, env = "EDGE_AGENT_PROCFS", default_value = "/proc")]
@@ -104,6 +118,13 @@ pub struct Config {
     /// oldest go first when full (16 bytes each). Between 100 and 10000000.
     #[arg(long, env = "EDGE_AGENT_CLOUDWATCH_BUFFER_SAMPLES", default_value_t = 100_000)]
     pub cloudwatch_buffer_samples: u64,
+
+    /// Also publish per-device GPU and NeuronCore metrics with the Namespace
+    /// and PodName dimensions of the pod holding the device (kubelet
+    /// PodResources), as Container Insights does. Off by default: every pod
+    /// becomes new CloudWatch metrics, each billed.
+    #[arg(long, env = "EDGE_AGENT_CLOUDWATCH_POD_DIMENSIONS")]
+    pub cloudwatch_pod_dimensions: bool,
 
     /// The EKS cluster's name: the ClusterName dimension of every CloudWatch
     /// metric. Required with --cloudwatch-namespace.
@@ -161,6 +182,8 @@ pub struct Settings {
     pub neuron_monitor: Option<Vec<String>>,
     /// See [`Config::neuron_monitor_config`].
     pub neuron_monitor_config: PathBuf,
+    /// The kubelet PodResources collector.
+    pub pod_resources: PodResourcesSettings,
     /// See [`Config::procfs`].
     pub procfs: PathBuf,
     /// See [`Config::interval`].
@@ -213,6 +236,17 @@ impl Config {
                 Ok(addr)
             })
             .transpose()?;
+        if !(Duration::from_millis(10)..=Duration::from_secs(30)).contains(&self.pod_resources_timeout) {
+            return Err(ConfigError {
+                flag: "pod-resources-timeout",
+                reason: format!("{:?} is outside 10ms..=30s", self.pod_resources_timeout),
+            });
+        }
+        let pod_resources = PodResourcesSettings {
+            socket: non_empty(&self.pod_resources_socket).map(PathBuf::from),
+            period: interval,
+            timeout: self.pod_resources_timeout,
+        };
         let neuron_monitor =
             non_empty(&self.neuron_monitor).map(|s| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>());
         let cloudwatch = self.cloudwatch()?;
@@ -227,6 +261,7 @@ impl Config {
             nvml_library: non_empty(&self.nvml_library).map(PathBuf::from),
             neuron_monitor,
             neuron_monitor_config: self.neuron_monitor_config,
+            pod_resources,
             procfs: self.procfs,
             interval,
             worker_expiry: self.worker_expiry,
@@ -266,6 +301,7 @@ impl Config {
             flush_interval,
             cluster_name: cloudwatch::series::dimension_value(cluster_name),
             buffer_samples,
+            pod_dimensions: self.cloudwatch_pod_dimensions,
         }))
     }
 }
@@ -308,12 +344,18 @@ mod tests {
         assert_eq!(s.report_listen, Some("127.0.0.1:9401".parse().unwrap()));
         assert_eq!(s.neuron_monitor, Some(vec!["neuron-monitor".to_owned()]));
         assert!(!s.node.name.is_empty());
+        assert_eq!(
+            s.pod_resources.socket.as_deref(),
+            Some(std::path::Path::new("/var/lib/kubelet/pod-resources/kubelet.sock"))
+        );
     }
 
     #[test]
     fn empty_values_disable_sources() {
-        let s = parse(&["--nvml-library", "", "--neuron-monitor", "", "--report-listen", ""]).unwrap();
-        assert!(s.nvml_library.is_none() && s.neuron_monitor.is_none());
+        let s =
+            parse(&["--nvml-library", "", "--neuron-monitor", "", "--report-listen", "", "--pod-resources-socket", ""])
+                .unwrap();
+        assert!(s.nvml_library.is_none() && s.neuron_monitor.is_none() && s.pod_resources.socket.is_none());
         assert!(s.report_socket.is_none() && s.report_listen.is_none());
     }
 
@@ -325,6 +367,9 @@ mod tests {
         let cw = s.cloudwatch.expect("on");
         assert_eq!((cw.namespace.as_str(), cw.cluster_name.as_str()), ("EdgeDiffusion", "edge"));
         assert_eq!(cw.flush_interval, Duration::from_secs(60));
+        assert!(!cw.pod_dimensions, "pod dimensions cost: off unless asked for");
+        let s = parse(&["--cloudwatch-namespace", "E", "--cluster-name", "c", "--cloudwatch-pod-dimensions"]).unwrap();
+        assert!(s.cloudwatch.expect("on").pod_dimensions);
     }
 
     #[test]
@@ -335,6 +380,8 @@ mod tests {
             (&["--interval", "10ms"], "--interval"),
             (&["--interval", "soon"], "--interval"),
             (&["--worker-expiry", "1s"], "--worker-expiry"),
+            (&["--pod-resources-timeout", "0s"], "--pod-resources-timeout"),
+            (&["--pod-resources-timeout", "1m"], "--pod-resources-timeout"),
             (&["--hostname-label", "HOST"], "--hostname-label"),
             (&["--listen", "9400"], "--listen"),
             (&["--cloudwatch-namespace", "AWS/EC2", "--cluster-name", "c"], "--cloudwatch-namespace"),

@@ -1,5 +1,5 @@
-//! edge-agent: one process per node that turns NVML, neuron-monitor, /proc and
-//! the workers' queue reports into one [`NodeSnapshot`] and serves it.
+//! edge-agent: one process per node that turns NVML, neuron-monitor, /proc,
+//! the kubelet's pod-to-device mapping and the workers' queue reports into one [`NodeSnapshot`] and serves it.
 //!
 //! [`NodeSnapshot`]: edge_telemetry::proto::NodeSnapshot
 
@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use crate::collector::Ticker;
 use crate::collector::neuron::{NeuronCollector, NeuronSettings};
 use crate::collector::nvml::NvmlCollector;
+use crate::collector::pod_resources::PodResourcesCollector;
 use crate::collector::procfs::ProcCollector;
 use crate::collector::workers::{IntakeError, WorkerIntake};
 use crate::config::Settings;
@@ -68,10 +69,12 @@ pub async fn run(
         config_path: settings.neuron_monitor_config.clone(),
         period: settings.interval,
     });
+    let pod_resources = PodResourcesCollector::spawn(settings.pod_resources.clone(), stop_rx.clone());
     let ticker = Ticker {
         nvml: Arc::new(Mutex::new(NvmlCollector::new(settings.nvml_library.clone()))),
         procfs: Arc::new(Mutex::new(ProcCollector::new(settings.procfs.clone()))),
         neuron,
+        pod_resources,
         workers,
         store: store.clone(),
     };

@@ -12,7 +12,7 @@ use edge_telemetry::proto::{CollectorHealth, Node, NodeSnapshot};
 use tokio::sync::watch;
 
 /// The collectors, in the order they appear in a snapshot.
-pub const COLLECTORS: [&str; 4] = ["nvml", "neuron", "procfs", "workers"];
+pub const COLLECTORS: [&str; 5] = ["nvml", "neuron", "procfs", "workers", "pod_resources"];
 
 /// Shared, cloneable handle to the node's snapshot.
 #[derive(Clone)]

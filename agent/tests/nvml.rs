@@ -52,21 +52,8 @@ fn wait_for_gpus(agent: &Agent, nvml: &Config) -> String {
 }
 
 /// The first snapshot on the gRPC feed that satisfies `done`, within [`WAIT`].
-fn feed_until(agent: &Agent, mut done: impl FnMut(&NodeSnapshot) -> bool) -> NodeSnapshot {
-    let wanted = async {
-        let mut feed = agent.watch().await;
-        loop {
-            let snapshot = feed.message().await.expect("feed error").expect("feed open");
-            if done(&snapshot) {
-                return snapshot;
-            }
-        }
-    };
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    // The timer must be created inside the runtime.
-    runtime
-        .block_on(async { tokio::time::timeout(WAIT, wanted).await })
-        .expect("the awaited snapshot on the feed in time")
+fn feed_until(agent: &Agent, done: impl FnMut(&NodeSnapshot) -> bool) -> NodeSnapshot {
+    agent.snapshot_until(WAIT, done)
 }
 
 /// The GPUs of the first snapshot on the feed whose GPUs satisfy `done`.
@@ -149,6 +136,8 @@ fn two_gpus_report_every_value_under_dcgm_exporter_names() {
             memory_clock_mhz: Some(6250),
             total_energy_millijoules: Some(2_000_000),
             pcie_replay_count: Some(1),
+            pods: Vec::new(),
+            mig_instances: Vec::new(),
         }
     );
 }

@@ -73,6 +73,9 @@ fn reports_over_the_unix_socket_count_too() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("agent.sock");
     let agent = agent().flag("report-socket", socket.to_str().unwrap()).start();
+    // Workers in the agent's group can connect, whatever user the agent runs as; others cannot.
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o660, "{mode:o}");
     let (status, body) =
         http::post_json_unix(&socket, "/v1/reports", &report("w-unix", "sd-unix", "nvidia", 5)).unwrap();
     assert_eq!(status, 204, "{body}");

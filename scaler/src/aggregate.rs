@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use edge_telemetry::AcceleratorType;
 use edge_telemetry::inventory::{AddressRule, Endpoint, Reachability, split_host};
-use edge_telemetry::proto::NodeSnapshot;
+use edge_telemetry::proto::{NodeSnapshot, PodRef};
 
 use crate::trigger::{MetricKind, Trigger};
 
@@ -33,7 +33,7 @@ pub struct WorkerClass {
 }
 
 /// The workers of one class on one node, summed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct WorkerTotals {
     /// Number of workers.
     pub workers: u32,
@@ -43,6 +43,10 @@ pub struct WorkerTotals {
     pub in_flight: u64,
     /// Requests accepted in total.
     pub capacity: u64,
+    /// Usage of the devices the workers' pods hold (GPUs, MIG devices,
+    /// NeuronCores), when the agent knows it from the kubelet's
+    /// PodResources API; empty otherwise.
+    pub held: NodeUsage,
 }
 
 impl WorkerTotals {
@@ -52,6 +56,7 @@ impl WorkerTotals {
         self.queue_depth += other.queue_depth;
         self.in_flight += other.in_flight;
         self.capacity += other.capacity;
+        self.held.merge(&other.held);
     }
 }
 
@@ -92,6 +97,14 @@ pub struct NodeUsage {
 }
 
 impl NodeUsage {
+    fn merge(&mut self, other: &NodeUsage) {
+        self.gpu_utilization.merge(&other.gpu_utilization);
+        self.gpu_memory.merge(&other.gpu_memory);
+        self.neuron_utilization.merge(&other.neuron_utilization);
+        self.cpu_utilization.merge(&other.cpu_utilization);
+        self.cpu_memory.merge(&other.cpu_memory);
+    }
+
     /// The device mean a utilisation metric reads for an accelerator type.
     pub fn for_metric(&self, accelerator: AcceleratorType, metric: MetricKind) -> Mean {
         match (accelerator, metric) {
@@ -159,19 +172,24 @@ pub fn contribution(snapshot: &NodeSnapshot) -> NodeContribution {
         t.capacity += u64::from(w.capacity);
     }
     let mut usage = NodeUsage::default();
+    let mut held = Holders::new(snapshot, &mut groups);
     for gpu in snapshot.gpus.iter().filter(|g| g.healthy) {
-        if let Some(u) = gpu.gpu_utilization_percent {
-            usage.gpu_utilization.add(f64::from(u));
-        }
-        if let (Some(used), Some(total)) = (gpu.framebuffer_used_bytes, gpu.framebuffer_total_bytes)
-            && total > 0
-        {
-            usage.gpu_memory.add(100.0 * used as f64 / total as f64);
+        let util = gpu.gpu_utilization_percent.map(f64::from);
+        let memory = memory_percent(gpu.framebuffer_used_bytes, gpu.framebuffer_total_bytes);
+        add_gpu(&mut usage, util, memory);
+        held.add(&gpu.pods, |u| add_gpu(u, util, memory));
+        // Under MIG each instance is a device of its own (the GPU reports no utilisation).
+        for mig in &gpu.mig_instances {
+            let util = mig.graphics_engine_active_ratio.map(|r| 100.0 * r);
+            let memory = memory_percent(mig.framebuffer_used_bytes, mig.framebuffer_total_bytes);
+            add_gpu(&mut usage, util, memory);
+            held.add(&mig.pods, |u| add_gpu(u, util, memory));
         }
     }
     for core in &snapshot.neuron_cores {
         if let Some(r) = core.utilization_ratio {
             usage.neuron_utilization.add(100.0 * r);
+            held.add(&core.pods, |u| u.neuron_utilization.add(100.0 * r));
         }
     }
     if let Some(host) = &snapshot.host {
@@ -185,6 +203,74 @@ pub fn contribution(snapshot: &NodeSnapshot) -> NodeContribution {
         }
     }
     NodeContribution { zone: zone.to_owned(), groups, usage, endpoints }
+}
+
+fn memory_percent(used: Option<u64>, total: Option<u64>) -> Option<f64> {
+    match (used, total) {
+        (Some(used), Some(total)) if total > 0 => Some(100.0 * used as f64 / total as f64),
+        _ => None,
+    }
+}
+
+fn add_gpu(usage: &mut NodeUsage, util: Option<f64>, memory: Option<f64>) {
+    if let Some(u) = util {
+        usage.gpu_utilization.add(u);
+    }
+    if let Some(m) = memory {
+        usage.gpu_memory.add(m);
+    }
+}
+
+/// Which worker class each pod on the node belongs to, to credit a device
+/// to the classes whose pods hold it (once per class, however many of its
+/// pods share the device).
+struct Holders<'a> {
+    by_pod: HashMap<(&'a str, &'a str), WorkerClass>,
+    groups: &'a mut HashMap<WorkerClass, WorkerTotals>,
+}
+
+impl<'a> Holders<'a> {
+    fn new(snapshot: &'a NodeSnapshot, groups: &'a mut HashMap<WorkerClass, WorkerTotals>) -> Self {
+        let by_pod = snapshot
+            .workers
+            .iter()
+            .filter(|w| !w.pod.is_empty())
+            .filter_map(|w| {
+                let accelerator = w.accelerator.parse::<AcceleratorType>().ok()?;
+                let class = WorkerClass {
+                    accelerator,
+                    namespace: w.namespace.clone(),
+                    deployment: w.deployment.clone(),
+                    labels: w.labels.clone(),
+                };
+                Some(((w.namespace.as_str(), w.pod.as_str()), class))
+            })
+            .collect();
+        Self { by_pod, groups }
+    }
+
+    /// Credits one device to the classes of the pods holding it. A worker
+    /// that reported no namespace matches its pod name in any namespace.
+    fn add(&mut self, pods: &[PodRef], credit: impl Fn(&mut NodeUsage)) {
+        if pods.is_empty() || self.by_pod.is_empty() {
+            return;
+        }
+        let mut classes: Vec<&WorkerClass> = pods
+            .iter()
+            .filter_map(|p| {
+                self.by_pod
+                    .get(&(p.namespace.as_str(), p.pod.as_str()))
+                    .or_else(|| self.by_pod.get(&("", p.pod.as_str())))
+            })
+            .collect();
+        classes.sort();
+        classes.dedup();
+        for class in classes {
+            if let Some(t) = self.groups.get_mut(class) {
+                credit(&mut t.held);
+            }
+        }
+    }
 }
 
 /// One agent holding workers a trigger selects, as the evaluation sees it.
@@ -318,7 +404,11 @@ pub fn evaluate<'a>(
             MetricKind::InFlight => sum += m.totals.in_flight,
             MetricKind::Backlog => sum += m.totals.queue_depth + m.totals.in_flight,
             MetricKind::Utilization | MetricKind::MemoryUtilization => {
-                mean.merge(&m.usage.for_metric(trigger.key.accelerator, trigger.metric))
+                // The devices the selected workers' pods hold, when the agent
+                // knows them (kubelet PodResources); the node's otherwise.
+                let held = m.totals.held.for_metric(trigger.key.accelerator, trigger.metric);
+                let node = m.usage.for_metric(trigger.key.accelerator, trigger.metric);
+                mean.merge(if held.count > 0 { &held } else { &node });
             }
         }
     }
@@ -351,7 +441,7 @@ pub fn evaluate<'a>(
 
 #[cfg(test)]
 mod tests {
-    use edge_telemetry::proto::{Gpu, Host, NeuronCore, Node, Worker};
+    use edge_telemetry::proto::{Gpu, Host, MigInstance, NeuronCore, Node, Worker};
 
     use super::*;
 
@@ -452,7 +542,7 @@ mod tests {
         assert_eq!(c.groups.len(), 3, "{:?}", c.groups);
         assert_eq!(
             c.groups[&key(AcceleratorType::Nvidia)],
-            WorkerTotals { workers: 2, queue_depth: 5, in_flight: 2, capacity: 16 }
+            WorkerTotals { workers: 2, queue_depth: 5, in_flight: 2, capacity: 16, ..Default::default() }
         );
         assert_eq!(c.groups[&key(AcceleratorType::Cpu)].queue_depth, 7);
         // The unhealthy GPU is left out, the one without utilisation only counts for memory.
@@ -525,8 +615,8 @@ mod tests {
 
     #[test]
     fn sums_fresh_members_and_skips_stale_ones_and_other_zones() {
-        let t1 = WorkerTotals { workers: 1, queue_depth: 3, in_flight: 1, capacity: 4 };
-        let t2 = WorkerTotals { workers: 2, queue_depth: 4, in_flight: 2, capacity: 8 };
+        let t1 = WorkerTotals { workers: 1, queue_depth: 3, in_flight: 1, capacity: 4, ..Default::default() };
+        let t2 = WorkerTotals { workers: 2, queue_depth: 4, in_flight: 2, capacity: 8, ..Default::default() };
         let u = NodeUsage::default();
         let members = || {
             vec![
@@ -559,6 +649,44 @@ mod tests {
         assert_eq!(evaluate(&trigger("neuron", "utilization", None), STALE, members.clone(), || true), Ok(40.0));
         let err = evaluate(&trigger("cpu", "utilization", None), STALE, members, || true).unwrap_err();
         assert!(matches!(err, EvalError::NoUsage { .. }), "{err}");
+    }
+
+    #[test]
+    fn utilization_follows_the_devices_the_selected_pods_hold() {
+        let pod = |p: &str| PodRef { namespace: "ns".into(), pod: p.into(), container: "worker".into() };
+        let held = |util: u32, pods: &[&str]| Gpu {
+            pods: pods.iter().map(|p| pod(p)).collect(),
+            ..gpu(Some(util), 100, true)
+        };
+        let mut mig = gpu(None, 0, true);
+        mig.mig_instances = vec![MigInstance {
+            graphics_engine_active_ratio: Some(0.3),
+            pods: vec![pod("sd-0")],
+            ..Default::default()
+        }];
+        let snap = NodeSnapshot {
+            workers: vec![
+                Worker { pod: "sd-0".into(), ..worker("sd", "nvidia", 0, 1) },
+                Worker { pod: "sd-1".into(), ..worker("sd", "nvidia", 0, 1) },
+                Worker { pod: "o-0".into(), ..worker("other", "nvidia", 0, 1) },
+            ],
+            // sd's pods share the first GPU (time-slicing): it counts once for sd.
+            gpus: vec![held(90, &["sd-0", "sd-1"]), held(10, &["o-0"]), held(50, &[]), mig],
+            ..Default::default()
+        };
+        let c = contribution(&snap);
+        let sd = c.groups[&key(AcceleratorType::Nvidia)].held;
+        assert_eq!(sd.gpu_utilization, Mean { sum: 120.0, count: 2 });
+        assert_eq!(c.usage.gpu_utilization, Mean { sum: 180.0, count: 4 }, "the node: every GPU and MIG device");
+        let other = WorkerClass { deployment: "other".into(), ..key(AcceleratorType::Nvidia) };
+        assert_eq!(c.groups[&other].held.gpu_utilization, Mean { sum: 10.0, count: 1 });
+
+        let member = |totals| Member { zone: "", age: Duration::ZERO, totals, usage: &c.usage };
+        let util = trigger("nvidia", "utilization", None);
+        assert_eq!(evaluate(&util, STALE, [member(c.groups[&key(AcceleratorType::Nvidia)])], || true), Ok(60.0));
+        // Workers whose pods hold nothing the agent knows of read the node's mean, as before.
+        let unattributed = WorkerTotals { workers: 1, ..Default::default() };
+        assert_eq!(evaluate(&util, STALE, [member(unattributed)], || true), Ok(45.0));
     }
 
     #[test]

@@ -40,7 +40,9 @@ fn lists_advertised_workers_of_fresh_agents_least_loaded_first() {
         &json!({
             "url": "http://10.0.3.7:30080", "accelerator": "cpu", "zone": "zone-a", "node": "node-zone-a",
             "namespace": NS, "deployment": "sd-cpu", "pod": "w1", "queue_depth": 3, "in_flight": 1,
-            "capacity": 16, "latency_p50_seconds": 0.8, "latency_p99_seconds": null
+            "capacity": 16, "latency_p50_seconds": 0.8, "latency_p99_seconds": null,
+            // Static discovery reads no Nodes: the address as advertised, private.
+            "address": "advertised", "reachability": "vpc"
         }),
         "{body}"
     );

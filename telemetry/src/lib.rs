@@ -2,6 +2,7 @@
 //!
 //! - [`proto`]: the agent's snapshot and its change feed (gRPC), the one
 //!   in-memory and on-wire shape of a node.
+//! - [`podresources`]: the kubelet's PodResources API, which pod holds which device.
 //! - [`report`]: what an inference worker tells its node's agent.
 //! - [`inventory`]: the scaler's endpoint inventory, what user devices read.
 //! - [`accelerator`]: the accelerator types we scale on.
@@ -23,6 +24,14 @@ pub mod report;
 pub mod proto {
     #![allow(missing_docs, clippy::all)]
     tonic::include_proto!("edge.agent.v1");
+}
+
+/// The kubelet's PodResources v1 API (`k8s.io/kubelet`
+/// `pkg/apis/podresources/v1/api.proto`, vendored unchanged): the agent's
+/// `pod_resources` collector is a client, the fake kubelet a server.
+pub mod podresources {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("v1");
 }
 
 pub use accelerator::AcceleratorType;

@@ -332,6 +332,10 @@ fn every_container_runs_locked_down() {
                     let added = strings(&sc["capabilities"]["add"]);
                     if cname == "socket-dir" {
                         assert_eq!(added, ["CHOWN", "FOWNER"], "{p}/{name}: the hostPath chown only");
+                    } else if reads_pod_resources(c) {
+                        // The kubelet's socket is root's: uid 0, nothing else.
+                        assert!(added.is_empty(), "{p}/{name}/{cname} adds {added:?}");
+                        assert_eq!((&sc["runAsUser"], &sc["runAsNonRoot"]), (&0.into(), &false.into()), "{p}/{name}");
                     } else {
                         assert!(added.is_empty(), "{p}/{name}/{cname} adds {added:?}");
                         assert_ne!(sc["runAsNonRoot"], false, "{p}/{name}/{cname}");
@@ -340,6 +344,52 @@ fn every_container_runs_locked_down() {
             }
         }
     }
+}
+
+/// Whether an agent container asks the kubelet's PodResources API.
+fn reads_pod_resources(container: &Value) -> bool {
+    flag(container, "pod-resources-socket").is_some_and(|s| !s.is_empty())
+}
+
+/// With `agent.podResources.enabled` the agent reads the kubelet's socket
+/// through a read-only mount of its directory (which survives a kubelet
+/// restart, a mount of the socket would not); without it, no mount and the
+/// collector is off.
+#[test]
+fn the_agent_mounts_the_kubelets_pod_resources_directory_read_only() {
+    let mut on = 0;
+    for p in chart::profiles() {
+        let objects = rendered(&p);
+        for ds in of_kind(&objects, "DaemonSet") {
+            let pod = pod_specs(ds)[0];
+            let agent = &pod["containers"][0];
+            let mounts = agent["volumeMounts"].as_array().unwrap();
+            let mount = mounts.iter().find(|m| m["name"] == "pod-resources");
+            let pod_dimensions = env(agent, "EDGE_AGENT_CLOUDWATCH_POD_DIMENSIONS");
+            if !reads_pod_resources(agent) {
+                assert!(pod_dimensions.is_none(), "{p}: pod dimensions without attribution");
+                assert_eq!(flag(agent, "pod-resources-socket"), Some(""), "{p}: off, explicitly");
+                assert!(mount.is_none(), "{p}: no kubelet mount when off");
+                continue;
+            }
+            on += 1;
+            let socket = flag(agent, "pod-resources-socket").unwrap();
+            assert_eq!(socket, "/var/lib/kubelet/pod-resources/kubelet.sock", "{p}");
+            assert_eq!(host_path_behind(pod, agent, socket), "/var/lib/kubelet/pod-resources", "{p}: the directory");
+            assert_eq!(mount.unwrap()["readOnly"], true, "{p}");
+            let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "pod-resources").unwrap();
+            assert_eq!(volume["hostPath"]["type"], "Directory", "{p}: a directory, never the socket file");
+            assert_eq!(flag(agent, "pod-resources-timeout"), Some("1s"), "{p}");
+            if p == "nvidia" {
+                assert_eq!(pod_dimensions.unwrap()["value"], "true", "{p}: CloudWatch pod dimensions, opted in");
+            }
+        }
+    }
+    assert!(on >= 2, "the nvidia and neuron profiles turn attribution on");
+    // The default is off: the agent stays non-root.
+    let objects = rendered("cpu-only");
+    let agent = &pod_specs(find(&objects, "DaemonSet", "edge-edge-diffusion-agent-cpu"))[0]["containers"][0];
+    assert!(!reads_pod_resources(agent));
 }
 
 #[test]
@@ -594,6 +644,8 @@ fn bad_values_fail_with_a_message_naming_the_value() {
             "accelerators.neuron.image.repository",
         ),
         (&["--set", "model.s3.bucket=b", "--set", "localZone.enabled=true"], "localZone.zones"),
+        (&["--set", "model.s3.bucket=b", "--set", "agent.podResources.timeout=soon"], "podResources/timeout"),
+        (&["--set", "model.s3.bucket=b", "--set", "agent.podResources.socket=/x"], "socket"),
         (&["--set", "model.s3.bucket=b", "--set", "agent.cloudwatch.namespace=Edge"], "agent.cloudwatch.region"),
         (
             &[

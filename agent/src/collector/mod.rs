@@ -5,11 +5,12 @@
 //! snapshot the moment they arrive (see [`workers`]), so a queue waking up
 //! reaches the scaler without waiting for a tick.
 //!
-//! "Not on this host" (no NVML library, neuron-monitor disabled) is
+//! "Not on this host" (no NVML library, neuron-monitor disabled, no kubelet) is
 //! [`CollectorState::Absent`], not an error: a Neuron node has no NVML.
 
 pub mod neuron;
 pub mod nvml;
+pub mod pod_resources;
 pub mod procfs;
 pub mod workers;
 
@@ -49,6 +50,8 @@ pub struct Ticker {
     pub procfs: Arc<Mutex<procfs::ProcCollector>>,
     /// The neuron-monitor child's latest report.
     pub neuron: neuron::NeuronCollector,
+    /// The kubelet's latest pod-to-device mapping.
+    pub pod_resources: pod_resources::PodResourcesCollector,
     /// Expires silent workers.
     pub workers: workers::WorkerIntake,
     /// The snapshot to write.
@@ -78,6 +81,7 @@ impl Ticker {
             }
         };
         let neuron = self.neuron.latest();
+        let holders = self.pod_resources.latest();
         self.workers.expire();
         self.store.update(|s| {
             s.gpus = gpus.value;
@@ -89,6 +93,8 @@ impl Ticker {
             s.neuron_devices = neuron.value.devices;
             s.neuron_instance = neuron.value.instance;
             set_health(s, neuron.health);
+            holders.value.apply(s);
+            set_health(s, holders.health);
         });
     }
 

@@ -127,6 +127,11 @@ impl WorkerIntake {
             let _ = std::fs::remove_file(path);
             let listener = tokio::net::UnixListener::bind(path)
                 .map_err(|source| IntakeError::Socket { path: path.to_owned(), source })?;
+            // Owner and group: the workers share the agent's group (in Kubernetes
+            // the chart's runAsUser), also when the agent runs as uid 0 to read
+            // the kubelet's PodResources socket.
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o660))
+                .map_err(|source| IntakeError::Socket { path: path.to_owned(), source })?;
             tracing::info!(path = %path.display(), "accepting worker reports on unix socket");
             let app = self.router();
             let mut rx = shutdown.clone();

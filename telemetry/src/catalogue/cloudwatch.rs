@@ -26,6 +26,10 @@ pub const DIM_GPU_DEVICE: &str = "GpuDevice";
 pub const DIM_NEURON_CORE: &str = "NeuronCore";
 /// Dimension: the worker's Kubernetes namespace.
 pub const DIM_NAMESPACE: &str = "Namespace";
+/// Dimension: the pod holding a GPU or NeuronCore, as Container Insights
+/// names it; with `Namespace`, only behind `--cloudwatch-pod-dimensions`
+/// (every pod is a new, billed metric).
+pub const DIM_POD_NAME: &str = "PodName";
 /// Dimension: the worker's Deployment.
 pub const DIM_DEPLOYMENT: &str = "Deployment";
 
@@ -162,7 +166,13 @@ mod tests {
             assert!(!m.name.is_empty() && m.name.len() <= 255 && m.name.is_ascii(), "{}", m.name);
             assert!(units.contains(&m.unit), "{}: unit {}", m.name, m.unit);
         }
-        for d in NODE_DIMENSIONS.iter().chain(&[DIM_GPU_DEVICE, DIM_NEURON_CORE, DIM_NAMESPACE, DIM_DEPLOYMENT]) {
+        for d in NODE_DIMENSIONS.iter().chain(&[
+            DIM_GPU_DEVICE,
+            DIM_NEURON_CORE,
+            DIM_NAMESPACE,
+            DIM_DEPLOYMENT,
+            DIM_POD_NAME,
+        ]) {
             assert!(!d.is_empty() && d.len() <= 255 && d.is_ascii() && !d.starts_with(':'), "{d}");
         }
     }

@@ -18,6 +18,16 @@ pub const LABEL_PCI_BUS_ID: &str = "pci_bus_id";
 pub const LABEL_DEVICE: &str = "device";
 /// Label: product name.
 pub const LABEL_MODEL_NAME: &str = "modelName";
+/// Label: the namespace of the pod holding the device (kubelet PodResources).
+pub const LABEL_NAMESPACE: &str = "namespace";
+/// Label: the pod holding the device.
+pub const LABEL_POD: &str = "pod";
+/// Label: the container holding the device.
+pub const LABEL_CONTAINER: &str = "container";
+/// Label: a MIG device's GPU instance id.
+pub const LABEL_GPU_I_ID: &str = "GPU_I_ID";
+/// Label: a MIG device's profile, e.g. `1g.5gb`.
+pub const LABEL_GPU_I_PROFILE: &str = "GPU_I_PROFILE";
 /// dcgm-exporter spells the host label `Hostname` (older releases: `hostname`).
 pub const HOST_LABEL_SPELLINGS: [&str; 2] = ["Hostname", "hostname"];
 
@@ -50,6 +60,11 @@ pub const TOTAL_ENERGY_CONSUMPTION: Metric =
 pub const PCIE_REPLAY_COUNTER: Metric =
     Metric::gauge("DCGM_FI_DEV_PCIE_REPLAY_COUNTER", "Total number of PCIe retries");
 
+/// Share of time the graphics engine was active, 0..1: the utilisation that
+/// means something per MIG instance (GPU_UTIL does not under MIG).
+pub const PROF_GR_ENGINE_ACTIVE: Metric =
+    Metric::gauge("DCGM_FI_PROF_GR_ENGINE_ACTIVE", "Ratio of time the graphics engine is active");
+
 /// Every dcgm-exporter series the agent serves.
 pub const ALL: &[Metric] = &[
     GPU_UTIL,
@@ -65,4 +80,5 @@ pub const ALL: &[Metric] = &[
     MEM_CLOCK,
     TOTAL_ENERGY_CONSUMPTION,
     PCIE_REPLAY_COUNTER,
+    PROF_GR_ENGINE_ACTIVE,
 ];

@@ -15,7 +15,9 @@ pub const LABEL_NODE: &str = "node";
 pub const LABEL_INSTANCE_TYPE: &str = "instance_type";
 /// Label: the node's zone (region zone or Local Zone).
 pub const LABEL_ZONE: &str = "zone";
-/// Label: a collector's name (`nvml`, `neuron`, `procfs`, `workers`).
+/// Label: a kubelet resource name (`nvidia.com/gpu`, `aws.amazon.com/neuroncore`, …).
+pub const LABEL_RESOURCE: &str = "resource";
+/// Label: a collector's name (`nvml`, `neuron`, `procfs`, `workers`, `pod_resources`).
 pub const LABEL_COLLECTOR: &str = "collector";
 
 /// Always 1; carries the node's name, instance type and zone for joins.
@@ -73,7 +75,15 @@ pub const AGENT_RESIDENT_MEMORY_BYTES: Metric =
 /// Changes of the node snapshot since start.
 pub const AGENT_SNAPSHOT_SEQUENCE: Metric =
     Metric::counter("edge_agent_snapshot_changes", "Changes of the node snapshot since the agent started");
-
+/// Devices the kubelet can allocate, per resource name (PodResources
+/// `GetAllocatableResources`).
+pub const POD_RESOURCES_ALLOCATABLE_DEVICES: Metric = Metric::gauge(
+    "edge_pod_resources_allocatable_devices",
+    "Devices the kubelet can allocate on this node, per resource name",
+);
+/// Of those, devices some container holds (PodResources `List`).
+pub const POD_RESOURCES_ASSIGNED_DEVICES: Metric =
+    Metric::gauge("edge_pod_resources_assigned_devices", "Devices a container holds on this node, per resource name");
 /// Every `edge_` series.
 pub const ALL: &[Metric] = &[
     NODE_INFO,
@@ -94,4 +104,6 @@ pub const ALL: &[Metric] = &[
     AGENT_CPU_SECONDS,
     AGENT_RESIDENT_MEMORY_BYTES,
     AGENT_SNAPSHOT_SEQUENCE,
+    POD_RESOURCES_ALLOCATABLE_DEVICES,
+    POD_RESOURCES_ASSIGNED_DEVICES,
 ];

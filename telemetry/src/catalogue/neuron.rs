@@ -12,6 +12,13 @@ use super::Metric;
 
 /// Label: NeuronCore index.
 pub const LABEL_NEURONCORE: &str = "neuroncore";
+/// Label: the namespace of the pod holding the NeuronCore, as Container
+/// Insights' Neuron series spell it (kubelet PodResources).
+pub const LABEL_NAMESPACE: &str = "namespace";
+/// Label: the pod holding the NeuronCore.
+pub const LABEL_POD: &str = "pod";
+/// Label: the container holding the NeuronCore.
+pub const LABEL_CONTAINER: &str = "container";
 /// Label: the runtime's tag (neuron-monitor's `neuron_runtime_tag`).
 pub const LABEL_RUNTIME_TAG: &str = "runtime_tag";
 /// Label: `host` or `neuron_device` on [`NEURON_RUNTIME_MEMORY_USED_BYTES`].

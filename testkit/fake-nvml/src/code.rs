@@ -25,6 +25,8 @@ pub const UNINITIALIZED: Return = 1;
 pub const INVALID_ARGUMENT: Return = 2;
 /// `NVML_ERROR_NOT_SUPPORTED`.
 pub const NOT_SUPPORTED: Return = 3;
+/// `NVML_ERROR_NOT_FOUND`.
+pub const NOT_FOUND: Return = 6;
 /// `NVML_ERROR_INSUFFICIENT_SIZE`.
 pub const INSUFFICIENT_SIZE: Return = 7;
 /// `NVML_ERROR_GPU_IS_LOST`.
@@ -41,7 +43,7 @@ pub const ALL: &[Code] = &[
     Code { value: INVALID_ARGUMENT, name: "INVALID_ARGUMENT", text: c"Invalid Argument" },
     Code { value: NOT_SUPPORTED, name: "NOT_SUPPORTED", text: c"Not Supported" },
     Code { value: 4, name: "NO_PERMISSION", text: c"Insufficient Permissions" },
-    Code { value: 6, name: "NOT_FOUND", text: c"Not Found" },
+    Code { value: NOT_FOUND, name: "NOT_FOUND", text: c"Not Found" },
     Code { value: INSUFFICIENT_SIZE, name: "INSUFFICIENT_SIZE", text: c"Insufficient Size" },
     Code { value: 9, name: "DRIVER_NOT_LOADED", text: c"Driver Not Loaded" },
     Code { value: 10, name: "TIMEOUT", text: c"Timeout" },

@@ -15,6 +15,18 @@
 //! `NVML_ERROR_NOT_SUPPORTED` (as a GPU without that sensor does);
 //! `{"error": NAME}` answers `NVML_ERROR_<NAME>`; `"lost": true` makes every
 //! query on that GPU answer `NVML_ERROR_GPU_IS_LOST`.
+//!
+//! A GPU with `"mig": [...]` is in MIG mode and has those MIG devices
+//! (`nvmlDeviceGetMigDeviceHandleByIndex` 0, 1, …; up to [`MAX_MIG_DEVICES`]
+//! slots, the rest answer `NOT_FOUND`, as on an A100 with free slices):
+//! ```json
+//! "mig": [ { "uuid": "MIG-…", "name": "NVIDIA A100-SXM4-40GB MIG 1g.5gb",
+//!            "gpu_instance_id": 7, "compute_instance_id": 0,
+//!            "memory": {"total": 5, "used": 1, "free": 4}, "graphics_util": 42.5 } ]
+//! ```
+//! `graphics_util` (percent) is what GPM's `GRAPHICS_UTIL` metric answers
+//! between two samples of that GPU instance (`nvmlGpmMigSampleGet`). A GPU
+//! without `mig` answers `nvmlDeviceGetMigMode` with `NOT_SUPPORTED`.
 
 use serde::Deserialize;
 
@@ -84,6 +96,35 @@ pub struct GpuConfig {
     /// `nvmlDeviceGetPcieReplayCounter`.
     #[serde(default)]
     pub pcie_replay_counter: Field<u32>,
+    /// MIG mode on, with these MIG devices; None: a GPU without MIG support.
+    #[serde(default)]
+    pub mig: Option<Vec<MigConfig>>,
+}
+
+/// The most MIG devices one GPU has slots for (A100/H100: 7).
+pub const MAX_MIG_DEVICES: u32 = 7;
+
+/// One MIG device's answers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigConfig {
+    /// `nvmlDeviceGetUUID` on the MIG handle.
+    #[serde(default)]
+    pub uuid: Field<String>,
+    /// `nvmlDeviceGetName` on the MIG handle (`… MIG <profile>`).
+    #[serde(default)]
+    pub name: Field<String>,
+    /// `nvmlDeviceGetGpuInstanceId`.
+    pub gpu_instance_id: u32,
+    /// `nvmlDeviceGetComputeInstanceId`.
+    #[serde(default)]
+    pub compute_instance_id: u32,
+    /// `nvmlDeviceGetMemoryInfo_v2` on the MIG handle.
+    #[serde(default)]
+    pub memory: Field<Memory>,
+    /// GPM `GRAPHICS_UTIL` of its GPU instance, percent.
+    #[serde(default)]
+    pub graphics_util: Field<f64>,
 }
 
 /// `nvmlUtilization_t`.
@@ -185,6 +226,21 @@ impl Config {
                     check_c_string(i, key, s, max)?;
                 }
             }
+            for (m, mig) in g.mig.iter().flatten().enumerate() {
+                let key = |k: &str| format!("mig[{m}].{k}");
+                mig.uuid.check_error_name(i, &key("uuid"))?;
+                mig.name.check_error_name(i, &key("name"))?;
+                mig.memory.check_error_name(i, &key("memory"))?;
+                mig.graphics_util.check_error_name(i, &key("graphics_util"))?;
+                for (k, s) in [("uuid", &mig.uuid), ("name", &mig.name)] {
+                    if let Field::Value(s) = s {
+                        check_c_string(i, &key(k), s, 96)?;
+                    }
+                }
+            }
+            if g.mig.as_ref().is_some_and(|m| m.len() > MAX_MIG_DEVICES as usize) {
+                return Err(format!("gpus[{i}].mig: at most {MAX_MIG_DEVICES} MIG devices"));
+            }
             if let Field::Value(id) = &g.pci_bus_id {
                 check_c_string(i, "pci_bus_id", id, 32)?;
                 parse_bus_id(id).ok_or_else(|| {
@@ -261,6 +317,20 @@ mod tests {
             let e = Config::parse(text).unwrap_err();
             assert!(e.contains(needle), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn mig_devices_are_parsed_and_checked() {
+        let c = Config::parse(
+            r#"{"gpus":[{"uuid":"GPU-a","mig":[{"uuid":"MIG-1","gpu_instance_id":7,"graphics_util":12.5}]}]}"#,
+        )
+        .unwrap();
+        let mig = &c.gpu(0).unwrap().mig.as_ref().unwrap()[0];
+        assert_eq!((mig.gpu_instance_id, mig.graphics_util.get()), (7, Ok(&12.5)));
+        let e = Config::parse(r#"{"gpus":[{"mig":[{"gpu_instance_id":1,"memory":{"error":"NOPE"}}]}]}"#).unwrap_err();
+        assert!(e.contains("gpus[0].mig[0].memory: unknown error"), "{e}");
+        let e = Config::parse(r#"{"gpus":[{"mig":[{"uuid":"MIG-1"}]}]}"#).unwrap_err();
+        assert!(e.contains("gpu_instance_id"), "{e}");
     }
 
     #[test]

@@ -8,8 +8,11 @@
 use std::ffi::{c_char, c_uint, c_ulonglong};
 
 use crate::code::{self, Return};
-use crate::config::parse_bus_id;
-use crate::ffi::{Device, MEMORY_V2_VERSION, MemoryV2, PciInfo, Utilization, c_array, guard, put, put_str, with_gpu};
+use crate::config::{Field, GpuConfig, MigConfig, parse_bus_id};
+use crate::ffi::{
+    Device, MEMORY_V2_VERSION, MemoryV2, PciInfo, Target, Utilization, c_array, guard, put, put_str, with_device,
+    with_gpu,
+};
 
 /// `NVML_TEMPERATURE_GPU`.
 const TEMPERATURE_GPU: c_uint = 0;
@@ -20,6 +23,29 @@ const CLOCK_COUNT: c_uint = 4;
 /// What a real GPU reports as the encoder/decoder sampling period.
 const SAMPLING_PERIOD_US: c_uint = 167_000;
 
+/// A string query on a GPU or a MIG device: `gpu` or `mig` picks the answer.
+///
+/// # Safety
+/// `buf` is null or valid for writing `length` bytes.
+unsafe fn put_device_str(
+    device: Device,
+    gpu: impl FnOnce(&GpuConfig) -> &Field<String>,
+    mig: impl FnOnce(&MigConfig) -> &Field<String>,
+    buf: *mut c_char,
+    length: c_uint,
+) -> Return {
+    guard(|| {
+        with_device(device, |t| {
+            let value = match t {
+                Target::Gpu(g) => gpu(g).get()?,
+                Target::Mig(m) => mig(m).get()?,
+            };
+            // SAFETY: forwarded caller contract.
+            unsafe { put_str(value, buf, length) }
+        })
+    })
+}
+
 /// `nvmlDeviceGetUUID`.
 ///
 /// # Safety
@@ -27,7 +53,7 @@ const SAMPLING_PERIOD_US: c_uint = 167_000;
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nvmlDeviceGetUUID(device: Device, uuid: *mut c_char, length: c_uint) -> Return {
     // SAFETY: forwarded caller contract.
-    guard(|| with_gpu(device, |g| unsafe { put_str(g.uuid.get()?, uuid, length) }))
+    unsafe { put_device_str(device, |g| &g.uuid, |m| &m.uuid, uuid, length) }
 }
 
 /// `nvmlDeviceGetName`.
@@ -37,7 +63,7 @@ pub unsafe extern "C" fn nvmlDeviceGetUUID(device: Device, uuid: *mut c_char, le
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nvmlDeviceGetName(device: Device, name: *mut c_char, length: c_uint) -> Return {
     // SAFETY: forwarded caller contract.
-    guard(|| with_gpu(device, |g| unsafe { put_str(g.name.get()?, name, length) }))
+    unsafe { put_device_str(device, |g| &g.name, |m| &m.name, name, length) }
 }
 
 /// `nvmlDeviceGetPciInfo_v3`.
@@ -139,7 +165,10 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(device: Device, memory: *mut
         if version != MEMORY_V2_VERSION {
             return Err(code::ARGUMENT_VERSION_MISMATCH);
         }
-        let m = with_gpu(device, |g| g.memory.get().copied())?;
+        let m = with_device(device, |t| match t {
+            Target::Gpu(g) => g.memory.get().copied(),
+            Target::Mig(m) => m.memory.get().copied(),
+        })?;
         let value = MemoryV2 { version, total: m.total, reserved: m.reserved, free: m.free, used: m.used };
         // SAFETY: forwarded caller contract.
         unsafe { put(memory, value) }

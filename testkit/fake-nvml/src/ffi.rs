@@ -5,11 +5,13 @@ use std::ffi::{c_char, c_uint, c_ulonglong, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::code::{self, Return};
-use crate::config::GpuConfig;
+use crate::config::{GpuConfig, MigConfig};
 use crate::state;
 
 /// `nvmlDevice_t`: an opaque pointer. Ours carries `index + 1` as its
-/// address and points at nothing; callers never dereference it.
+/// address (a MIG device: its GPU's `index + 1`, plus its own `index + 1`
+/// shifted left by [`MIG_SHIFT`]) and points at nothing; callers never
+/// dereference it.
 pub type Device = *mut c_void;
 
 /// `nvmlPciInfo_t` (`nvmlPciInfo_st`).
@@ -68,16 +70,46 @@ pub fn guard(body: impl FnOnce() -> Result<(), Return>) -> Return {
     }
 }
 
+/// Where a MIG device's own index sits in its handle.
+pub const MIG_SHIFT: usize = 16;
+
 /// The handle for GPU `index`.
 pub fn handle(index: usize) -> Device {
     std::ptr::without_provenance_mut(index + 1)
 }
 
-/// Runs `query` on the GPU behind `device` with the current config.
-pub fn with_gpu<T>(device: Device, query: impl FnOnce(&GpuConfig) -> Result<T, Return>) -> Result<T, Return> {
-    let index = device.addr().checked_sub(1).ok_or(code::INVALID_ARGUMENT)?;
+/// The handle for MIG device `mig` of GPU `gpu`.
+pub fn mig_handle(gpu: usize, mig: usize) -> Device {
+    std::ptr::without_provenance_mut((gpu + 1) | ((mig + 1) << MIG_SHIFT))
+}
+
+/// What a handle names.
+pub enum Target<'a> {
+    /// A whole GPU.
+    Gpu(&'a GpuConfig),
+    /// A MIG device of a GPU.
+    Mig(&'a MigConfig),
+}
+
+/// Runs `query` on the GPU or MIG device behind `device` with the current config.
+pub fn with_device<T>(device: Device, query: impl FnOnce(Target<'_>) -> Result<T, Return>) -> Result<T, Return> {
+    let addr = device.addr();
+    let index = (addr & ((1 << MIG_SHIFT) - 1)).checked_sub(1).ok_or(code::INVALID_ARGUMENT)?;
     let config = state::config()?;
-    query(config.gpu(index)?)
+    let gpu = config.gpu(index)?;
+    match (addr >> MIG_SHIFT).checked_sub(1) {
+        None => query(Target::Gpu(gpu)),
+        Some(m) => query(Target::Mig(gpu.mig.as_ref().and_then(|d| d.get(m)).ok_or(code::INVALID_ARGUMENT)?)),
+    }
+}
+
+/// Runs `query` on the GPU behind `device`; a MIG device answers
+/// `NOT_SUPPORTED` to GPU-wide queries (utilisation, power, clocks …).
+pub fn with_gpu<T>(device: Device, query: impl FnOnce(&GpuConfig) -> Result<T, Return>) -> Result<T, Return> {
+    with_device(device, |t| match t {
+        Target::Gpu(g) => query(g),
+        Target::Mig(_) => Err(code::NOT_SUPPORTED),
+    })
 }
 
 /// Stores `value` through the caller's out-pointer.
@@ -154,5 +186,6 @@ mod tests {
         assert_eq!(guard(|| panic!("boom")), code::UNKNOWN);
         assert_eq!(guard(|| Err(code::GPU_IS_LOST)), code::GPU_IS_LOST);
         assert_eq!(with_gpu(std::ptr::null_mut(), |_| Ok(())), Err(code::INVALID_ARGUMENT));
+        assert_eq!(mig_handle(0, 0).addr(), 1 | (1 << MIG_SHIFT));
     }
 }

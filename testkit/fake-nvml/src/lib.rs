@@ -16,5 +16,7 @@ pub mod code;
 pub mod config;
 pub mod device;
 pub mod ffi;
+pub mod gpm;
+pub mod mig;
 pub mod state;
 pub mod system;

@@ -106,6 +106,35 @@ impl Gpu {
         self.set(key, json!({ "error": name }))
     }
 
+    /// Puts the GPU in MIG mode with `profiles.len()` MIG devices: device
+    /// `k` has profile `profiles[k]`, GPU instance id `7 + k`, UUID
+    /// [`Gpu::mig_uuid`]`(k)`, 1 GiB used of 5 GiB and `graphics_util`
+    /// `25 × (k + 1)` percent. Under MIG the GPU's own utilisation is not
+    /// measured, so it answers `NOT_SUPPORTED`.
+    pub fn mig(&mut self, profiles: &[&str]) -> &mut Self {
+        const GIB: u64 = 1024 * 1024 * 1024;
+        let devices: Vec<Value> = profiles
+            .iter()
+            .enumerate()
+            .map(|(k, p)| {
+                json!({
+                    "uuid": self.mig_uuid(k),
+                    "name": format!("NVIDIA A100-SXM4-40GB MIG {p}"),
+                    "gpu_instance_id": 7 + k,
+                    "compute_instance_id": 0,
+                    "memory": { "total": 5 * GIB, "used": GIB, "free": 4 * GIB },
+                    "graphics_util": 25.0 * (k as f64 + 1.0),
+                })
+            })
+            .collect();
+        self.set("mig", devices).unsupported("utilization")
+    }
+
+    /// The UUID of this GPU's MIG device `k` (see [`Gpu::mig`]).
+    pub fn mig_uuid(&self, k: usize) -> String {
+        format!("MIG-{}-{k}", self.uuid().trim_start_matches("GPU-"))
+    }
+
     /// The GPU falls off the bus: every query answers `GPU_IS_LOST`.
     pub fn lost(&mut self) -> &mut Self {
         self.set("lost", true)

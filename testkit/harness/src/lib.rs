@@ -2,9 +2,10 @@
 //! talks to them over their real interfaces (HTTP, gRPC, Unix sockets).
 //!
 //! Nothing here fakes the code under test; the fakes at the machine boundary
-//! (the NVML library, neuron-monitor) live in their own places under
+//! (the NVML library, neuron-monitor, the kubelet) live in their own places under
 //! `testkit/` and `testdata/`.
 
+pub mod fake_kubelet;
 pub mod fake_nvml;
 pub mod http;
 pub mod process;
@@ -122,6 +123,7 @@ impl AgentBuilder {
             ("report-listen", format!("127.0.0.1:{}", free_port())),
             ("nvml-library", String::new()),
             ("neuron-monitor", String::new()),
+            ("pod-resources-socket", String::new()),
             ("interval", "200ms".to_owned()),
             ("node-name", "test-node".to_owned()),
         ] {
@@ -221,6 +223,26 @@ impl Agent {
         let mut client =
             SnapshotFeedClient::connect(format!("http://{}", self.addr)).await.expect("connect to snapshot feed");
         client.watch(edge_telemetry::proto::WatchRequest {}).await.expect("Watch").into_inner()
+    }
+
+    /// The first snapshot on the gRPC feed that satisfies `done`; panics
+    /// after `timeout`. Each tick changes the snapshot (at least the
+    /// collectors' durations), so this also waits for ticks.
+    pub fn snapshot_until(&self, timeout: Duration, mut done: impl FnMut(&NodeSnapshot) -> bool) -> NodeSnapshot {
+        let wanted = async {
+            let mut feed = self.watch().await;
+            loop {
+                let snapshot = feed.message().await.expect("feed error").expect("feed open");
+                if done(&snapshot) {
+                    return snapshot;
+                }
+            }
+        };
+        let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+        // The timer must be created inside the runtime.
+        runtime.block_on(async { tokio::time::timeout(timeout, wanted).await }).unwrap_or_else(|_| {
+            panic!("no awaited snapshot on the feed within {timeout:?}; agent log:\n{}", self.log())
+        })
     }
 
     /// The child's process id.

@@ -14,9 +14,12 @@
 //!   the other GPUs keep reporting.
 //!
 //! `errors` counts every failed query (not `NotSupported`) since start; see
-//! [`query`] for what each NVML answer means.
+//! [`query`] for what each NVML answer means. A GPU in MIG mode also lists
+//! its MIG devices ([`mig`]), each with its GPU instance id, profile, memory
+//! and graphics-engine activity (GPM).
 
 mod device;
+mod mig;
 mod query;
 
 use std::collections::BTreeMap;
@@ -46,6 +49,8 @@ pub struct NvmlCollector {
     load_attempts: u64,
     /// Identity per GPU index, from the last tick that could read it.
     identities: BTreeMap<u32, Identity>,
+    /// GPM samples of MIG instances, kept from tick to tick.
+    gpm: mig::Samples,
     /// Per GPU index, the problem last logged, so a lasting one logs once.
     logged: BTreeMap<u32, String>,
     errors: u64,
@@ -67,6 +72,7 @@ impl NvmlCollector {
             last_load: None,
             load_attempts: 0,
             identities: BTreeMap::new(),
+            gpm: mig::Samples::default(),
             logged: BTreeMap::new(),
             errors: 0,
         }
@@ -161,7 +167,18 @@ impl NvmlCollector {
             if let Some(identity) = reading.identity {
                 self.identities.insert(index, identity);
             }
-            gpus.push(reading.gpu);
+            let mut gpu = reading.gpu;
+            if gpu.healthy
+                && let Ok(parent) = nvml.device_by_index(index)
+            {
+                let mut q = query::Queries::default();
+                gpu.mig_instances = mig::read(nvml, &parent, index, &mut self.gpm, &mut q);
+                self.errors += q.errors;
+                if !q.failed.is_empty() {
+                    tracing::debug!(gpu = index, failed = ?q.failed, "MIG queries failed");
+                }
+            }
+            gpus.push(gpu);
         }
         // A GPU NVML no longer lists (after a reset or unbind) stays visible
         // as unhealthy rather than silently vanishing from the dashboards.
@@ -182,6 +199,15 @@ impl NvmlCollector {
                 tracing::warn!(gpu = g.index, uuid = %g.uuid, error = %g.error, "GPU failed; its values are left out");
                 self.logged.insert(g.index, g.error.clone());
             }
+        }
+    }
+}
+
+impl Drop for NvmlCollector {
+    fn drop(&mut self) {
+        // GPM samples belong to the library: freed before it shuts down.
+        if let Some(nvml) = &self.nvml {
+            self.gpm.free_all(nvml);
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct CloudWatchSettings {
     /// The most samples kept while CloudWatch is unreachable
     /// (`--cloudwatch-buffer-samples`).
     pub buffer_samples: u64,
+    /// `Namespace`/`PodName` on held devices' series (`--cloudwatch-pod-dimensions`).
+    pub pod_dimensions: bool,
 }
 
 /// Allowed flush intervals: at least a second, at most ten minutes (older

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use edge_telemetry::AcceleratorType;
 use edge_telemetry::catalogue::cloudwatch::{self as cw, CloudWatchMetric};
-use edge_telemetry::proto::{CollectorState, NodeSnapshot};
+use edge_telemetry::proto::{CollectorState, NodeSnapshot, PodRef};
 
 use crate::collector::{neuron, nvml};
 
@@ -34,6 +34,9 @@ pub struct SeriesKey {
 pub struct NodeDimensions {
     /// `--cluster-name`.
     pub cluster: String,
+    /// `--cloudwatch-pod-dimensions`: per-device series of a held GPU or
+    /// NeuronCore also carry `Namespace` and `PodName`, one series per holder.
+    pub pods: bool,
 }
 
 /// Every series of `snapshot` with its current value; none before the
@@ -54,8 +57,8 @@ pub fn sample(snapshot: &NodeSnapshot, dims: &NodeDimensions) -> Vec<(SeriesKey,
     };
     let node_dims = base(node_accelerator(snapshot).as_str());
     let mut out = Out(Vec::new());
-    gpus(&mut out, snapshot, &node_dims);
-    neuron(&mut out, snapshot, &node_dims);
+    gpus(&mut out, snapshot, &node_dims, dims.pods);
+    neuron(&mut out, snapshot, &node_dims, dims.pods);
     if let Some(h) = &snapshot.host {
         out.opt(cw::NODE_CPU_UTILIZATION, &node_dims, &[], h.cpu_utilization_ratio.map(|r| r * 100.0));
         let used = match (h.memory_total_bytes, h.memory_available_bytes) {
@@ -117,14 +120,33 @@ impl Out {
     }
 }
 
-fn gpus(out: &mut Out, snapshot: &NodeSnapshot, node_dims: &[(&'static str, String)]) {
+type Dims = Vec<(&'static str, String)>;
+
+/// The dimensions after the node's of one device's series: the device, then
+/// (with pod dimensions on) `Namespace` and `PodName` once per holder.
+fn device_dims(device: (&'static str, String), pods: &[PodRef], with_pods: bool) -> Vec<Dims> {
+    if !with_pods || pods.is_empty() {
+        return vec![vec![device]];
+    }
+    pods.iter()
+        .map(|p| {
+            vec![
+                device.clone(),
+                (cw::DIM_NAMESPACE, dimension_value(&p.namespace)),
+                (cw::DIM_POD_NAME, dimension_value(&p.pod)),
+            ]
+        })
+        .collect()
+}
+
+fn gpus(out: &mut Out, snapshot: &NodeSnapshot, node_dims: &[(&'static str, String)], with_pods: bool) {
     if snapshot.gpus.is_empty() {
         return;
     }
     let (mut util_sum, mut util_n, mut used_sum, mut total_sum) = (0.0, 0u32, 0u64, 0u64);
     for g in &snapshot.gpus {
         let device = g.minor_number.unwrap_or(g.index);
-        let extra = [(cw::DIM_GPU_DEVICE, format!("nvidia{device}"))];
+        let extras = device_dims((cw::DIM_GPU_DEVICE, format!("nvidia{device}")), &g.pods, with_pods);
         let util = g.gpu_utilization_percent.map(f64::from);
         let mem_util = match (g.framebuffer_used_bytes, g.framebuffer_total_bytes) {
             (Some(u), Some(t)) if t > 0 => {
@@ -138,12 +160,14 @@ fn gpus(out: &mut Out, snapshot: &NodeSnapshot, node_dims: &[(&'static str, Stri
             util_sum += u;
             util_n += 1;
         }
-        out.opt(cw::NODE_GPU_UTILIZATION, node_dims, &extra, util);
-        out.opt(cw::NODE_GPU_MEMORY_UTILIZATION, node_dims, &extra, mem_util);
-        out.opt(cw::NODE_GPU_MEMORY_USED, node_dims, &extra, g.framebuffer_used_bytes.map(|b| b as f64));
-        out.opt(cw::NODE_GPU_MEMORY_TOTAL, node_dims, &extra, g.framebuffer_total_bytes.map(|b| b as f64));
-        out.opt(cw::NODE_GPU_POWER_DRAW, node_dims, &extra, g.power_usage_watts);
-        out.opt(cw::NODE_GPU_TEMPERATURE, node_dims, &extra, g.temperature_celsius.map(f64::from));
+        for extra in &extras {
+            out.opt(cw::NODE_GPU_UTILIZATION, node_dims, extra, util);
+            out.opt(cw::NODE_GPU_MEMORY_UTILIZATION, node_dims, extra, mem_util);
+            out.opt(cw::NODE_GPU_MEMORY_USED, node_dims, extra, g.framebuffer_used_bytes.map(|b| b as f64));
+            out.opt(cw::NODE_GPU_MEMORY_TOTAL, node_dims, extra, g.framebuffer_total_bytes.map(|b| b as f64));
+            out.opt(cw::NODE_GPU_POWER_DRAW, node_dims, extra, g.power_usage_watts);
+            out.opt(cw::NODE_GPU_TEMPERATURE, node_dims, extra, g.temperature_celsius.map(f64::from));
+        }
     }
     out.opt(cw::NODE_GPU_UTILIZATION, node_dims, &[], (util_n > 0).then(|| util_sum / f64::from(util_n)));
     out.opt(
@@ -155,16 +179,15 @@ fn gpus(out: &mut Out, snapshot: &NodeSnapshot, node_dims: &[(&'static str, Stri
     out.opt(cw::NODE_GPU_LIMIT, node_dims, &[], Some(snapshot.gpus.len() as f64));
 }
 
-fn neuron(out: &mut Out, snapshot: &NodeSnapshot, node_dims: &[(&'static str, String)]) {
+fn neuron(out: &mut Out, snapshot: &NodeSnapshot, node_dims: &[(&'static str, String)], with_pods: bool) {
     let (mut sum, mut n) = (0.0, 0u32);
     for c in &snapshot.neuron_cores {
-        let extra = [(cw::DIM_NEURON_CORE, format!("neuroncore{}", c.index))];
+        let extras = device_dims((cw::DIM_NEURON_CORE, format!("neuroncore{}", c.index)), &c.pods, with_pods);
         let util = c.utilization_ratio.map(|r| r * 100.0);
         if let Some(u) = util {
             sum += u;
             n += 1;
         }
-        out.opt(cw::NODE_NEURONCORE_UTILIZATION, node_dims, &extra, util);
         let memory = c.memory.as_ref().and_then(|m| {
             let parts = [
                 m.constants_bytes,
@@ -175,7 +198,10 @@ fn neuron(out: &mut Out, snapshot: &NodeSnapshot, node_dims: &[(&'static str, St
             ];
             parts.iter().any(Option::is_some).then(|| parts.iter().flatten().sum::<u64>() as f64)
         });
-        out.opt(cw::NODE_NEURONCORE_MEMORY_USAGE_TOTAL, node_dims, &extra, memory);
+        for extra in &extras {
+            out.opt(cw::NODE_NEURONCORE_UTILIZATION, node_dims, extra, util);
+            out.opt(cw::NODE_NEURONCORE_MEMORY_USAGE_TOTAL, node_dims, extra, memory);
+        }
     }
     out.opt(cw::NODE_NEURONCORE_UTILIZATION, node_dims, &[], (n > 0).then(|| sum / f64::from(n)));
 }

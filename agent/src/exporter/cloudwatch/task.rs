@@ -32,7 +32,7 @@ pub fn spawn(
 ) -> (Arc<Stats>, JoinHandle<()>) {
     let stats = Arc::new(Stats::new(settings.buffer_samples));
     let buffer = Arc::new(Mutex::new(Buffer::new(settings.buffer_samples)));
-    let dims = NodeDimensions { cluster: settings.cluster_name.clone() };
+    let dims = NodeDimensions { cluster: settings.cluster_name.clone(), pods: settings.pod_dimensions };
     let sampler =
         tokio::spawn(sample_loop(store, dims, interval, Arc::clone(&buffer), Arc::clone(&stats), stop.clone()));
     let flusher = Flusher { settings, buffer, stats: Arc::clone(&stats), failing_since: None, last_warning: None };

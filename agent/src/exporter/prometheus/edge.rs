@@ -49,6 +49,11 @@ pub fn add(samples: &mut Samples, snapshot: &NodeSnapshot) {
         samples.add_opt(edge::AGENT_RESIDENT_MEMORY_BYTES, &Vec::new(), h.agent_resident_bytes.map(|v| v as f64));
     }
     samples.add(edge::AGENT_SNAPSHOT_SEQUENCE, Vec::new(), snapshot.sequence as f64);
+    for r in &snapshot.allocatable {
+        let labels: Labels = vec![(edge::LABEL_RESOURCE, r.resource_name.clone())];
+        samples.add(edge::POD_RESOURCES_ALLOCATABLE_DEVICES, labels.clone(), f64::from(r.devices));
+        samples.add(edge::POD_RESOURCES_ASSIGNED_DEVICES, labels, f64::from(r.assigned));
+    }
 }
 
 /// Sums per (accelerator, namespace, deployment): a per-worker label would be

@@ -98,13 +98,33 @@ fn add_runtime(samples: &mut Samples, instance: &Labels, r: &NeuronRuntime) {
     }
 }
 
+/// A core a container holds (kubelet PodResources) carries `namespace`,
+/// `pod` and `container` after its own labels, once per holder, as Container
+/// Insights' Neuron series do.
 fn add_core(samples: &mut Samples, instance: &Labels, c: &NeuronCore) {
     let runtime = with(instance, n::LABEL_RUNTIME_TAG, &c.runtime_tag);
     let index = c.index.to_string();
-    samples.add_opt(n::NEURONCORE_UTILIZATION_RATIO, &with(&runtime, n::LABEL_NEURONCORE, &index), c.utilization_ratio);
-    let Some(m) = &c.memory else { return };
-    let labels =
+    let utilization = with(&runtime, n::LABEL_NEURONCORE, &index);
+    let memory =
         with(&with(&runtime, n::LABEL_MEMORY_LOCATION, n::MEMORY_LOCATION_PER_CORE), n::LABEL_NEURONCORE, &index);
+    if c.pods.is_empty() {
+        add_core_values(samples, c, &utilization, &memory);
+    }
+    for p in &c.pods {
+        let held = |l: &Labels| {
+            with(
+                &with(&with(l, n::LABEL_NAMESPACE, &p.namespace), n::LABEL_POD, &p.pod),
+                n::LABEL_CONTAINER,
+                &p.container,
+            )
+        };
+        add_core_values(samples, c, &held(&utilization), &held(&memory));
+    }
+}
+
+fn add_core_values(samples: &mut Samples, c: &NeuronCore, utilization: &Labels, labels: &Labels) {
+    samples.add_opt(n::NEURONCORE_UTILIZATION_RATIO, utilization, c.utilization_ratio);
+    let Some(m) = &c.memory else { return };
     let parts = [
         (n::NEURONCORE_MEMORY_USAGE_CONSTANTS, m.constants_bytes),
         (n::NEURONCORE_MEMORY_USAGE_MODEL_CODE, m.model_code_bytes),
@@ -113,7 +133,7 @@ fn add_core(samples: &mut Samples, instance: &Labels, c: &NeuronCore) {
         (n::NEURONCORE_MEMORY_USAGE_TENSORS, m.tensors_bytes),
     ];
     for (metric, value) in parts {
-        samples.add_opt(metric, &labels, value.map(|v| v as f64));
+        samples.add_opt(metric, labels, value.map(|v| v as f64));
     }
 }
 
@@ -132,6 +152,7 @@ mod tests {
             availability_zone: "us-east-2b".into(),
             region: "us-east-2".into(),
             subnet_id: "subnet-0f1e2d3c4b5a69788".into(),
+            neuroncores_per_device: Some(2),
         }
     }
 
@@ -153,6 +174,7 @@ mod tests {
                 utilization_ratio: Some(0.3397),
                 flops: Some(9),
                 memory: Some(NeuronCoreMemory { constants_bytes: Some(1342177280), ..Default::default() }),
+                pods: Vec::new(),
             }],
             neuron_runtimes: vec![NeuronRuntime {
                 tag: "2817".into(),
@@ -225,5 +247,35 @@ mod tests {
         };
         let out = render(&snapshot);
         assert!(out.contains(r#"neuroncore_utilization_ratio{runtime_tag="a",neuroncore="4"} 0.5"#), "{out}");
+    }
+
+    #[test]
+    fn held_cores_carry_pod_labels() {
+        let snapshot = NodeSnapshot {
+            neuron_cores: vec![NeuronCore {
+                index: 2,
+                runtime_tag: "a".into(),
+                utilization_ratio: Some(0.5),
+                memory: Some(NeuronCoreMemory { tensors_bytes: Some(8), ..Default::default() }),
+                pods: vec![edge_telemetry::proto::PodRef {
+                    namespace: "ml".into(),
+                    pod: "sd-neuron-0".into(),
+                    container: "worker".into(),
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let out = render(&snapshot);
+        let pod = r#"namespace="ml",pod="sd-neuron-0",container="worker""#;
+        for line in [
+            format!(r#"neuroncore_utilization_ratio{{runtime_tag="a",neuroncore="2",{pod}}} 0.5"#),
+            format!(
+                r#"neuroncore_memory_usage_tensors{{runtime_tag="a",memory_location="None",neuroncore="2",{pod}}} 8"#
+            ),
+        ] {
+            assert!(out.contains(&line), "missing {line}\n{out}");
+        }
+        assert!(!out.contains(r#"neuroncore="2"} 0.5"#), "an unlabelled copy as well:\n{out}");
     }
 }

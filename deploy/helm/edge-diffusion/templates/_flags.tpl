@@ -31,6 +31,17 @@ flags); EDGE_* environment variables for what the downward API fills in.
 - --neuron-monitor=
 {{- end }}
 - --neuron-monitor-config=/var/run/neuron-monitor/config.json
+{{- if $v.agent.podResources.enabled }}
+- --pod-resources-socket={{ include "edge-diffusion.podResourcesDir" .root }}/kubelet.sock
+- --pod-resources-timeout={{ $v.agent.podResources.timeout }}
+{{- else }}
+- --pod-resources-socket=
+{{- end }}
+{{- end }}
+
+{{/* Where the agent sees the kubelet's pod-resources directory: the host's path, mounted read-only. */}}
+{{- define "edge-diffusion.podResourcesDir" -}}
+{{- .Values.agent.podResources.hostPath | trimSuffix "/" -}}
 {{- end }}
 
 {{- define "edge-diffusion.agent.env" -}}
@@ -55,6 +66,11 @@ flags); EDGE_* environment variables for what the downward API fills in.
   value: {{ $.root.Values.clusterName | quote }}
 - name: EDGE_AGENT_CLOUDWATCH_FLUSH_INTERVAL
   value: {{ $.root.Values.agent.cloudwatch.flushInterval | quote }}
+{{- if $.root.Values.agent.cloudwatch.podDimensions }}
+# Namespace/PodName on per-device series (needs agent.podResources); each pod is billed metrics.
+- name: EDGE_AGENT_CLOUDWATCH_POD_DIMENSIONS
+  value: "true"
+{{- end }}
 # The SDK's region: EKS Pod Identity sets none, and IMDS is out of a pod's reach (hop limit 1).
 - name: AWS_REGION
   value: {{ required "agent.cloudwatch.region: the AWS region CloudWatch metrics go to (e.g. us-west-2); needed with agent.cloudwatch.namespace" $.root.Values.agent.cloudwatch.region | quote }}

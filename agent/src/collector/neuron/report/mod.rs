@@ -18,8 +18,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use raw::{
-    CoreCounters, ErrorSummary, ExecutionStats, ExecutionSummary, HwCounters, InstanceInfo, MemoryUsed, RawRuntime,
-    RuntimeVcpu,
+    CoreCounters, ErrorSummary, ExecutionStats, ExecutionSummary, HardwareInfo, HwCounters, InstanceInfo, MemoryUsed,
+    RawRuntime, RuntimeVcpu,
 };
 
 /// One report, mapped.
@@ -126,6 +126,11 @@ pub fn parse(line: &str) -> Result<Report, ParseError> {
     // Instance labels are decoration: a host without EC2 metadata is not a
     // failure to collect Neuron metrics, so this is not a problem.
     report.instance = group::<InstanceInfo>(&top, "instance_info", "report").ok().map(InstanceInfo::into_proto);
+    if let Some(instance) = &mut report.instance {
+        instance.neuroncores_per_device = group::<HardwareInfo>(&top, "neuron_hardware_info", "report")
+            .ok()
+            .and_then(|h| h.neuroncore_per_device_count);
+    }
     Ok(report)
 }
 

@@ -144,6 +144,13 @@ pub(super) struct HwCounters {
     pub(super) neuron_devices: Vec<DeviceEcc>,
 }
 
+/// `neuron_hardware_info`: how NeuronCores group into NeuronDevices, which
+/// a `aws.amazon.com/neuron` (device) allocation needs to name its cores.
+#[derive(Deserialize)]
+pub(super) struct HardwareInfo {
+    pub(super) neuroncore_per_device_count: Option<u32>,
+}
+
 #[derive(Deserialize)]
 pub(super) struct InstanceInfo {
     #[serde(default)]
@@ -169,6 +176,7 @@ impl InstanceInfo {
             availability_zone: self.instance_availability_zone,
             region: self.instance_region,
             subnet_id: self.subnet_id,
+            neuroncores_per_device: None,
         }
     }
 }

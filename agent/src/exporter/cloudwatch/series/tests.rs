@@ -14,7 +14,7 @@ fn node() -> Option<Node> {
 }
 
 fn dims() -> NodeDimensions {
-    NodeDimensions { cluster: "edge".into() }
+    NodeDimensions { cluster: "edge".into(), pods: false }
 }
 
 fn gpu(index: u32, util: Option<u32>, used_gib: u64) -> Gpu {
@@ -211,4 +211,21 @@ fn a_node_keeps_its_accelerator_type_while_its_devices_report_nothing() {
     // missing): nothing is sampled until it is known.
     assert!(!super::collected(&node_with(Absent, CollectorState::Unspecified)));
     assert!(super::collected(&node_with(Absent, Absent)));
+}
+
+#[test]
+fn pod_dimensions_only_behind_the_flag() {
+    let mut held = gpu(0, Some(80), 6);
+    held.pods =
+        vec![edge_telemetry::proto::PodRef { namespace: "ml".into(), pod: "sd-0".into(), container: "w".into() }];
+    let snapshot = NodeSnapshot { node: node(), gpus: vec![held, gpu(1, Some(40), 12)], ..Default::default() };
+    let dev = |i: &'static str| [(cw::DIM_GPU_DEVICE, i)];
+    let off = sample(&snapshot, &dims());
+    assert_eq!(value(&off, "node_gpu_utilization", &dev("nvidia0")), Some(80.0), "off: no pod dimensions");
+    let on = sample(&snapshot, &NodeDimensions { pods: true, ..dims() });
+    let pod = [(cw::DIM_GPU_DEVICE, "nvidia0"), (cw::DIM_NAMESPACE, "ml"), (cw::DIM_POD_NAME, "sd-0")];
+    assert_eq!(value(&on, "node_gpu_utilization", &pod), Some(80.0));
+    assert_eq!(value(&on, "node_gpu_utilization", &dev("nvidia0")), None, "a held GPU is one series per holder");
+    assert_eq!(value(&on, "node_gpu_utilization", &dev("nvidia1")), Some(40.0), "nobody holds GPU 1");
+    assert_eq!(value(&on, "node_gpu_utilization", &[]), Some(60.0), "the node's mean is unchanged");
 }
