@@ -33,6 +33,9 @@ pub enum Command {
     },
     /// Generate one image to a PNG file, without a server.
     Generate(GenerateArgs),
+    /// Run in front of another Stable Diffusion server (A1111, ComfyUI, sd-server, a
+    /// torch-neuronx server…): own its bounded queue and report it to the node agent.
+    Proxy(Box<ProxyArgs>),
 }
 
 /// Model loading flags shared by `serve` and `generate`.
@@ -58,12 +61,24 @@ pub struct ServeArgs {
     /// Model to load.
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Listener, queue and drain.
+    #[command(flatten)]
+    pub queue: QueueArgs,
+    /// Who reports to the node agent, and where.
+    #[command(flatten)]
+    pub report: ReportArgs,
+    /// Request bounds and defaults.
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// The listener, the bounded queue and the drain: the same flags for the
+/// worker (`serve`) and the reporting proxy (`proxy`).
+#[derive(Debug, Args, Clone)]
+pub struct QueueArgs {
     /// HTTP listen address.
     #[arg(long, env = "EDGE_INFERENCE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// The node agent's report endpoint: a Unix socket path or a loopback HOST:PORT. Unset: no reports.
-    #[arg(long, env = "EDGE_INFERENCE_AGENT")]
-    pub agent: Option<AgentAddr>,
     /// Requests accepted at once, waiting and running (beyond it: 429).
     #[arg(long, env = "EDGE_INFERENCE_QUEUE_CAPACITY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub queue_capacity: u32,
@@ -73,10 +88,20 @@ pub struct ServeArgs {
     /// After SIGTERM, how long queued and running requests may take to finish.
     #[arg(long, env = "EDGE_INFERENCE_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
+}
+
+/// The identity reported to the node agent and where the agent listens: the
+/// same flags for `serve` and `proxy`.
+#[derive(Debug, Args, Clone)]
+pub struct ReportArgs {
+    /// The node agent's report endpoint: a Unix socket path or a loopback HOST:PORT. Unset: no reports.
+    #[arg(long, env = "EDGE_INFERENCE_AGENT")]
+    pub agent: Option<AgentAddr>,
     /// Heartbeat period of reports to the agent (changes are sent at once).
     #[arg(long, env = "EDGE_INFERENCE_REPORT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub report_interval: Duration,
-    /// Accelerator type reported to the agent: nvidia, neuron, cpu (default: from --device).
+    /// Accelerator type reported to the agent: nvidia, neuron, cpu (serve: default from
+    /// --device; proxy: required).
     #[arg(long, env = "EDGE_INFERENCE_ACCELERATOR")]
     pub accelerator: Option<AcceleratorType>,
     /// Deployment reported to the agent (the scaler's worker selector matches it).
@@ -101,9 +126,42 @@ pub struct ServeArgs {
     /// Unset or empty: not in the inventory.
     #[arg(long, env = "EDGE_INFERENCE_ADVERTISE_URL", value_parser = parse_advertise_url)]
     pub advertise_url: Option<String>,
-    /// Request bounds and defaults.
+}
+
+/// `proxy` flags.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// The server behind the proxy, http://HOST:PORT[/BASE] (in a pod: on loopback).
+    #[arg(long, env = "EDGE_INFERENCE_UPSTREAM", value_parser = crate::proxy::Upstream::parse)]
+    pub upstream: crate::proxy::Upstream,
+    /// The upstream's health URL: a path on --upstream, or a whole http:// URL. A 2xx answer
+    /// means up; until then, and after a failed request until it answers again, generations
+    /// get 502 and the endpoint is withdrawn from the inventory.
+    #[arg(long, env = "EDGE_INFERENCE_UPSTREAM_HEALTH", default_value = "/")]
+    pub upstream_health: String,
+    /// How long the upstream may take to start answering a request (a generation's whole
+    /// compute time, for servers that answer only at the end); past it: 502, marked down.
+    #[arg(long, env = "EDGE_INFERENCE_UPSTREAM_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub upstream_timeout: Duration,
+    /// How often the health URL is asked.
+    #[arg(long, env = "EDGE_INFERENCE_HEALTH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub health_interval: Duration,
+    /// Paths that are generations (queued, counted, reported), comma-separated: an exact
+    /// path, or a prefix ending in /*. Every other path passes straight through.
+    #[arg(
+        long = "route",
+        env = "EDGE_INFERENCE_ROUTES",
+        value_delimiter = ',',
+        default_value = crate::proxy::routes::DEFAULT,
+        value_parser = crate::proxy::routes::Route::parse
+    )]
+    pub routes: Vec<crate::proxy::routes::Route>,
+    /// Listener, queue and drain (--concurrency: requests the upstream may run at once).
     #[command(flatten)]
-    pub limits: LimitArgs,
+    pub queue: QueueArgs,
+    /// Who reports to the node agent, and where.
+    #[command(flatten)]
+    pub report: ReportArgs,
 }
 
 /// Request bounds and defaults.
@@ -261,14 +319,18 @@ impl LimitArgs {
     }
 }
 
-impl ServeArgs {
-    /// The identity part of every report, checked as the agent would check it.
-    pub fn report_template(&self, device_is_gpu: bool) -> Result<WorkerReport, String> {
+impl ReportArgs {
+    /// The identity part of every report, checked as the agent would check
+    /// it. `accelerator` is used when `--accelerator` is not given; `None`
+    /// makes the flag required. `capacity` is the queue's.
+    pub fn template(&self, accelerator: Option<AcceleratorType>, capacity: u32) -> Result<WorkerReport, String> {
         let worker_id = self.worker_id.clone().unwrap_or_else(|| {
             if self.pod.is_empty() { format!("edge-inference-{}", std::process::id()) } else { self.pod.clone() }
         });
-        let accelerator =
-            self.accelerator.unwrap_or(if device_is_gpu { AcceleratorType::Nvidia } else { AcceleratorType::Cpu });
+        let accelerator = self.accelerator.or(accelerator).ok_or_else(|| {
+            "--accelerator (EDGE_INFERENCE_ACCELERATOR): required, the type the scaler selects on; allowed: nvidia, neuron, cpu"
+                .to_owned()
+        })?;
         let template = WorkerReport {
             worker_id,
             pod: self.pod.clone(),
@@ -277,7 +339,7 @@ impl ServeArgs {
             accelerator,
             queue_depth: 0,
             in_flight: 0,
-            capacity: self.queue_capacity,
+            capacity,
             latency_p50_seconds: None,
             latency_p99_seconds: None,
             labels: self.labels.clone(),
@@ -296,6 +358,14 @@ impl ServeArgs {
             format!("{flag}: {}", e.reason)
         })?;
         Ok(template)
+    }
+}
+
+impl ServeArgs {
+    /// The identity part of every report; the accelerator defaults from the device.
+    pub fn report_template(&self, device_is_gpu: bool) -> Result<WorkerReport, String> {
+        let default = if device_is_gpu { AcceleratorType::Nvidia } else { AcceleratorType::Cpu };
+        self.report.template(Some(default), self.queue.queue_capacity)
     }
 }
 

@@ -6,12 +6,16 @@
 //! - [`http`]: the API, probes and `/metrics`; [`engine`] runs jobs.
 //! - [`report`]: queue reports to the node agent.
 //! - [`tiny`]: writing a small random model in the diffusers layout.
+//! - [`proxy`]: the same queue and reports in front of any other SD server.
+//! - [`daemon`]: listener, reports and drain, shared by `serve` and `proxy`.
 
 pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod proxy;
 pub mod queue;
 pub mod report;
 pub mod serve;

@@ -50,12 +50,17 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => {
             let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_default();
             tracing::info!(threads = %threads, "candle CPU threads");
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
-            runtime.block_on(edge_inference::serve::run(*args))
+            runtime()?.block_on(edge_inference::serve::run(*args))
         }
+        Command::Proxy(args) => runtime()?.block_on(edge_inference::proxy::run(*args)),
     }
+}
+
+/// Two async threads: the HTTP side is light; candle has its own pool.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }

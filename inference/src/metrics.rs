@@ -40,8 +40,19 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Registers every family.
+    /// Registers every family (the worker's).
     pub fn new() -> Self {
+        Self::build(true)
+    }
+
+    /// The proxy's families: the worker's without images and denoising
+    /// steps, which only the upstream server could count (a series it cannot
+    /// know is left out, not reported as 0).
+    pub fn for_proxy() -> Self {
+        Self::build(false)
+    }
+
+    fn build(model: bool) -> Self {
         let mut registry = Registry::default();
         let gauge = |r: &mut Registry, m: Metric| {
             let g = Gauge::default();
@@ -63,10 +74,14 @@ impl Metrics {
         let requests = Family::<Labels, Counter>::default();
         registry.register(cat::REQUESTS.name, cat::REQUESTS.help, requests.clone());
         let images = Counter::default();
-        registry.register(cat::IMAGES_GENERATED.name, cat::IMAGES_GENERATED.help, images.clone());
         let request_seconds = histogram(&mut registry, cat::REQUEST_DURATION_SECONDS);
         let queue_wait_seconds = histogram(&mut registry, cat::QUEUE_WAIT_SECONDS);
-        let step_seconds = histogram(&mut registry, cat::STEP_DURATION_SECONDS);
+        let step_seconds = Histogram::new(cat::STEP_DURATION_SECONDS.buckets.iter().copied());
+        if model {
+            registry.register(cat::IMAGES_GENERATED.name, cat::IMAGES_GENERATED.help, images.clone());
+            let h = cat::STEP_DURATION_SECONDS;
+            registry.register(h.name, h.help, step_seconds.clone());
+        }
         Self {
             registry,
             queue_depth,
@@ -83,7 +98,7 @@ impl Metrics {
         }
     }
 
-    /// Counts a request turned away (`full`, `draining`, `not_ready`).
+    /// Counts a request turned away (`full`, `draining`, `not_ready`, `upstream_down`).
     pub fn rejected(&self, reason: &'static str) {
         self.rejected.get_or_create(&vec![(cat::LABEL_REASON, reason.to_owned())]).inc();
     }
@@ -126,5 +141,15 @@ mod tests {
         }
         assert_eq!(edge_testkit::sample(&text, cat::QUEUE_DEPTH.name), Some(3.0));
         assert_eq!(edge_testkit::sample(&text, "edge_inference_rejected_total{reason=\"full\""), Some(1.0));
+    }
+
+    #[test]
+    fn the_proxy_leaves_out_what_only_the_model_knows() {
+        let text = Metrics::for_proxy().render(Counts::default(), 1, false);
+        for name in [cat::IMAGES_GENERATED.name, cat::STEP_DURATION_SECONDS.name] {
+            assert!(!text.contains(name), "{name} in the proxy's metrics:\n{text}");
+        }
+        assert!(text.contains(&format!("# TYPE {} ", cat::QUEUE_DEPTH.name)), "{text}");
+        assert!(text.contains(&format!("{}_bucket", cat::REQUEST_DURATION_SECONDS.name)), "{text}");
     }
 }

@@ -31,6 +31,9 @@ pub struct Counts {
     pub p99: Option<f64>,
     /// Intake stopped ([`Queue::close`]): what is accepted drains, nothing new is taken.
     pub draining: bool,
+    /// What serves the queue cannot take work now ([`Queue::set_available`]:
+    /// the proxy's upstream is down): nothing new is taken until it can.
+    pub unavailable: bool,
 }
 
 /// Why a request was not queued.
@@ -43,6 +46,8 @@ pub enum Rejected {
     },
     /// The worker is shutting down and takes no new work.
     Draining,
+    /// What serves the queue is down ([`Queue::set_available`]).
+    Unavailable,
 }
 
 /// The queue's bookkeeping: plain data, updated under one lock.
@@ -51,6 +56,7 @@ pub struct State {
     queued: u32,
     in_flight: u32,
     closed: bool,
+    unavailable: bool,
     /// Whole-request latencies (admission to finish).
     totals: VecDeque<f64>,
     /// Running times only (what one runner spends per request).
@@ -141,6 +147,7 @@ impl Queue {
             p50: quantile(&s.totals, 0.5),
             p99: quantile(&s.totals, 0.99),
             draining: s.closed,
+            unavailable: s.unavailable,
         }
     }
 
@@ -162,8 +169,14 @@ impl Queue {
 
     /// Takes a slot, or says why not.
     pub fn admit(&self) -> Result<Ticket, Rejected> {
-        if self.state().closed {
-            return Err(Rejected::Draining);
+        {
+            let s = self.state();
+            if s.closed {
+                return Err(Rejected::Draining);
+            }
+            if s.unavailable {
+                return Err(Rejected::Unavailable);
+            }
         }
         match self.inner.slots.clone().try_acquire_owned() {
             Ok(slot) => {
@@ -178,6 +191,16 @@ impl Queue {
     /// the reporter withdraws the worker's endpoint at once.
     pub fn close(&self) {
         self.update(|s| s.closed = true);
+    }
+
+    /// Says whether what serves the queue can take work. While it cannot,
+    /// admission refuses ([`Rejected::Unavailable`]) and reports leave the
+    /// endpoint out; what is already queued or running carries on. Published
+    /// only when it changes.
+    pub fn set_available(&self, available: bool) {
+        if self.state().unavailable == available {
+            self.update(|s| s.unavailable = !available);
+        }
     }
 
     /// Whether [`Queue::close`] was called.
@@ -233,6 +256,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// When the request was admitted.
+    pub fn admitted(&self) -> Instant {
+        self.admitted
+    }
+
     /// How long the request waited for its runner.
     pub fn waited(&self) -> Duration {
         self.started - self.admitted
@@ -294,6 +322,23 @@ mod tests {
         let r = t.start().await;
         assert_eq!(q.counts().in_flight, 1);
         drop(r);
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_backend_refuses_new_work_until_it_is_back() {
+        let q = Queue::new(2, 1);
+        let t = q.admit().unwrap();
+        let mut rx = q.subscribe();
+        rx.mark_unchanged();
+        q.set_available(false);
+        assert!(rx.has_changed().unwrap() && rx.borrow_and_update().unavailable, "published");
+        assert_eq!(q.admit().err(), Some(Rejected::Unavailable));
+        q.set_available(false);
+        assert!(!rx.has_changed().unwrap(), "no change, nothing published");
+        drop(t.start().await);
+        q.set_available(true);
+        assert!(!q.counts().unavailable);
+        assert!(q.admit().is_ok());
     }
 
     #[test]

@@ -57,9 +57,10 @@ impl std::fmt::Display for AgentAddr {
     }
 }
 
-/// The report with the queue's current counts filled in. A draining worker
-/// leaves its endpoint out: devices must stop picking it from the inventory
-/// while it finishes what it accepted.
+/// The report with the queue's current counts filled in. A draining worker,
+/// or one whose backend is down (the proxy's upstream), leaves its endpoint
+/// out: devices must stop picking it from the inventory while it finishes
+/// what it accepted or until it can take work again.
 pub fn report(template: &WorkerReport, counts: Counts) -> WorkerReport {
     WorkerReport {
         queue_depth: counts.queued,
@@ -67,7 +68,7 @@ pub fn report(template: &WorkerReport, counts: Counts) -> WorkerReport {
         capacity: counts.capacity,
         latency_p50_seconds: counts.p50,
         latency_p99_seconds: counts.p99,
-        endpoint: if counts.draining { None } else { template.endpoint.clone() },
+        endpoint: if counts.draining || counts.unavailable { None } else { template.endpoint.clone() },
         ..template.clone()
     }
 }
@@ -167,7 +168,8 @@ mod tests {
             endpoint: Some("http://10.0.3.7:30080".into()),
         };
         let queue = crate::queue::Queue::new(4, 1);
-        let open = report(&template, queue.counts());
+        let open_counts = queue.counts();
+        let open = report(&template, open_counts);
         assert_eq!(open.endpoint.as_deref(), Some("http://10.0.3.7:30080"));
         let mut changes = queue.subscribe();
         changes.mark_unchanged();
@@ -175,6 +177,8 @@ mod tests {
         assert!(changes.has_changed().unwrap(), "closing is published to the reporter");
         let draining = report(&template, *changes.borrow());
         assert_eq!((draining.endpoint, draining.capacity), (None, 4));
+        let down = crate::queue::Counts { unavailable: true, ..open_counts };
+        assert_eq!(report(&template, down).endpoint, None, "a worker whose upstream is down is withdrawn");
     }
 
     #[tokio::test]

@@ -1,8 +1,7 @@
 //! `edge-inference serve`: bind, load the model in the background (probes
 //! answer meanwhile), warm up, report to the agent, and on SIGTERM/SIGINT
-//! stop intake and drain what was accepted.
+//! stop intake and drain what was accepted ([`crate::daemon`]).
 
-use axum::serve::ListenerExt;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,9 +9,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use candle_core::DType;
-use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::{ModelArgs, ServeArgs};
+use crate::daemon::Daemon;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::model::pipeline::Params;
@@ -41,28 +40,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // then the flags are checked against SD's 8 so a bad flag fails at once.
     args.limits.limits(8).map_err(anyhow::Error::msg)?;
 
-    let queue = Queue::new(args.queue_capacity, args.concurrency);
+    let queue = Queue::new(args.queue.queue_capacity, args.queue.concurrency);
     let metrics = Arc::new(Metrics::new());
-    let listener =
-        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("--listen {}", args.listen))?;
-    tracing::info!(listen = %args.listen, "listening");
-
     // Serve the probes while the model loads.
     let state = Arc::new(AppState::new(queue.clone(), metrics.clone()));
-    let router = http::router(state.clone());
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(async move {
-        // TCP_NODELAY (axum leaves Nagle on): a response written in more
-        // than one piece must not wait for the client's delayed ACK.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    let mut daemon = Daemon::start(&args.queue, http::router(state.clone()), queue).await?;
 
     let dir = args.model.model_dir.clone();
     let started = Instant::now();
@@ -97,42 +79,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     state.ready.store(true, Ordering::SeqCst);
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "warmed up; ready");
 
-    let reporter = args.agent.clone().map(|agent| {
-        tracing::info!(agent = %agent, worker_id = %template.worker_id, "reporting to the node agent");
-        tokio::spawn(crate::report::run(agent, template, queue.subscribe(), args.report_interval))
-    });
-
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
-    }
-    let counts = queue.counts();
-    tracing::info!(queued = counts.queued, in_flight = counts.in_flight, "stopping: no new work, draining");
-    queue.close();
-    state.ready.store(false, Ordering::SeqCst);
-    let _ = stop_tx.send(true);
-
-    let drained = tokio::time::timeout(args.drain_timeout, server).await;
-    if let Some(r) = reporter {
-        r.abort();
-    }
-    match drained {
-        Ok(Ok(Ok(()))) => {
-            tracing::info!("drained; exiting");
-            Ok(())
-        }
-        Ok(Ok(Err(e))) => Err(e).context("HTTP server"),
-        Ok(Err(e)) => Err(e).context("HTTP server task"),
-        Err(_) => {
-            let c = queue.counts();
-            anyhow::bail!(
-                "drain timeout of {:?} passed with {} queued and {} running requests left",
-                args.drain_timeout,
-                c.queued,
-                c.in_flight
-            )
-        }
-    }
+    daemon.report(&args.report, template);
+    daemon.drain_on_signal(|| state.ready.store(false, Ordering::SeqCst)).await
 }

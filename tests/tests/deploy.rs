@@ -517,13 +517,19 @@ fn agents_workers_and_scaler_are_wired_together() {
         for d in inference_deployments(&objects) {
             let name = d["metadata"]["name"].as_str().unwrap();
             let pod = pod_specs(d)[0];
-            let worker = &pod["containers"][0];
-            if p != "neuron" && !name.contains("neuron") {
-                let socket = flag(worker, "agent").unwrap();
-                assert_eq!(host_path_behind(pod, worker, socket), "/run/edge-diffusion", "{p}/{name}");
-            }
+            // The reporting container: the worker, or the proxy in front of a server.
+            let front = &pod["containers"][0];
+            let socket = flag(front, "agent").unwrap_or_else(|| panic!("{p}/{name}: no --agent"));
+            assert_eq!(host_path_behind(pod, front, socket), "/run/edge-diffusion", "{p}/{name}");
         }
     }
+}
+
+/// An inference Deployment's name, accelerator type and pod spec.
+fn identify(d: &Value) -> (&str, &str, &Value) {
+    let name = d["metadata"]["name"].as_str().unwrap();
+    let accel = d["metadata"]["labels"]["edge-diffusion.io/accelerator"].as_str().unwrap();
+    (name, accel, pod_specs(d)[0])
 }
 
 /// The hostPath directory that backs the directory of `file` in `container`.
@@ -536,25 +542,31 @@ fn host_path_behind<'a>(pod: &'a Value, container: &Value, file: &str) -> &'a st
 
 /// Readiness on /readyz, a preStop and a grace period that covers the drain,
 /// threads from the CPU limit, the accelerator's device limit, a NodePort.
+/// Behind a proxy, the front container (the proxy) has the probes and the
+/// drain, the server (`worker`) the device and the model.
 #[test]
 fn inference_pods_drain_size_their_threads_and_get_a_node_port() {
     for p in chart::profiles() {
         let objects = rendered(&p);
         for d in inference_deployments(&objects) {
-            let name = d["metadata"]["name"].as_str().unwrap();
-            let accel = d["metadata"]["labels"]["edge-diffusion.io/accelerator"].as_str().unwrap();
-            let pod = pod_specs(d)[0];
-            let worker = &pod["containers"][0];
-            assert_eq!(worker["readinessProbe"]["httpGet"]["path"], "/readyz", "{p}/{name}");
-            let pre_stop = worker["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64().unwrap();
+            let (name, accel, pod) = identify(d);
+            let front = &pod["containers"][0];
+            let worker = containers(pod).into_iter().find(|c| c["name"] == "worker").expect("a worker container");
+            let proxied = front["name"] == "proxy";
+            assert_eq!(front["readinessProbe"]["httpGet"]["path"], "/readyz", "{p}/{name}");
+            let pre_stop = front["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64().unwrap();
             let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
-            if let Some(drain) = flag(worker, "drain-timeout") {
+            if let Some(drain) = flag(front, "drain-timeout") {
                 let drain: u64 = drain.trim_end_matches('s').parse().unwrap();
                 assert!(grace > pre_stop + drain, "{p}/{name}: grace {grace}s ≤ preStop {pre_stop}s + drain {drain}s");
             }
-            let rayon = &env(worker, "RAYON_NUM_THREADS").unwrap()["valueFrom"]["resourceFieldRef"];
-            assert_eq!(rayon["resource"], "limits.cpu", "{p}/{name}");
-            assert_eq!(rayon["containerName"], worker["name"], "{p}/{name}");
+            if proxied {
+                assert!(env(front, "RAYON_NUM_THREADS").is_none(), "{p}/{name}: no candle behind the proxy");
+            } else {
+                let rayon = &env(worker, "RAYON_NUM_THREADS").unwrap()["valueFrom"]["resourceFieldRef"];
+                assert_eq!(rayon["resource"], "limits.cpu", "{p}/{name}");
+                assert_eq!(rayon["containerName"], worker["name"], "{p}/{name}");
+            }
             let limits = &worker["resources"]["limits"];
             match accel {
                 "nvidia" => assert_eq!(limits["nvidia.com/gpu"], 1, "{p}/{name}"),
@@ -653,6 +665,27 @@ fn bad_values_fail_with_a_message_naming_the_value() {
             "/accelerators/cpu/scaling/metric",
         ),
         (&["--set", "model.source=s3"], "model.s3.bucket"),
+        (
+            &["--set", "model.s3.bucket=b", "--set", "accelerators.cpu.proxy.enabled=true"],
+            "accelerators.cpu.proxy.enabled needs accelerators.cpu.image.command",
+        ),
+        (
+            &[
+                "--set",
+                "model.s3.bucket=b",
+                "--set",
+                "accelerators.cpu.proxy.enabled=true",
+                "--set",
+                "accelerators.cpu.image.command={sd-server}",
+                "--set",
+                "accelerators.cpu.proxy.upstreamPort=8080",
+            ],
+            "accelerators.cpu.proxy.upstreamPort 8080 is inference.port",
+        ),
+        (
+            &["--set", "model.s3.bucket=b", "--set", "accelerators.cpu.proxy.routes={sdapi/v1/txt2img}"],
+            "/accelerators/cpu/proxy/routes/0",
+        ),
         (&["--set", "model.s3.bucket=b", "--set", "karpenter.enabled=true"], "karpenter.nodeRole"),
         (&["--set", "model.s3.bucket=b", "--set", "scaler.tls.enabled=true"], "scaler.tls.secretName"),
         (&["--set", "model.s3.bucket=b", "--set", "inference.podLabels.Bad_Key/x=y"], "Bad_Key/x"),
@@ -856,6 +889,74 @@ fn the_real_agent_runs_with_the_rendered_flags() {
     assert!(metrics.contains(r#"node="ip-10-0-1-23.us-west-2.compute.internal""#), "node name from the downward API");
 }
 
+/// The Neuron workload (and any workload with `proxy.enabled`): the proxy is
+/// the front container the NodePort reaches, the server behind it listens on
+/// the pod's loopback at the port the proxy forwards to, and outlives the
+/// proxy's drain; the device and the model belong to the server.
+#[test]
+fn the_neuron_profile_renders_the_proxy_in_front_of_the_server() {
+    let mut proxied = 0;
+    for p in chart::profiles() {
+        let objects = rendered(&p);
+        for d in inference_deployments(&objects) {
+            let (name, accel, pod) = identify(d);
+            let cs = containers(pod);
+            if accel != "neuron" {
+                assert_eq!(cs.len(), 1, "{p}/{name}: our worker reports by itself");
+                continue;
+            }
+            proxied += 1;
+            let names: Vec<&str> = cs.iter().map(|c| c["name"].as_str().unwrap()).collect();
+            assert_eq!(names, ["proxy", "worker"], "{p}/{name}: the proxy is the front container");
+            let (proxy, server) = (cs[0], cs[1]);
+            assert_eq!(strings(&proxy["args"])[0], "proxy", "{p}/{name}");
+            assert_eq!(strings(&proxy["command"]), ["/usr/local/bin/edge-inference"], "{p}/{name}");
+            assert!(proxy["image"].as_str().unwrap().contains("/edge-diffusion/edge-inference:"), "{p}/{name}");
+            // The NodePort's target port is the proxy's.
+            let svc = find(&objects, "Service", name);
+            let target = svc["spec"]["ports"][0]["targetPort"].as_str().unwrap();
+            let port_of = |c: &Value, port: &str| {
+                c["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|p| p["name"] == port)
+                    .map(|p| p["containerPort"].clone())
+            };
+            assert!(port_of(proxy, target).is_some(), "{p}/{name}: the Service targets {target}, not the proxy's");
+            assert!(port_of(server, target).is_none(), "{p}/{name}: the server must not be the Service's target");
+            // The upstream on loopback, at the port the server listens on.
+            let upstream = port_of(server, "upstream").and_then(|v| v.as_u64()).expect("the server's port");
+            assert_eq!(flag(proxy, "upstream"), Some(format!("http://127.0.0.1:{upstream}").as_str()), "{p}/{name}");
+            assert!(strings(&server["args"]).contains(&format!("--port={upstream}").as_str()), "{p}/{name}");
+            let health = flag(proxy, "upstream-health").unwrap();
+            assert_eq!(server["startupProbe"]["httpGet"]["path"], health, "{p}/{name}");
+            assert_eq!(server["livenessProbe"]["httpGet"]["port"], "upstream", "{p}/{name}");
+            // The proxy owns the queue: capacity and concurrency.
+            assert!(flag(proxy, "queue-capacity").is_some() && flag(proxy, "concurrency") == Some("1"), "{p}/{name}");
+            assert_eq!(flag(proxy, "upstream-timeout"), Some("10m"), "{p}/{name}");
+            // The server outlives the proxy's drain, and the pod's grace period covers both.
+            let drain: u64 = flag(proxy, "drain-timeout").unwrap().trim_end_matches('s').parse().unwrap();
+            let front_stop = proxy["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64().unwrap();
+            let server_stop = server["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64().unwrap();
+            assert!(server_stop >= front_stop + drain, "{p}/{name}: the server stops before the drain ends");
+            assert!(pod["terminationGracePeriodSeconds"].as_u64().unwrap() > server_stop, "{p}/{name}");
+            // The device and the model are the server's; the proxy is small and bounded.
+            assert_eq!(server["resources"]["limits"]["aws.amazon.com/neuron"], 1, "{p}/{name}");
+            assert!(proxy["resources"]["limits"].get("aws.amazon.com/neuron").is_none(), "{p}/{name}");
+            for key in ["cpu", "memory"] {
+                assert!(proxy["resources"]["limits"].get(key).is_some(), "{p}/{name}: the proxy's {key} limit");
+            }
+            let mounts = |c: &Value| -> Vec<String> {
+                c["volumeMounts"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap().to_owned()).collect()
+            };
+            assert!(mounts(server).contains(&"model".to_owned()), "{p}/{name}: the server reads the model");
+            assert_eq!(mounts(proxy), ["report-socket"], "{p}/{name}: the proxy needs only the agent's socket");
+        }
+    }
+    assert!(proxied >= 2, "the neuron and all-localzone profiles run the proxy: {proxied}");
+}
+
 /// The scaler's and the worker's rendered flags are ones their binaries
 /// accept (clap stops at the trailing --help only if every flag before it is
 /// known). Until issue 3 and issue 4 land, those binaries are placeholders
@@ -877,7 +978,13 @@ fn the_scaler_and_the_worker_accept_the_rendered_flags() {
                 format!("--{flag}={}", value.unwrap().replace("$(HOST_IP)", "10.0.3.7"))
             })
             .collect();
-    for (bin, container, extra) in [("edge-scaler", scaler, Vec::new()), ("edge-inference", worker, worker_env_flags)] {
+    let proxy = &pod_specs(find(&objects, "Deployment", "edge-edge-diffusion-neuron"))[0]["containers"][0];
+    assert_eq!(proxy["name"], "proxy");
+    for (bin, container, extra) in [
+        ("edge-scaler", scaler, Vec::new()),
+        ("edge-inference", worker, worker_env_flags),
+        ("edge-inference", proxy, Vec::new()),
+    ] {
         let path = edge_testkit::artifact(bin);
         let probe = Command::new(&path).arg("--help").output().unwrap();
         if !probe.status.success() && String::from_utf8_lossy(&probe.stderr).contains("not implemented yet") {

@@ -175,3 +175,26 @@ fn builder_images_meet_the_workspace_rust_version() {
         );
     }
 }
+
+/// The Neuron reference upstream (deploy/neuron/): on AWS's Neuron DLC, non-root, offline, and
+/// its server where the neuron profile's `command` runs it.
+#[test]
+fn the_neuron_reference_image_builds_on_the_neuron_dlc() {
+    let path = repo_root().join("deploy/neuron/Dockerfile");
+    let out = Command::new(hadolint()).arg(&path).output().unwrap();
+    assert!(out.status.success(), "hadolint deploy/neuron/Dockerfile:\n{}", String::from_utf8_lossy(&out.stdout));
+    let ins = instructions(&std::fs::read_to_string(&path).unwrap());
+    let arg = |name: &str| ins.iter().filter(|(i, _)| i == name).map(|(_, a)| a.as_str()).collect::<Vec<_>>();
+    let from = arg("FROM");
+    assert_eq!(from.len(), 1, "{from:?}");
+    assert!(from[0].starts_with("public.ecr.aws/neuron/pytorch-inference-neuronx:"), "the Neuron DLC: {from:?}");
+    let user = arg("USER").last().copied().expect("a USER");
+    assert_ne!(user.split(':').next().unwrap().parse::<u32>().expect("numeric USER"), 0, "non-root");
+    assert_eq!(arg("COPY"), ["deploy/neuron/serve.py /app/serve.py"]);
+    assert!(arg("ENV").iter().any(|e| e.contains("HF_HUB_OFFLINE=1")), "never downloads at run time");
+    let ignore = std::fs::read_to_string(repo_root().join("deploy/neuron/Dockerfile.dockerignore")).unwrap();
+    assert!(ignore.lines().any(|l| l == "!deploy/neuron/serve.py"), "{ignore}");
+    let profile =
+        std::fs::read_to_string(repo_root().join("deploy/helm/edge-diffusion/ci/neuron-values.yaml")).unwrap();
+    assert!(profile.contains("command: [python3, /app/serve.py]"), "the neuron profile runs the image's server");
+}

@@ -16,17 +16,14 @@
 //! restarted on the same ports and the scaler must recover on its own: the
 //! same open streams wake again on a second burst.
 
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use edge_scaler::keda::external_scaler_client::ExternalScalerClient;
-use edge_scaler::keda::{GetMetricsRequest, ScaledObjectRef};
+use edge_e2e::inventory;
+use edge_e2e::keda::{Keda, trigger};
+use edge_scaler::keda::ScaledObjectRef;
 use edge_telemetry::catalogue::{dcgm, edge, inference, neuron, scaler};
-use edge_telemetry::inventory::{INVENTORY_PATH, Inventory};
 use edge_testkit::{Agent, AgentBuilder, ScalerBuilder, Worker, WorkerBuilder, artifact, eventually, http, sample};
-use tokio::runtime::Runtime;
-use tonic::transport::Channel;
 
 /// Generous bound for anything that crosses processes on a loaded machine.
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -37,91 +34,6 @@ const NS: &str = "inference";
 /// Denoising steps per burst request: long enough (seconds on the tiny model)
 /// that a queue builds up behind the first request and stays a while.
 const STEPS: u32 = 100;
-
-/// The ScaledObject KEDA would send for `accelerator`'s Deployment.
-fn trigger(accelerator: &str) -> ScaledObjectRef {
-    let metadata = [
-        ("scalerAddress", "edge-scaler.edge-diffusion.svc:9500".to_owned()),
-        ("acceleratorType", accelerator.to_owned()),
-        ("deployment", format!("sd-{accelerator}")),
-        ("metric", "queueDepth".to_owned()),
-        ("targetValue", "2".to_owned()),
-        ("activationValue", "0".to_owned()),
-    ];
-    ScaledObjectRef {
-        name: format!("sd-{accelerator}"),
-        namespace: NS.to_owned(),
-        scaler_metadata: metadata.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-    }
-}
-
-/// KEDA's side of the scaler, driven from the (blocking) test thread.
-struct Keda {
-    rt: Runtime,
-    client: ExternalScalerClient<Channel>,
-}
-
-/// What one open StreamIsActive received, and how it ended.
-#[derive(Clone, Default)]
-struct Pushes {
-    received: Arc<Mutex<Vec<bool>>>,
-    ended: Arc<Mutex<Option<Result<(), tonic::Status>>>>,
-}
-
-impl Pushes {
-    fn received(&self) -> Vec<bool> {
-        self.received.lock().unwrap().clone()
-    }
-}
-
-impl Keda {
-    fn connect(addr: std::net::SocketAddr) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let client =
-            rt.block_on(ExternalScalerClient::connect(format!("http://{addr}"))).expect("connect to the scaler");
-        Self { rt, client }
-    }
-
-    /// GetMetricSpec, then GetMetrics with the spec's name, as the HPA path does.
-    fn metric(&self, object: &ScaledObjectRef) -> Result<f64, tonic::Status> {
-        let mut client = self.client.clone();
-        self.rt.block_on(async {
-            let spec = client.get_metric_spec(object.clone()).await?.into_inner();
-            let name = spec.metric_specs[0].metric_name.clone();
-            let reply = client
-                .get_metrics(GetMetricsRequest { scaled_object_ref: Some(object.clone()), metric_name: name })
-                .await?
-                .into_inner();
-            assert_eq!(reply.metric_values.len(), 1, "{reply:?}");
-            Ok(reply.metric_values[0].metric_value_float)
-        })
-    }
-
-    fn is_active(&self, object: &ScaledObjectRef) -> Result<bool, tonic::Status> {
-        let mut client = self.client.clone();
-        self.rt.block_on(async { Ok(client.is_active(object.clone()).await?.into_inner().result) })
-    }
-
-    /// Opens StreamIsActive and records every message until the stream ends.
-    fn stream_is_active(&self, object: &ScaledObjectRef) -> Pushes {
-        let mut client = self.client.clone();
-        let mut stream =
-            self.rt.block_on(client.stream_is_active(object.clone())).expect("StreamIsActive").into_inner();
-        let pushes = Pushes::default();
-        let record = pushes.clone();
-        self.rt.spawn(async move {
-            let end = loop {
-                match stream.message().await {
-                    Ok(Some(msg)) => record.received.lock().unwrap().push(msg.result),
-                    Ok(None) => break Ok(()),
-                    Err(status) => break Err(status),
-                }
-            };
-            *record.ended.lock().unwrap() = Some(end);
-        });
-        pushes
-    }
-}
 
 /// A worker on the tiny model reporting to `agent` as `sd-<accelerator>`.
 fn worker(model: &std::path::Path, agent: &Agent, accelerator: &str) -> Worker {
@@ -138,14 +50,6 @@ fn worker_builder(model: &std::path::Path, agent: &Agent, accelerator: &str) -> 
         .flag("default-size", "64x64")
         .flag("max-steps", "1000")
         .flag("queue-capacity", "8")
-}
-
-/// (url, queue depth) of every endpoint in the scaler's inventory.
-fn inventory(scaler: &edge_testkit::Scaler) -> Vec<(String, u32)> {
-    let (status, body) = http::get(scaler.metrics_addr, INVENTORY_PATH).expect("GET /v1/endpoints");
-    assert_eq!(status, 200, "{body}");
-    let inventory: Inventory = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
-    inventory.endpoints.into_iter().map(|e| (e.url, e.queue_depth)).collect()
 }
 
 /// `n` prompts at once, each answered on its own thread.
@@ -245,7 +149,7 @@ fn a_burst_wakes_only_its_accelerator_and_the_scaler_survives_an_agent_restart()
         .flag("reconnect-max", "500ms")
         .start();
     let keda = Keda::connect(scaler.addr);
-    let (nv, ne) = (trigger("nvidia"), trigger("neuron"));
+    let (nv, ne) = (trigger(NS, "nvidia"), trigger(NS, "neuron"));
     eventually(PATIENCE, "both triggers at 0 through the scaler", || {
         (keda.metric(&nv).ok()? == 0.0 && keda.metric(&ne).ok()? == 0.0).then_some(())
     });

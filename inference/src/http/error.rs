@@ -30,6 +30,15 @@ pub enum ApiError {
     /// The model is still loading or warming up: 503.
     #[error("the model is not loaded yet")]
     NotReady,
+    /// The proxy's upstream server did not answer, or is down until its
+    /// health URL answers again: 502.
+    #[error("upstream {upstream} {reason}")]
+    Upstream {
+        /// The upstream's base URL.
+        upstream: String,
+        /// What went wrong, a sentence fragment ("is down: …").
+        reason: String,
+    },
     /// The model failed: 500.
     #[error("generation failed: {0}")]
     Generate(#[from] GenerateError),
@@ -40,6 +49,7 @@ impl From<Rejected> for ApiError {
         match r {
             Rejected::Full { retry_after } => Self::Full { retry_after },
             Rejected::Draining => Self::Draining,
+            Rejected::Unavailable => Self::NotReady,
         }
     }
 }
@@ -52,10 +62,13 @@ impl ApiError {
             Self::Full { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Draining | Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             Self::Generate(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 
-    /// The bounded `reason` label for rejections, if this is one.
+    /// The bounded `reason` label for rejections, if this is one. (The
+    /// proxy counts its own, `upstream_down`, where it refuses admission: an
+    /// upstream failing a request it already queued is not a rejection.)
     pub fn rejection(&self) -> Option<&'static str> {
         match self {
             Self::Full { .. } => Some("full"),
@@ -73,6 +86,7 @@ impl IntoResponse for ApiError {
             Self::Full { .. } => ("rate_limit_error", None, self.to_string()),
             Self::Draining | Self::NotReady => ("unavailable", None, self.to_string()),
             Self::Generate(_) => ("server_error", None, self.to_string()),
+            Self::Upstream { .. } => ("upstream_error", None, self.to_string()),
         };
         let body = serde_json::json!({"error": {"message": message, "type": kind, "param": param}});
         let mut response = (self.status(), Json(body)).into_response();

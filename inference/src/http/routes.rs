@@ -15,6 +15,7 @@ use base64::Engine as _;
 use super::AppState;
 use super::error::ApiError;
 use crate::engine::{self, CancelOnDrop, Output};
+use crate::metrics::Metrics;
 use crate::validation::{self, Endpoint};
 
 /// `POST /v1/images/generations`: OpenAI's images API, `b64_json` only.
@@ -66,11 +67,17 @@ fn with_timing(mut response: Response, t: &Timing) -> Response {
 }
 
 fn answer(state: &AppState, result: Result<Response, ApiError>) -> Response {
+    answered(&state.metrics, result)
+}
+
+/// A generation's answer, counted: rejections by reason, every answer by
+/// status (the worker's and the proxy's).
+pub fn answered(metrics: &Metrics, result: Result<Response, ApiError>) -> Response {
     let response = match result {
         Ok(r) => r,
         Err(e) => {
             if let Some(reason) = e.rejection() {
-                state.metrics.rejected(reason);
+                metrics.rejected(reason);
             }
             if matches!(e, ApiError::Generate(_)) {
                 tracing::error!(error = %e, "generation failed");
@@ -78,7 +85,7 @@ fn answer(state: &AppState, result: Result<Response, ApiError>) -> Response {
             e.into_response()
         }
     };
-    state.metrics.answered(response.status().as_u16());
+    metrics.answered(response.status().as_u16());
     response
 }
 

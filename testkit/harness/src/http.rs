@@ -40,6 +40,19 @@ pub fn get_response_with(addr: SocketAddr, path: &str, headers: &[&str]) -> std:
     let mut stream = connect(addr)?;
     let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
     stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n").as_bytes())?;
+    read_response(stream)
+}
+
+/// `POST path` with a JSON body, waiting up to `timeout`; the whole answer,
+/// headers included (a 429's `Retry-After`).
+pub fn post_response(addr: SocketAddr, path: &str, body: &str, timeout: Duration) -> std::io::Result<Response> {
+    let mut stream = connect(addr)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.write_all(post(path, &addr.to_string(), body).as_bytes())?;
+    read_response(stream)
+}
+
+fn read_response(mut stream: TcpStream) -> std::io::Result<Response> {
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw);
@@ -146,9 +159,22 @@ impl KeepAlive {
     /// `GET path` with optional extra header lines; returns status and body.
     /// The response must carry a Content-Length (axum's do for full bodies).
     pub fn get(&mut self, path: &str, headers: &[&str]) -> std::io::Result<(u16, String)> {
-        use std::io::BufRead;
         let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n{extra}\r\n", self.host);
+        self.exchange(&format!("GET {path} HTTP/1.1\r\nHost: {}\r\n{extra}\r\n", self.host))
+    }
+
+    /// `POST path` with a JSON body; returns status and body (Content-Length framed).
+    pub fn post_json(&mut self, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.host,
+            body.len()
+        );
+        self.exchange(&head)
+    }
+
+    fn exchange(&mut self, req: &str) -> std::io::Result<(u16, String)> {
+        use std::io::BufRead;
         self.stream.get_mut().write_all(req.as_bytes())?;
         let mut status_line = String::new();
         self.stream.read_line(&mut status_line)?;

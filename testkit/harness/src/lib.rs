@@ -11,7 +11,7 @@ pub mod http;
 pub mod process;
 pub mod promtool;
 
-pub use process::{Scaler, ScalerBuilder, Worker, WorkerBuilder};
+pub use process::{Proxy, Scaler, ScalerBuilder, SdUpstream, SdUpstreamBuilder, Worker, WorkerBuilder};
 
 use std::collections::BTreeMap;
 use std::io::Read;

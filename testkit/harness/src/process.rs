@@ -1,4 +1,5 @@
-//! Process handles for the scaler and the inference worker, shaped like
+//! Process handles for the scaler, the inference worker, the reporting proxy
+//! and the third-party-shaped SD server it fronts in tests, shaped like
 //! [`crate::AgentBuilder`]: loopback ports chosen here, flags as `--name=value`,
 //! the child's log kept in a temp file for failure messages, killed on drop.
 
@@ -12,6 +13,23 @@ use crate::{free_port, http};
 
 /// How long a child may take to start or stop on a loaded machine.
 const PATIENCE: Duration = Duration::from_secs(60);
+
+/// `flag` and `env` for a builder with `flags` and `env` fields.
+macro_rules! flag_and_env {
+    () => {
+        /// Sets `--name value`, replacing a default.
+        pub fn flag(mut self, name: &str, value: impl Into<String>) -> Self {
+            self.flags.insert(name.to_owned(), value.into());
+            self
+        }
+
+        /// Sets an environment variable for the child.
+        pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
+            self.env.push((key.to_owned(), value.into()));
+            self
+        }
+    };
+}
 
 /// A child process with its log file.
 struct Proc {
@@ -48,7 +66,15 @@ impl Proc {
     }
 
     fn terminate(&mut self) -> ExitStatus {
+        self.sigterm();
+        self.wait()
+    }
+
+    fn sigterm(&self) {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+    }
+
+    fn wait(&mut self) -> ExitStatus {
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -99,17 +125,7 @@ impl ScalerBuilder {
         Self { bin: bin.into(), flags, env: vec![("EDGE_SCALER_LOG".into(), "info,edge_scaler=debug".into())] }
     }
 
-    /// Sets `--name value`, replacing a default.
-    pub fn flag(mut self, name: &str, value: impl Into<String>) -> Self {
-        self.flags.insert(name.to_owned(), value.into());
-        self
-    }
-
-    /// Sets an environment variable for the child.
-    pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
-        self.env.push((key.to_owned(), value.into()));
-        self
-    }
+    flag_and_env!();
 
     /// Starts the scaler and waits until its gRPC port accepts connections
     /// and its `/healthz` answers 200.
@@ -154,10 +170,15 @@ impl Scaler {
 }
 
 /// Builds an `edge-inference serve` command line on a model directory, with a
-/// loopback `--listen` and one candle thread (parallel tests share few cores).
+/// loopback `--listen` and one candle thread (parallel tests share few cores);
+/// or, from [`WorkerBuilder::proxy`], an `edge-inference proxy` one.
 #[derive(Debug, Clone)]
 pub struct WorkerBuilder {
     bin: PathBuf,
+    subcommand: &'static str,
+    /// What answers 200 once it is up: the worker's `/readyz`, the proxy's
+    /// `/healthz` (its `/readyz` follows the upstream's health).
+    ready_path: &'static str,
     flags: BTreeMap<String, String>,
     env: Vec<(String, String)>,
 }
@@ -172,32 +193,43 @@ impl WorkerBuilder {
             ("EDGE_INFERENCE_LOG".into(), "info,edge_inference=debug".into()),
             ("RAYON_NUM_THREADS".into(), "1".into()),
         ];
-        Self { bin: bin.into(), flags, env }
+        Self { bin: bin.into(), subcommand: "serve", ready_path: "/readyz", flags, env }
     }
 
-    /// Sets `--name value`, replacing a default.
-    pub fn flag(mut self, name: &str, value: impl Into<String>) -> Self {
-        self.flags.insert(name.to_owned(), value.into());
-        self
+    /// An `edge-inference proxy` from `bin` in front of `upstream` (`http://HOST:PORT`), with a
+    /// loopback `--listen`; the test adds `--agent`, `--accelerator`, ….
+    pub fn proxy(bin: impl Into<PathBuf>, upstream: &str) -> Self {
+        let mut flags = BTreeMap::new();
+        flags.insert("listen".to_owned(), loopback().to_string());
+        flags.insert("upstream".to_owned(), upstream.to_owned());
+        let env = vec![("EDGE_INFERENCE_LOG".into(), "info,edge_inference=debug".into())];
+        Self { bin: bin.into(), subcommand: "proxy", ready_path: "/healthz", flags, env }
     }
 
-    /// Sets an environment variable for the child.
-    pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
-        self.env.push((key.to_owned(), value.into()));
-        self
+    flag_and_env!();
+
+    fn spawn(&self) -> Proc {
+        Proc::spawn("edge-inference", command(&self.bin, &[self.subcommand], &self.flags, &self.env))
     }
 
-    /// Starts the worker and waits until `/readyz` answers 200 (model loaded,
-    /// warm-up step done).
+    /// Starts it and waits until it is up: a worker's `/readyz` answers 200
+    /// (model loaded, warm-up step done), a proxy's `/healthz`.
     pub fn start(self) -> Worker {
         let addr: SocketAddr = self.flags["listen"].parse().expect("--listen is an address");
-        let mut proc = Proc::spawn("edge-inference", command(&self.bin, &["serve"], &self.flags, &self.env));
-        proc.wait_ready(|| matches!(http::get(addr, "/readyz"), Ok((200, _))));
+        let mut proc = self.spawn();
+        proc.wait_ready(|| matches!(http::get(addr, self.ready_path), Ok((200, _))));
         Worker { proc, addr }
+    }
+
+    /// Runs it to its exit (a bad flag), returning its status and log.
+    pub fn run_to_exit(self) -> (ExitStatus, String) {
+        let mut proc = self.spawn();
+        let status = proc.wait();
+        (status, proc.log())
     }
 }
 
-/// A running `edge-inference serve`; killed on drop.
+/// A running `edge-inference serve` (or `proxy`); killed on drop.
 pub struct Worker {
     proc: Proc,
     /// The HTTP API address.
@@ -220,5 +252,85 @@ impl Worker {
     /// Sends SIGTERM and waits for the exit status (the worker drains first).
     pub fn terminate(&mut self) -> ExitStatus {
         self.proc.terminate()
+    }
+
+    /// Sends SIGTERM without waiting (it drains what it accepted).
+    pub fn sigterm(&self) {
+        self.proc.sigterm();
+    }
+
+    /// Waits for the exit status (after [`Worker::sigterm`]).
+    pub fn wait(&mut self) -> ExitStatus {
+        self.proc.wait()
+    }
+}
+
+/// A running `edge-inference proxy`: the same handle as the worker's.
+pub type Proxy = Worker;
+
+/// Starts `testkit/sd-upstream/upstream.py` (Python 3, standard library
+/// only): a server shaped like AUTOMATIC1111 and OpenAI-style SD servers,
+/// which knows nothing of edge-diffusion. Clone before `start` to restart it
+/// on the same port.
+#[derive(Debug, Clone)]
+pub struct SdUpstreamBuilder {
+    port: u16,
+    args: Vec<String>,
+}
+
+impl Default for SdUpstreamBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SdUpstreamBuilder {
+    /// On a free loopback port, answering at once.
+    pub fn new() -> Self {
+        Self { port: free_port(), args: Vec::new() }
+    }
+
+    /// Seconds each generation sleeps, as a model would compute.
+    pub fn sleep(mut self, seconds: f64) -> Self {
+        self.args.push(format!("--sleep={seconds}"));
+        self
+    }
+
+    /// Adds a flag of the script (`--image-bytes=N`, `--chunked`).
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Its base URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it and waits until `GET /internal/ping` (A1111's health route) answers 200.
+    pub fn start(&self) -> SdUpstream {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sd-upstream/upstream.py");
+        let mut cmd = Command::new("python3");
+        cmd.arg(&script).arg(format!("--port={}", self.port)).args(&self.args);
+        let mut proc = Proc::spawn("sd-upstream (python3)", cmd);
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        proc.wait_ready(|| matches!(http::get(addr, "/internal/ping"), Ok((200, _))));
+        SdUpstream { _proc: proc, addr }
+    }
+}
+
+/// A running test upstream; killed (SIGKILL, as a crash) on drop.
+pub struct SdUpstream {
+    _proc: Proc,
+    /// Its address.
+    pub addr: SocketAddr,
+}
+
+impl SdUpstream {
+    /// Its `GET /stats`: `active`, `max_active` (most generations at once), `served`, `received_bytes`.
+    pub fn stats(&self) -> serde_json::Value {
+        let (status, body) = http::get(self.addr, "/stats").expect("GET /stats");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("stats are JSON")
     }
 }

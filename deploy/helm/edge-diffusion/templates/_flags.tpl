@@ -6,7 +6,7 @@ flags); EDGE_* environment variables for what the downward API fills in.
   edge-scaler:    scaler/src/config.rs
   edge-inference: inference/src/config.rs (issue 4: serve --model-dir --listen --agent
                   --queue-capacity --drain-timeout; deployment, pod, namespace, labels from the
-                  environment)
+                  environment; issue 14: proxy --upstream --upstream-health --concurrency --route)
 */}}
 
 {{/* edge-agent: (dict "root" $ "group" $group). */}}
@@ -122,6 +122,23 @@ flags); EDGE_* environment variables for what the downward API fills in.
 - --drain-timeout={{ $v.inference.drainTimeoutSeconds }}s
 {{- end }}
 
+{{/* edge-inference proxy, the front container: (dict "root" $ "workload" $w "spec" $spec). */}}
+{{- define "edge-diffusion.proxy.args" -}}
+{{- $v := .root.Values -}}
+- proxy
+- --listen=0.0.0.0:{{ $v.inference.port }}
+- --upstream=http://127.0.0.1:{{ .spec.proxy.upstreamPort }}
+- --upstream-health={{ .spec.proxy.upstreamHealth }}
+- --agent={{ include "edge-diffusion.reportSocket" .root }}
+- --queue-capacity={{ .spec.queueCapacity }}
+- --concurrency={{ .spec.proxy.concurrency }}
+- --upstream-timeout={{ .spec.proxy.upstreamTimeout }}
+- --drain-timeout={{ $v.inference.drainTimeoutSeconds }}s
+{{- with .spec.proxy.routes }}
+- --route={{ join "," . }}
+{{- end }}
+{{- end }}
+
 {{- define "edge-diffusion.inference.env" -}}
 - name: EDGE_INFERENCE_DEPLOYMENT
   value: {{ .workload.name | quote }}
@@ -149,6 +166,7 @@ flags); EDGE_* environment variables for what the downward API fills in.
 - name: EDGE_INFERENCE_ADVERTISE_URL
   value: "http://$(HOST_IP):{{ . }}"
 {{- end }}
+{{- if not .spec.proxy.enabled }}
 # candle's CPU thread pool follows the container's CPU limit, not the node's cores.
 - name: RAYON_NUM_THREADS
   valueFrom:
@@ -156,6 +174,7 @@ flags); EDGE_* environment variables for what the downward API fills in.
       containerName: worker
       resource: limits.cpu
       divisor: "1"
+{{- end }}
 {{- with .root.Values.inference.extraEnv }}
 {{ toYaml . }}
 {{- end }}

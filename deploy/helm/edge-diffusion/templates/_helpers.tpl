@@ -288,3 +288,32 @@ workload and not be its own. (dict "root" $ "workload" $w).
 {{- end }}
 {{- toJson $out }}
 {{- end }}
+
+{{/* The inference pod's front container (the worker, or the proxy in front of a server): the
+port the NodePort targets, the probes, the preStop. */}}
+{{- define "edge-diffusion.inference.front" -}}
+ports:
+  - name: http
+    containerPort: {{ .Values.inference.port }}
+    protocol: TCP
+startupProbe:
+  # Loading the weights and one warm-up step can take minutes on a cold node.
+  httpGet: {path: /healthz, port: http}
+  periodSeconds: 5
+  failureThreshold: 120
+readinessProbe:
+  # Behind the proxy: ready while the server's health URL answers and it is not draining.
+  httpGet: {path: /readyz, port: http}
+  periodSeconds: 2
+  failureThreshold: 2
+livenessProbe:
+  httpGet: {path: /healthz, port: http}
+  periodSeconds: 10
+  failureThreshold: 6
+lifecycle:
+  preStop:
+    sleep:
+      seconds: {{ .Values.inference.preStopSeconds }}
+securityContext:
+  {{- toYaml .Values.containerSecurityContext | nindent 2 }}
+{{- end }}

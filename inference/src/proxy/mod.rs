@@ -1,0 +1,112 @@
+//! `edge-inference proxy`: a reverse proxy in front of an unmodified Stable
+//! Diffusion server (A1111, ComfyUI, sd-server, a torch-neuronx server),
+//! owning the worker's bounded queue and reporting it to the node agent like
+//! the worker does, so any server scales on its queue.
+//!
+//! - [`routes`]: which paths are generations (the rest passes through).
+//! - [`forward`]: admission, forwarding and streaming.
+//! - [`health`]: the upstream's health URL, which brings it back after a failure.
+
+pub mod forward;
+pub mod health;
+pub mod routes;
+mod upstream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+pub use upstream::Upstream;
+
+use crate::config::ProxyArgs;
+use crate::daemon::Daemon;
+use crate::metrics::Metrics;
+use crate::queue::Queue;
+
+/// The pooled HTTP/1 client to the upstream.
+pub type Client = hyper_util::client::legacy::Client<HttpConnector, axum::body::Body>;
+
+/// What every handler shares.
+pub struct Proxy {
+    /// The bounded queue in front of the upstream.
+    pub queue: Queue,
+    /// The proxy's metrics (the worker's families without model-only ones).
+    pub metrics: Arc<Metrics>,
+    upstream: Upstream,
+    routes: Vec<routes::Route>,
+    client: Client,
+    /// How long the upstream may take to start its answer.
+    timeout: Duration,
+}
+
+impl Proxy {
+    /// A proxy to `upstream`, down until its health URL answers; `timeout`
+    /// bounds how long the upstream may take to start an answer.
+    pub fn new(upstream: Upstream, routes: Vec<routes::Route>, queue: Queue, timeout: Duration) -> Self {
+        queue.set_available(false);
+        Self { queue, metrics: Arc::new(Metrics::for_proxy()), upstream, routes, client: client(), timeout }
+    }
+
+    fn is_ready(&self) -> bool {
+        let c = self.queue.counts();
+        !c.unavailable && !c.draining
+    }
+}
+
+/// A client with TCP_NODELAY and a connection pool (the upstream is on loopback).
+pub fn client() -> Client {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector)
+}
+
+/// The proxy's own routes (probes, `/metrics`); everything else is forwarded.
+pub fn router(proxy: Arc<Proxy>) -> Router {
+    Router::new()
+        .route("/healthz", get(crate::http::routes::healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(forward::handle)
+        .with_state(proxy)
+}
+
+/// `GET /readyz`: 200 while the upstream is up and the proxy takes work.
+async fn readyz(State(proxy): State<Arc<Proxy>>) -> (StatusCode, &'static str) {
+    if proxy.is_ready() { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready") }
+}
+
+/// `GET /metrics`: OpenMetrics text, the worker's `edge_inference_*` families.
+async fn metrics(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
+    let text = proxy.metrics.render(proxy.queue.counts(), proxy.queue.concurrency(), proxy.is_ready());
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+}
+
+/// Runs the proxy until SIGTERM/SIGINT and the drain.
+pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
+    let template = args.report.template(None, args.queue.queue_capacity).map_err(anyhow::Error::msg)?;
+    let health = args.upstream.health_uri(&args.upstream_health).map_err(anyhow::Error::msg)?;
+    if args.health_interval.is_zero() {
+        anyhow::bail!("--health-interval: must be more than 0 (e.g. 1s)");
+    }
+    let queue = Queue::new(args.queue.queue_capacity, args.queue.concurrency);
+    if args.upstream_timeout.is_zero() {
+        anyhow::bail!("--upstream-timeout: must be more than 0 (e.g. 10m)");
+    }
+    let proxy = Arc::new(Proxy::new(args.upstream.clone(), args.routes.clone(), queue.clone(), args.upstream_timeout));
+    let mut daemon = Daemon::start(&args.queue, router(proxy.clone()), queue.clone()).await?;
+    tracing::info!(upstream = %args.upstream, health = %health, routes = args.routes.len(), "proxying");
+    let watcher = tokio::spawn(health::watch(proxy.client.clone(), health, args.health_interval, queue));
+    daemon.report(&args.report, template);
+    let drained = daemon.drain_on_signal(|| {}).await;
+    watcher.abort();
+    drained
+}
