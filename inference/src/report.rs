@@ -10,8 +10,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use edge_telemetry::WorkerReport;
+use edge_telemetry::http1;
 use edge_telemetry::report::REPORT_PATH;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -116,26 +117,11 @@ pub async fn send(agent: &AgentAddr, body: &[u8]) -> Result<(), String> {
     }
 }
 
-async fn post(mut stream: impl AsyncRead + AsyncWrite + Unpin, body: &[u8]) -> Result<(), String> {
-    let head = format!(
-        "POST {REPORT_PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
-    stream.write_all(body).await.map_err(|e| e.to_string())?;
-    let mut answer = Vec::new();
+async fn post(stream: impl AsyncRead + AsyncWrite + Unpin, body: &[u8]) -> Result<(), String> {
     // The agent's answers are tiny; cap what we read in case something else listens there.
-    stream.take(64 * 1024).read_to_end(&mut answer).await.map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&answer);
-    let status: u16 =
-        text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("no HTTP status in the answer")?;
-    if (200..300).contains(&status) {
-        Ok(())
-    } else {
-        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        Err(format!("agent answered {status}: {body}"))
-    }
+    let answer =
+        http1::post_json(stream, "localhost", REPORT_PATH, body, 64 * 1024).await.map_err(|e| e.to_string())?;
+    if answer.is_success() { Ok(()) } else { Err(format!("agent answered {}: {}", answer.status, answer.text())) }
 }
 
 #[cfg(test)]

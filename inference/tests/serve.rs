@@ -184,3 +184,15 @@ fn a_broken_model_dir_fails_at_start_naming_the_path() {
     let log = w.log();
     assert!(log.contains(&model.path().join("unet").display().to_string()) && log.contains("no weights file"), "{log}");
 }
+
+#[test]
+fn metrics_speak_the_format_their_content_type_names() {
+    let model = tiny_model();
+    let w = WorkerBuilder::new(model.path()).start();
+    let plain = request(w.addr, "GET", "/metrics", "").unwrap();
+    assert_eq!(plain.header("content-type"), Some(edge_telemetry::exposition::TEXT_CONTENT_TYPE));
+    let text = plain.text();
+    assert!(!text.contains("# EOF") && text.contains("# TYPE edge_inference_images_generated_total counter"), "{text}");
+    let problems = edge_testkit::promtool::problems(&text);
+    assert!(problems.is_empty(), "promtool found problems:\n{}\n\nin:\n{text}", problems.join("\n"));
+}

@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 
@@ -124,8 +124,10 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, &'static
     if state.is_ready() { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready") }
 }
 
-/// `GET /metrics`: OpenMetrics text.
-pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+/// `GET /metrics`: text format 0.0.4, or OpenMetrics when the scrape asks for it.
+pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> impl IntoResponse {
     let text = state.metrics.render(state.queue.counts(), state.queue.concurrency(), state.is_ready());
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, body) = edge_telemetry::exposition::negotiate(accept, text);
+    ([(header::CONTENT_TYPE, content_type)], body)
 }

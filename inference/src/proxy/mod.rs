@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -84,10 +84,13 @@ async fn readyz(State(proxy): State<Arc<Proxy>>) -> (StatusCode, &'static str) {
     if proxy.is_ready() { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready") }
 }
 
-/// `GET /metrics`: OpenMetrics text, the worker's `edge_inference_*` families.
-async fn metrics(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
+/// `GET /metrics`: the worker's `edge_inference_*` families, text format 0.0.4
+/// or OpenMetrics when the scrape asks for it.
+async fn metrics(State(proxy): State<Arc<Proxy>>, headers: HeaderMap) -> impl IntoResponse {
     let text = proxy.metrics.render(proxy.queue.counts(), proxy.queue.concurrency(), proxy.is_ready());
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, body) = edge_telemetry::exposition::negotiate(accept, text);
+    ([(header::CONTENT_TYPE, content_type)], body)
 }
 
 /// Runs the proxy until SIGTERM/SIGINT and the drain.
