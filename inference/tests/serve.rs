@@ -196,3 +196,19 @@ fn metrics_speak_the_format_their_content_type_names() {
     let problems = edge_testkit::promtool::problems(&text);
     assert!(problems.is_empty(), "promtool found problems:\n{}\n\nin:\n{text}", problems.join("\n"));
 }
+
+#[test]
+fn a_body_over_the_limit_gets_413_in_the_error_shape_and_is_counted() {
+    let model = tiny_model();
+    let w = WorkerBuilder::new(model.path()).start();
+    let prompt = "x".repeat(70 * 1024);
+    let r = w.post("/generate", &json!({"prompt": prompt}));
+    assert_eq!(r.status, 413, "{}", r.text());
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()));
+    assert_eq!(body["error"]["param"], "body", "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("65536 bytes"), "{body}");
+    let m = w.metrics();
+    assert_eq!(edge_testkit::sample(&m, r#"edge_inference_rejected_total{reason="too_large"}"#), Some(1.0), "{m}");
+    assert_eq!(edge_testkit::sample(&m, r#"edge_inference_requests_total{status="413"}"#), Some(1.0), "{m}");
+}

@@ -39,9 +39,33 @@ pub enum ApiError {
         /// What went wrong, a sentence fragment ("is down: …").
         reason: String,
     },
+    /// The body could not be read: over the size limit (413) or cut off (400).
+    #[error("{message}")]
+    Body {
+        /// Whether it was over the limit.
+        too_large: bool,
+        /// What happened and what the limit is.
+        message: String,
+    },
     /// The model failed: 500.
     #[error("generation failed: {0}")]
     Generate(#[from] GenerateError),
+}
+
+/// `Retry-After` of a 503: the model loads in seconds to minutes, and a
+/// draining worker's endpoint has left the inventory by then.
+pub const UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(r: axum::extract::rejection::BytesRejection) -> Self {
+        let too_large = r.status() == StatusCode::PAYLOAD_TOO_LARGE;
+        let message = if too_large {
+            format!("the body is over the limit of {} bytes", super::MAX_BODY_BYTES)
+        } else {
+            format!("the body could not be read: {}", r.body_text())
+        };
+        Self::Body { too_large, message }
+    }
 }
 
 impl From<Rejected> for ApiError {
@@ -63,6 +87,8 @@ impl ApiError {
             Self::Draining | Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             Self::Generate(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Self::Body { too_large: true, .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Body { too_large: false, .. } => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -74,6 +100,7 @@ impl ApiError {
             Self::Full { .. } => Some("full"),
             Self::Draining => Some("draining"),
             Self::NotReady => Some("not_ready"),
+            Self::Body { too_large: true, .. } => Some("too_large"),
             _ => None,
         }
     }
@@ -87,12 +114,51 @@ impl IntoResponse for ApiError {
             Self::Draining | Self::NotReady => ("unavailable", None, self.to_string()),
             Self::Generate(_) => ("server_error", None, self.to_string()),
             Self::Upstream { .. } => ("upstream_error", None, self.to_string()),
+            Self::Body { .. } => ("invalid_request_error", Some("body".to_owned()), self.to_string()),
         };
         let body = serde_json::json!({"error": {"message": message, "type": kind, "param": param}});
         let mut response = (self.status(), Json(body)).into_response();
-        if let Self::Full { retry_after } = self {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
+        let retry_after = match self {
+            Self::Full { retry_after } => Some(retry_after),
+            Self::Draining | Self::NotReady => Some(UNAVAILABLE_RETRY_AFTER),
+            _ => None,
+        };
+        if let Some(after) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(response: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024).await.unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn unavailable_says_when_to_retry_in_the_openai_shape() {
+        for e in [ApiError::Draining, ApiError::NotReady] {
+            let response = e.into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "5");
+            let body = body_of(response).await;
+            assert_eq!(body["error"]["type"], "unavailable", "{body}");
+            assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_413_naming_the_body() {
+        let e = ApiError::Body { too_large: true, message: "the body is over the limit of 65536 bytes".into() };
+        assert_eq!(e.rejection(), Some("too_large"));
+        let response = e.into_response();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let body = body_of(response).await;
+        assert_eq!(body["error"]["param"], "body");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
     }
 }

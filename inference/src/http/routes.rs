@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -19,7 +20,11 @@ use crate::metrics::Metrics;
 use crate::validation::{self, Endpoint};
 
 /// `POST /v1/images/generations`: OpenAI's images API, `b64_json` only.
-pub async fn openai(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+pub async fn openai(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(r) => return answer(&state, Err(r.into())),
+    };
     answer(&state, generate(&state, &body, Endpoint::OpenAi).await.map(|(out, timing)| {
         let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let data: Vec<serde_json::Value> = out
@@ -34,7 +39,11 @@ pub async fn openai(State(state): State<Arc<AppState>>, body: Bytes) -> Response
 }
 
 /// `POST /generate`: one image, answered as `image/png`.
-pub async fn png(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+pub async fn png(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(r) => return answer(&state, Err(r.into())),
+    };
     answer(
         &state,
         generate(&state, &body, Endpoint::Png).await.map(|(mut out, timing)| {

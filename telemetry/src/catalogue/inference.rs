@@ -4,7 +4,7 @@
 
 use super::Metric;
 
-/// Label: why a request was turned away (`full`, `draining`, `not_ready`, `upstream_down`).
+/// Label: why a request was turned away (`full`, `draining`, `not_ready`, `too_large`, `upstream_down`).
 pub const LABEL_REASON: &str = "reason";
 /// Label: the HTTP status code answered.
 pub const LABEL_STATUS: &str = "status";
