@@ -9,35 +9,13 @@ use std::path::Path;
 
 use edge_telemetry::WorkerReport;
 use edge_telemetry::labels::{check_key, check_value};
+use edge_testkit::fuzz::{corpus, mutate};
 use proptest::prelude::*;
 
 fn seeds() -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/reports");
-    let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| std::fs::read(entry.unwrap().path()).unwrap())
-        .collect();
-    seeds.sort();
+    let seeds = corpus(&Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/reports"));
     assert!(seeds.len() >= 3, "the corpus is testdata/reports/*.json");
     seeds
-}
-
-/// A seed with `edits` applied: (position, operation, byte), positions taken
-/// modulo the length; operations overwrite, insert or remove a byte.
-fn mutate(seed: &[u8], edits: &[(usize, u8, u8)]) -> Vec<u8> {
-    let mut out = seed.to_vec();
-    for &(at, op, byte) in edits {
-        let at = if out.is_empty() { 0 } else { at % out.len() };
-        match op % 3 {
-            0 if !out.is_empty() => out[at] = byte,
-            1 => out.insert(at, byte),
-            _ if !out.is_empty() => {
-                out.remove(at);
-            }
-            _ => out.push(byte),
-        }
-    }
-    out
 }
 
 /// What a refusal may name: the document, a field, or one of the labels.

@@ -7,6 +7,7 @@
 
 pub mod fake_kubelet;
 pub mod fake_nvml;
+pub mod fuzz;
 pub mod http;
 pub mod process;
 pub mod promtool;
