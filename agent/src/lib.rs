@@ -90,9 +90,18 @@ pub async fn run(
     let ready_flag = Arc::clone(&ready);
     let tick_stop = stop_rx.clone();
     let interval = settings.interval;
+    // gRPC health (grpc.health.v1) says what /readyz says: SERVING once the
+    // first collection is done, for the server and for the snapshot feed.
+    let (health, health_server) = tonic_health::server::health_reporter();
+    for service in ["", server::FEED_SERVICE] {
+        health.set_service_status(service, tonic_health::ServingStatus::NotServing).await;
+    }
     let ticks = tokio::spawn(async move {
         ticker.tick().await;
         ready_flag.store(true, Ordering::Release);
+        for service in ["", server::FEED_SERVICE] {
+            health.set_service_status(service, tonic_health::ServingStatus::Serving).await;
+        }
         ticker.run(interval, tick_stop).await;
     });
 
@@ -104,6 +113,7 @@ pub async fn run(
             cloudwatch: cloudwatch_stats,
         },
         FeedService::new(store, settings.stream_heartbeat, stop_rx.clone()),
+        health_server,
     );
     tracing::info!(addr = %local, node = %settings.node.name, "agent listening");
 

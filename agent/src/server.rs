@@ -1,5 +1,6 @@
 //! The agent's one public port: HTTP (`/metrics`, `/healthz`, `/readyz`) and
-//! the gRPC snapshot feed, told apart by path on the same listener.
+//! the gRPC snapshot feed and its `grpc.health.v1`, told apart by path on
+//! the same listener.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,14 +32,30 @@ pub struct HttpState {
     pub cloudwatch: Option<Arc<Stats>>,
 }
 
-/// HTTP routes and the gRPC feed in one router.
-pub fn router(state: HttpState, feed: FeedService) -> Router {
+/// The snapshot feed's gRPC service name, as health checks ask for it.
+pub const FEED_SERVICE: &str =
+    <edge_telemetry::proto::snapshot_feed_server::SnapshotFeedServer<FeedService> as tonic::server::NamedService>::NAME;
+
+/// HTTP routes, the gRPC feed and its gRPC health in one router.
+pub fn router<H>(state: HttpState, feed: FeedService, health: H) -> Router
+where
+    H: tonic::codegen::Service<
+            axum::http::Request<tonic::body::Body>,
+            Response = axum::http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    H::Future: Send + 'static,
+{
     let http = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(state);
-    let grpc = tonic::service::Routes::new(feed.into_server()).prepare().into_axum_router();
+    let grpc = tonic::service::Routes::new(feed.into_server()).add_service(health).prepare().into_axum_router();
     http.merge(grpc)
 }
 

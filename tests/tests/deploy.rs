@@ -487,6 +487,10 @@ fn agents_workers_and_scaler_are_wired_together() {
         for ds in of_kind(&objects, "DaemonSet") {
             let pod = pod_specs(ds)[0];
             let agent = &pod["containers"][0];
+            // Ready when the feed the scaler follows is: its gRPC health, on the agent's port.
+            assert_eq!(agent["readinessProbe"]["grpc"]["service"], "edge.agent.v1.SnapshotFeed", "{p}");
+            let agent_port = svc["spec"]["ports"][0]["port"].clone();
+            assert_eq!(agent["readinessProbe"]["grpc"]["port"], agent_port, "{p}");
             let socket = flag(agent, "report-socket").unwrap();
             let host_dir = host_path_behind(pod, agent, socket);
             assert_eq!(host_dir, "/run/edge-diffusion", "{p}");
