@@ -23,7 +23,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use edge_telemetry::catalogue::scaler as cat;
 use edge_telemetry::exposition;
-use edge_telemetry::inventory::{INVENTORY_PATH, Inventory, InventoryError, MAX_QUERY_LEN, PARAM_ZONE};
+use edge_telemetry::inventory::{
+    self as inventory_types, INVENTORY_PATH, Inventory, InventoryError, MAX_QUERY_LEN, PARAM_ZONE, Waking,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -41,7 +43,7 @@ use crate::readiness::Readiness;
 use crate::state::{Registry, Stats};
 
 type Labels = Vec<(&'static str, &'static str)>;
-type ZoneLabels = Vec<(&'static str, String)>;
+type OwnedLabels = Vec<(&'static str, String)>;
 
 /// `Retry-After` of a pull that wakes a class no wake of which was measured yet.
 pub const DEFAULT_RETRY_AFTER_SECONDS: u64 = 30;
@@ -97,7 +99,7 @@ pub struct ScalerMetrics {
     /// StreamIsActive streams open now.
     pub active_streams: Gauge,
     demand_requesters: Gauge,
-    agent_ages: Family<ZoneLabels, Gauge<f64, AtomicU64>>,
+    agent_ages: Family<OwnedLabels, Gauge<f64, AtomicU64>>,
     /// Inventory pulls that woke a class.
     pub demand_wakes: Counter,
     inventory_refused: Family<Labels, Counter>,
@@ -107,7 +109,7 @@ pub struct ScalerMetrics {
     pub peer_demand_dropped: Counter,
     requests: Family<Labels, Counter>,
     durations: Family<Labels, Histogram, fn() -> Histogram>,
-    cold_starts: Family<ZoneLabels, Histogram, fn() -> Histogram>,
+    cold_starts: Family<OwnedLabels, Histogram, fn() -> Histogram>,
 }
 
 impl Default for ScalerMetrics {
@@ -140,7 +142,7 @@ impl ScalerMetrics {
         let activations = counter(&mut registry, cat::ACTIVATIONS);
         let demand_requesters = gauge(&mut registry, cat::DEMAND_REQUESTERS);
         let demand_wakes = counter(&mut registry, cat::DEMAND_WAKES);
-        let agent_ages = Family::<ZoneLabels, Gauge<f64, AtomicU64>>::default();
+        let agent_ages = Family::<OwnedLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(cat::AGENT_AGE_SECONDS.name, cat::AGENT_AGE_SECONDS.help, agent_ages.clone());
         let inventory_refused = Family::<Labels, Counter>::default();
         registry.register(cat::INVENTORY_REFUSED.name, cat::INVENTORY_REFUSED.help, inventory_refused.clone());
@@ -154,7 +156,7 @@ impl ScalerMetrics {
         let h = cat::GRPC_REQUEST_DURATION_SECONDS;
         registry.register(h.name, h.help, durations.clone());
         let cold_starts =
-            Family::<ZoneLabels, Histogram, fn() -> Histogram>::new_with_constructor(cold_start_histogram);
+            Family::<OwnedLabels, Histogram, fn() -> Histogram>::new_with_constructor(cold_start_histogram);
         let h = cat::COLD_START_SECONDS;
         registry.register(h.name, h.help, cold_starts.clone());
         Self {
@@ -351,10 +353,9 @@ async fn endpoints(
             InventoryError { error: format!("unknown zone {zone:?}; known: {known}"), param: PARAM_ZONE.to_owned() },
         );
     }
-    let mut endpoints = registry.endpoints(&q);
+    let endpoints = registry.endpoints(&q);
     let Some(accelerator) = q.accelerator.filter(|_| endpoints.is_empty()) else {
-        endpoints.iter_mut().for_each(|e| state.addresses.apply(e));
-        return Json(Inventory { endpoints, waking: Vec::new() }).into_response();
+        return inventory_answer(&state, endpoints, Vec::new());
     };
     // Demand: the class asked for has no ready endpoint.
     let class = DemandClass { accelerator, zone: q.zone.clone() };
@@ -369,9 +370,7 @@ async fn endpoints(
     }
     let waking = if demand.enabled() { demand.waking(&class) } else { Vec::new() };
     let wakes = !waking.is_empty();
-    let mut fallback = registry.fallback_endpoints(&q);
-    fallback.iter_mut().for_each(|e| state.addresses.apply(e));
-    let mut response = Json(Inventory { endpoints: fallback, waking }).into_response();
+    let mut response = inventory_answer(&state, registry.fallback_endpoints(&q), waking);
     if wakes {
         let seconds = registry
             .cold_starts()
@@ -381,6 +380,12 @@ async fn endpoints(
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
+}
+
+/// The inventory's answer, each endpoint at the address a device can reach.
+fn inventory_answer(state: &Http, mut endpoints: Vec<inventory_types::Endpoint>, waking: Vec<Waking>) -> Response {
+    endpoints.iter_mut().for_each(|e| state.addresses.apply(e));
+    Json(Inventory { endpoints, waking }).into_response()
 }
 
 /// Largest peer sync body taken: [`peers::MAX_RECORDS`] records and a

@@ -168,18 +168,27 @@ impl Peers {
                 .map_err(|e| Refusal::Invalid(format!("demand.requester: {}", e.error)))?;
         }
         self.demand.set_remote(request.origin, request.listeners);
+        // Decided once per class: a sync carries many devices of few classes.
+        let mut takes: HashMap<DemandClass, bool> = HashMap::new();
         let mut ignored = 0usize;
         for r in request.demand {
-            let zone_known = r.zone.as_deref().is_none_or(|z| registry.knows_zone(z));
-            let query =
-                inventory::Query { accelerator: Some(r.accelerator), zone: r.zone.clone(), ..Default::default() };
-            if !zone_known || !registry.endpoints(&query).is_empty() {
+            let class = DemandClass { accelerator: r.accelerator, zone: r.zone };
+            let take = *takes.entry(class.clone()).or_insert_with(|| {
+                let zone_known = class.zone.as_deref().is_none_or(|z| registry.knows_zone(z));
+                let query = inventory::Query {
+                    accelerator: Some(class.accelerator),
+                    zone: class.zone.clone(),
+                    ..Default::default()
+                };
+                zone_known && !registry.serves(&query)
+            });
+            if !take {
                 ignored += 1;
                 continue;
             }
-            let class = DemandClass { accelerator: r.accelerator, zone: r.zone };
+            let accelerator = class.accelerator;
             if self.demand.record(class, &r.requester) {
-                tracing::info!(accelerator = %r.accelerator, peer = request.origin, "a peer's device demand wakes a class");
+                tracing::info!(%accelerator, peer = request.origin, "a peer's device demand wakes a class");
             }
         }
         if ignored > 0 {
@@ -372,6 +381,34 @@ mod tests {
         let class = DemandClass { accelerator: AcceleratorType::Nvidia, zone: Some("lax".into()) };
         assert_eq!(demand.waking(&class), [listener]);
         assert_eq!(demand.fresh_peers(), 1);
+    }
+
+    #[test]
+    fn a_peers_demand_for_a_class_served_here_is_ignored() {
+        use edge_telemetry::proto::{Node, NodeSnapshot, Worker};
+        let (peers, registry) = peers();
+        let agent = registry.add_agent("a:1");
+        let worker = Worker {
+            worker_id: "c1".into(),
+            deployment: "sd-cpu".into(),
+            accelerator: "cpu".into(),
+            endpoint: "http://10.0.0.1:30080".into(),
+            ..Default::default()
+        };
+        let node = Node { zone: "zone-a".into(), ..Default::default() };
+        registry
+            .apply(agent, &NodeSnapshot { sequence: 1, node: Some(node), workers: vec![worker], ..Default::default() });
+        let demand = (0..3).map(|i| record(AcceleratorType::Cpu, Some("zone-a"), &format!("p{i}"))).collect();
+        let request = SyncRequest { origin: 7, listeners: vec![], demand };
+        peers.receive(&registry, request).unwrap();
+        assert_eq!(registry.demand().pending(AcceleratorType::Cpu, Some("zone-a")), 0, "an endpoint serves it here");
+        let request = SyncRequest {
+            origin: 7,
+            listeners: vec![],
+            demand: vec![record(AcceleratorType::Nvidia, Some("zone-a"), "p9")],
+        };
+        peers.receive(&registry, request).unwrap();
+        assert_eq!(registry.demand().pending(AcceleratorType::Nvidia, Some("zone-a")), 1, "nvidia is not served");
     }
 
     #[test]

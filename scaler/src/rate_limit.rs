@@ -78,7 +78,8 @@ impl RateLimit {
     }
 
     /// Client addresses tracked now.
-    pub fn clients(&self) -> usize {
+    #[cfg(test)]
+    fn clients(&self) -> usize {
         self.buckets.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }

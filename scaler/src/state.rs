@@ -428,16 +428,26 @@ impl Registry {
 
     /// The advertised endpoints of agents heard from within the default bound that pass `keep`.
     fn fresh_endpoints(&self, keep: impl Fn(&Endpoint) -> bool) -> Vec<Endpoint> {
+        self.with_fresh_endpoints(|all| all.filter(|e| keep(e)).cloned().collect())
+    }
+
+    /// Whether any fresh endpoint passes `query` (nothing cloned or ranked).
+    pub fn serves(&self, query: &inventory::Query) -> bool {
+        // `&mut dyn Iterator` is itself an iterator; `any` needs that sized one.
+        self.with_fresh_endpoints(|mut all| Iterator::any(&mut all, |e| query.admits(e)))
+    }
+
+    /// `f` over the advertised endpoints of agents heard from within the
+    /// default bound, under the read lock.
+    fn with_fresh_endpoints<R>(&self, f: impl FnOnce(&mut dyn Iterator<Item = &Endpoint>) -> R) -> R {
         let now = self.now_ms();
         let inner = self.read();
-        inner
+        let mut all = inner
             .agents
             .values()
             .filter(|a| self.age(a, now) <= self.stale_after)
-            .flat_map(|a| a.contribution.endpoints.iter())
-            .filter(|e| keep(e))
-            .cloned()
-            .collect()
+            .flat_map(|a| a.contribution.endpoints.iter());
+        f(&mut all)
     }
 
     /// For a pull whose class has no ready endpoint: every fresh endpoint,
