@@ -29,6 +29,18 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Write a small random model in the diffusers layout (for tests and local runs).
     TinyModel {
+        /// Which architecture of the SD family, at toy widths.
+        #[arg(long, value_enum, default_value = "default")]
+        arch: crate::tiny::Arch,
+        /// Directory to write (created if needed).
+        dir: PathBuf,
+    },
+    /// Write a full-size model with random weights (f16) in the diffusers layout, loadable by
+    /// this worker and by diffusers: real per-step cost without downloading a checkpoint.
+    RandomModel {
+        /// Which published architecture.
+        #[arg(long, value_enum)]
+        preset: crate::random_model::Preset,
         /// Directory to write (created if needed).
         dir: PathBuf,
     },
@@ -187,15 +199,18 @@ pub struct LimitArgs {
     /// Most images per request.
     #[arg(long, env = "EDGE_INFERENCE_MAX_IMAGES", default_value_t = 4)]
     pub max_images: usize,
-    /// Steps when a request names none (SD-Turbo: 1).
-    #[arg(long, env = "EDGE_INFERENCE_DEFAULT_STEPS", default_value_t = 20)]
-    pub default_steps: usize,
-    /// Guidance scale when a request names none (SD-Turbo: 0).
-    #[arg(long, env = "EDGE_INFERENCE_DEFAULT_GUIDANCE", default_value_t = 7.5)]
-    pub default_guidance: f64,
-    /// Image size when a request names none, WIDTHxHEIGHT.
-    #[arg(long, env = "EDGE_INFERENCE_DEFAULT_SIZE", default_value = "512x512")]
-    pub default_size: String,
+    /// Steps when a request names none (default: the model's; 1 for a Turbo checkout, else 20).
+    #[arg(long, env = "EDGE_INFERENCE_DEFAULT_STEPS")]
+    pub default_steps: Option<usize>,
+    /// Guidance scale when a request names none (default: the model's; 0 for a Turbo checkout,
+    /// 5 for SDXL, else 7.5).
+    #[arg(long, env = "EDGE_INFERENCE_DEFAULT_GUIDANCE")]
+    pub default_guidance: Option<f64>,
+    /// Image size when a request names none, WIDTHxHEIGHT (default: the model's trained size,
+    /// unet sample_size x the VAE factor: 512 for SD 1.5 and the Turbos, 768 for SD 2.1, 1024
+    /// for SDXL).
+    #[arg(long, env = "EDGE_INFERENCE_DEFAULT_SIZE")]
+    pub default_size: Option<String>,
 }
 
 /// `generate` flags.
@@ -210,15 +225,15 @@ pub struct GenerateArgs {
     /// What to avoid.
     #[arg(long, default_value = "")]
     pub negative_prompt: String,
-    /// Image size, WIDTHxHEIGHT.
-    #[arg(long, default_value = "512x512")]
-    pub size: String,
-    /// Denoising steps.
-    #[arg(long, default_value_t = 20)]
-    pub steps: usize,
-    /// Guidance scale.
-    #[arg(long, default_value_t = 7.5)]
-    pub guidance_scale: f64,
+    /// Image size, WIDTHxHEIGHT (default: the model's, as for `serve`).
+    #[arg(long)]
+    pub size: Option<String>,
+    /// Denoising steps (default: the model's, as for `serve`).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Guidance scale (default: the model's, as for `serve`).
+    #[arg(long)]
+    pub guidance_scale: Option<f64>,
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -274,23 +289,31 @@ fn parse_sampler(s: &str) -> Result<SamplerKind, String> {
     SamplerKind::parse(s).ok_or_else(|| format!("{s:?} is not a sampler; allowed: {}", SamplerKind::ALLOWED))
 }
 
+/// `WIDTHxHEIGHT`.
+pub fn parse_size(s: &str) -> Option<(usize, usize)> {
+    let (w, h) = s.split_once(['x', 'X'])?;
+    Some((w.trim().parse().ok()?, h.trim().parse().ok()?))
+}
+
 impl LimitArgs {
-    /// Checks the flags against each other and the model's size multiple.
-    pub fn limits(&self, multiple: usize) -> Result<Limits, String> {
-        let parse_size = |s: &str| -> Option<(usize, usize)> {
-            let (w, h) = s.split_once(['x', 'X'])?;
-            Some((w.trim().parse().ok()?, h.trim().parse().ok()?))
+    /// Checks the flags against each other and the model's size multiple;
+    /// `model` supplies the defaults the flags leave unset (kept within the bounds).
+    pub fn limits(&self, multiple: usize, model: &crate::model::Recommended) -> Result<Limits, String> {
+        let default_size = match &self.default_size {
+            Some(s) => parse_size(s).ok_or_else(|| format!("--default-size {s:?}: expected WIDTHxHEIGHT"))?,
+            None => {
+                let fit = |side: usize| side.clamp(self.min_side, self.max_side.max(self.min_side));
+                (fit(model.size.0), fit(model.size.1))
+            }
         };
-        let default_size = parse_size(&self.default_size)
-            .ok_or_else(|| format!("--default-size {:?}: expected WIDTHxHEIGHT", self.default_size))?;
         let l = Limits {
             min_side: self.min_side,
             max_side: self.max_side,
             multiple,
             max_steps: self.max_steps,
             max_n: self.max_images,
-            default_steps: self.default_steps,
-            default_guidance: self.default_guidance,
+            default_steps: self.default_steps.unwrap_or(model.steps.min(self.max_steps.max(1))),
+            default_guidance: self.default_guidance.unwrap_or(model.guidance),
             default_size,
             ..Limits::default()
         };

@@ -5,7 +5,8 @@
 //! - [`queue`]: admission and ordering (permits, no unbounded channel).
 //! - [`http`]: the API, probes and `/metrics`; [`engine`] runs jobs.
 //! - [`report`]: queue reports to the node agent.
-//! - [`tiny`]: writing a small random model in the diffusers layout.
+//! - [`tiny`]: writing small random models of each architecture in the diffusers layout.
+//! - [`random_model`]: full-size random models (real shapes, f16) for benchmarks.
 //! - [`proxy`]: the same queue and reports in front of any other SD server.
 //! - [`daemon`]: listener, reports and drain, shared by `serve` and `proxy`.
 
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod model;
 pub mod proxy;
 pub mod queue;
+pub mod random_model;
 pub mod report;
 pub mod serve;
 pub mod threads;

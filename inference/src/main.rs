@@ -19,29 +19,35 @@ fn main() -> anyhow::Result<()> {
     }
     edge_telemetry::daemon::init_tracing("EDGE_INFERENCE_LOG", edge_telemetry::daemon::LogFormat::Text);
     match cli.command {
-        Command::TinyModel { dir } => {
-            edge_inference::tiny::write(&dir).with_context(|| format!("writing the tiny model to {}", dir.display()))
-        }
+        Command::TinyModel { arch, dir } => edge_inference::tiny::write_arch(&dir, arch)
+            .with_context(|| format!("writing the tiny {arch:?} model to {}", dir.display())),
+        Command::RandomModel { preset, dir } => edge_inference::random_model::write(&dir, preset)
+            .with_context(|| format!("writing the random {preset:?} model to {}", dir.display())),
         Command::Generate(args) => {
             let options = edge_inference::serve::load_options(&args.model)?;
             let model = Model::load(&args.model.model_dir, &options)?;
-            let (width, height) = args
-                .size
-                .split_once('x')
-                .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+            let rec = model.recommended();
+            let size = args.size.clone().unwrap_or_else(|| format!("{}x{}", rec.size.0, rec.size.1));
+            let (width, height) = edge_inference::config::parse_size(&size)
                 .filter(|(w, h): &(usize, usize)| {
-                    w.is_multiple_of(model.size_multiple()) && h.is_multiple_of(model.size_multiple())
+                    *w > 0
+                        && *h > 0
+                        && w.is_multiple_of(model.size_multiple())
+                        && h.is_multiple_of(model.size_multiple())
                 })
                 .with_context(|| {
-                    format!("--size {:?}: expected WIDTHxHEIGHT, multiples of {}", args.size, model.size_multiple())
+                    format!("--size {size:?}: expected WIDTHxHEIGHT, multiples of {}", model.size_multiple())
                 })?;
+            for (flag, text) in [("--prompt", &args.prompt), ("--negative-prompt", &args.negative_prompt)] {
+                model.check_prompt(text).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+            }
             let params = Params {
                 prompt: args.prompt,
                 negative_prompt: args.negative_prompt,
                 width,
                 height,
-                steps: args.steps.max(1),
-                guidance_scale: args.guidance_scale,
+                steps: args.steps.unwrap_or(rec.steps).max(1),
+                guidance_scale: args.guidance_scale.unwrap_or(rec.guidance),
                 seed: args.seed,
             };
             let image = model.generate(&params, |_| ControlFlow::Continue(()))?;

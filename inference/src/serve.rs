@@ -29,7 +29,9 @@ pub fn load_options(args: &ModelArgs) -> anyhow::Result<LoadOptions> {
         None if device.is_cpu() => DType::F32,
         None => DType::F16,
     };
-    Ok(LoadOptions { device, dtype, sampler: args.scheduler })
+    // flash-attn's kernels exist only in a `flash-attn` build, on CUDA, for half types.
+    let flash_attn = cfg!(feature = "flash-attn") && device.is_cuda() && dtype != DType::F32;
+    Ok(LoadOptions { device, dtype, sampler: args.scheduler, flash_attn })
 }
 
 /// Runs the worker until it is told to stop and has drained. Returns an
@@ -39,7 +41,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let template = args.report_template(&options.device).map_err(anyhow::Error::msg)?;
     // Bounds are checked against the VAE factor once the model is read; until
     // then the flags are checked against SD's 8 so a bad flag fails at once.
-    args.limits.limits(8).map_err(anyhow::Error::msg)?;
+    let placeholder = model::Recommended {
+        steps: 1,
+        guidance: 0.0,
+        size: (args.limits.min_side, args.limits.min_side),
+        why: "flag check",
+    };
+    args.limits.limits(8, &placeholder).map_err(anyhow::Error::msg)?;
 
     let queue = Queue::new(args.queue.queue_capacity, args.queue.concurrency);
     let metrics = Arc::new(Metrics::new());
@@ -56,7 +64,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     for note in &loaded.notes {
         tracing::warn!(note = %note, "model");
     }
-    let limits = args.limits.limits(loaded.size_multiple()).map_err(anyhow::Error::msg)?;
+    let recommended = loaded.recommended();
+    let limits = args.limits.limits(loaded.size_multiple(), &recommended).map_err(anyhow::Error::msg)?;
+    tracing::info!(
+        steps = limits.default_steps,
+        guidance = limits.default_guidance,
+        size = %format!("{}x{}", limits.default_size.0, limits.default_size.1),
+        model = recommended.why,
+        "request defaults (flags override)"
+    );
     tracing::info!(dir = %args.model.model_dir.display(), seconds = started.elapsed().as_secs_f64(), "model loaded");
     let model = Arc::new(loaded);
     let _ = state.loaded.set((model.clone(), limits.clone()));

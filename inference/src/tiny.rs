@@ -1,20 +1,33 @@
-//! `edge-inference tiny-model DIR`: writes a complete, small Stable Diffusion
-//! checkout in the diffusers layout — configs, a CLIP tokenizer with a small
-//! vocabulary, and seeded random safetensors weights — that loads through
-//! exactly the same code as a real one. Tests, benchmarks and the local stack
-//! use it; nothing is downloaded.
+//! `edge-inference tiny-model [--arch ARCH] DIR`: writes a complete, small
+//! Stable Diffusion checkout in the diffusers layout — configs, a CLIP
+//! tokenizer with a small vocabulary, and seeded random safetensors weights —
+//! that loads through exactly the same code as a real one. One per
+//! architecture of the family ([`Arch`]: SD 1.5, 2.1 768-v, SD-Turbo, SDXL,
+//! SDXL-Turbo), each with its real config shape (block types, projections,
+//! activations, pad token, scheduler, SDXL's second encoder and text_time
+//! embedding) at toy widths. Tests, benchmarks and the local stack use them;
+//! nothing is downloaded.
+//!
+//! The weights are written by [`write_weights`]: each part is built once on a
+//! variable builder that only records the names, shapes and initialisations
+//! the loader asks for, then every tensor is drawn from our seeded generator
+//! and streamed to the safetensors file. The full-size random models of
+//! `random-model` ([`crate::random_model`]) are written the same way.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
-use candle_transformers::models::stable_diffusion::{unet_2d::UNet2DConditionModel, vae::AutoEncoderKL};
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::{Init, VarBuilder};
+use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
 use serde_json::{Value, json};
 
 use crate::model::clip::ClipTextEncoder;
 use crate::model::rng::NoiseRng;
 use crate::model::tokenizer::{END_OF_TEXT, START_OF_TEXT, bytes_to_unicode};
+use crate::model::unet::Unet;
 use crate::model::{configs, fields::FieldError};
 
 /// Why the tiny model could not be written.
@@ -110,16 +123,57 @@ const WORDS: &[&str] = &[
 /// Fixed so the same command always writes the same model.
 const WEIGHT_SEED: u64 = 0x5EED_0001;
 
-/// Writes the tiny model into `dir` (created if needed).
+/// The architectures `tiny-model --arch` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Arch {
+    /// The original tiny model: SD 2.x-shaped, Euler Ancestral with trailing spacing (the
+    /// worker's few-step defaults apply to it), `!` padding.
+    Default,
+    /// SD 1.5: quick_gelu text encoder, convolutional attention projections, end-token padding,
+    /// PNDM (run as DDIM).
+    Sd15,
+    /// SD 2.1 768-v: gelu text encoder, linear projections, `!` padding, DDIM with v-prediction.
+    Sd21,
+    /// SD-Turbo: SD 2.1's architecture, Euler with trailing spacing (1 step, no guidance).
+    SdTurbo,
+    /// SDXL base: two text encoders (the second with a projection, `tokenizer_2`), a UNet whose
+    /// first block has no attention, transformer depths per block, `text_time` conditioning,
+    /// the SDXL VAE scaling; Euler, leading spacing.
+    Sdxl,
+    /// SDXL-Turbo: SDXL's architecture, Euler Ancestral with trailing spacing.
+    SdxlTurbo,
+}
+
+impl Arch {
+    /// Every architecture, for tests.
+    pub const ALL: [Arch; 6] = [Self::Default, Self::Sd15, Self::Sd21, Self::SdTurbo, Self::Sdxl, Self::SdxlTurbo];
+
+    fn xl(self) -> bool {
+        matches!(self, Self::Sdxl | Self::SdxlTurbo)
+    }
+}
+
+/// Writes the default tiny model into `dir` (created if needed).
 pub fn write(dir: &Path) -> Result<(), TinyError> {
-    let vocab_size = write_tokenizer(&dir.join("tokenizer"))?;
+    write_arch(dir, Arch::Default)
+}
+
+/// Writes the tiny model of `arch` into `dir` (created if needed).
+pub fn write_arch(dir: &Path, arch: Arch) -> Result<(), TinyError> {
+    let sd15 = arch == Arch::Sd15;
+    let pad = if sd15 || arch.xl() { END_OF_TEXT } else { "!" };
+    let vocab_size = write_tokenizer(&dir.join("tokenizer"), pad)?;
+    let act = match arch {
+        Arch::Default | Arch::Sd15 | Arch::Sdxl | Arch::SdxlTurbo => "quick_gelu",
+        Arch::Sd21 | Arch::SdTurbo => "gelu",
+    };
     let text_encoder = json!({
-        "architectures": ["CLIPTextModel"], "model_type": "clip_text_model", "hidden_act": "quick_gelu",
+        "architectures": ["CLIPTextModel"], "model_type": "clip_text_model", "hidden_act": act,
         "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
         "max_position_embeddings": 77, "vocab_size": vocab_size, "layer_norm_eps": 1e-5,
         "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1, "projection_dim": 32, "torch_dtype": "float32"
     });
-    let unet = json!({
+    let mut unet = json!({
         "_class_name": "UNet2DConditionModel", "_diffusers_version": "0.27.0", "act_fn": "silu",
         "attention_head_dim": 2, "block_out_channels": [32, 64], "center_input_sample": false,
         "cross_attention_dim": 32, "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
@@ -128,7 +182,30 @@ pub fn write(dir: &Path) -> Result<(), TinyError> {
         "out_channels": 4, "sample_size": 8, "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
         "use_linear_projection": true
     });
-    let vae = json!({
+    match arch {
+        Arch::Default => {}
+        Arch::Sd15 => {
+            unet["use_linear_projection"] = json!(false);
+        }
+        Arch::Sd21 | Arch::SdTurbo => {
+            unet["attention_head_dim"] = json!([2, 4]);
+            unet["upcast_attention"] = json!(arch == Arch::Sd21);
+        }
+        Arch::Sdxl | Arch::SdxlTurbo => {
+            // SDXL's shape: no attention in the first block, deeper transformers further down,
+            // the two encoders' widths side by side, and the pooled text + time ids embedding.
+            unet["down_block_types"] = json!(["DownBlock2D", "CrossAttnDownBlock2D"]);
+            unet["up_block_types"] = json!(["CrossAttnUpBlock2D", "UpBlock2D"]);
+            unet["attention_head_dim"] = json!([2, 4]);
+            unet["transformer_layers_per_block"] = json!([1, 2]);
+            unet["cross_attention_dim"] = json!(64);
+            unet["addition_embed_type"] = json!("text_time");
+            unet["addition_embed_type_num_heads"] = json!(64);
+            unet["addition_time_embed_dim"] = json!(8);
+            unet["projection_class_embeddings_input_dim"] = json!(32 + 6 * 8);
+        }
+    }
+    let mut vae = json!({
         "_class_name": "AutoencoderKL", "_diffusers_version": "0.27.0", "act_fn": "silu",
         "block_out_channels": [8, 8, 16, 16],
         "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
@@ -136,45 +213,129 @@ pub fn write(dir: &Path) -> Result<(), TinyError> {
         "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 1, "norm_num_groups": 4,
         "sample_size": 64, "scaling_factor": 0.18215
     });
-    let scheduler = json!({
-        "_class_name": "EulerAncestralDiscreteScheduler", "_diffusers_version": "0.27.0",
-        "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000,
-        "prediction_type": "epsilon", "steps_offset": 1, "timestep_spacing": "trailing", "trained_betas": null
+    if arch.xl() {
+        vae["scaling_factor"] = json!(0.13025);
+        vae["force_upcast"] = json!(true);
+    }
+    let betas = json!({
+        "_diffusers_version": "0.27.0", "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+        "num_train_timesteps": 1000, "steps_offset": 1, "trained_betas": null
     });
-    let index = json!({
-        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.27.0",
-        "scheduler": ["diffusers", "EulerAncestralDiscreteScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+    let (class, extra) = match arch {
+        Arch::Default => {
+            ("EulerAncestralDiscreteScheduler", json!({"prediction_type": "epsilon", "timestep_spacing": "trailing"}))
+        }
+        Arch::Sd15 => {
+            ("PNDMScheduler", json!({"skip_prk_steps": true, "set_alpha_to_one": false, "clip_sample": false}))
+        }
+        Arch::Sd21 => (
+            "DDIMScheduler",
+            json!({"prediction_type": "v_prediction", "set_alpha_to_one": false, "clip_sample": false}),
+        ),
+        Arch::SdTurbo => (
+            "EulerDiscreteScheduler",
+            json!({"prediction_type": "epsilon", "timestep_spacing": "trailing", "interpolation_type": "linear", "use_karras_sigmas": false}),
+        ),
+        Arch::Sdxl => (
+            "EulerDiscreteScheduler",
+            json!({"prediction_type": "epsilon", "timestep_spacing": "leading", "interpolation_type": "linear", "use_karras_sigmas": false}),
+        ),
+        Arch::SdxlTurbo => {
+            ("EulerAncestralDiscreteScheduler", json!({"prediction_type": "epsilon", "timestep_spacing": "trailing"}))
+        }
+    };
+    let mut scheduler = betas;
+    scheduler["_class_name"] = json!(class);
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        scheduler[k] = v.clone();
+    }
+    let mut index = json!({
+        "_class_name": if arch.xl() { "StableDiffusionXLPipeline" } else { "StableDiffusionPipeline" },
+        "_diffusers_version": "0.27.0",
+        "scheduler": ["diffusers", class], "text_encoder": ["transformers", "CLIPTextModel"],
         "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
         "vae": ["diffusers", "AutoencoderKL"]
     });
+    if arch.xl() {
+        index["text_encoder_2"] = json!(["transformers", "CLIPTextModelWithProjection"]);
+        index["tokenizer_2"] = json!(["transformers", "CLIPTokenizer"]);
+        index["force_zeros_for_empty_prompt"] = json!(true);
+    }
     write_json(&dir.join("model_index.json"), &index)?;
     write_json(&dir.join("text_encoder/config.json"), &text_encoder)?;
     write_json(&dir.join("unet/config.json"), &unet)?;
     write_json(&dir.join("vae/config.json"), &vae)?;
     write_json(&dir.join("scheduler/scheduler_config.json"), &scheduler)?;
+    if arch.xl() {
+        write_tokenizer(&dir.join("tokenizer_2"), "!")?;
+        let mut te2 = text_encoder.clone();
+        te2["architectures"] = json!(["CLIPTextModelWithProjection"]);
+        te2["hidden_act"] = json!("gelu");
+        write_json(&dir.join("text_encoder_2/config.json"), &te2)?;
+    }
+    write_weights(dir, WEIGHT_SEED, DType::F32)
+}
 
-    // Build each part from the configs just written, as the loader will, so
-    // the weights have exactly the tensors and shapes it asks for.
-    let mut rng = NoiseRng::new(WEIGHT_SEED);
-    let clip_config = configs::clip(&dir.join("text_encoder/config.json"))?;
-    let path = dir.join("text_encoder/model.safetensors");
-    save_random(&path, &mut rng, |vb| ClipTextEncoder::new(vb, &clip_config).map(drop))?;
-    let spec = configs::unet(&dir.join("unet/config.json"))?;
-    let path = dir.join("unet/diffusion_pytorch_model.safetensors");
-    save_random(&path, &mut rng, |vb| {
-        UNet2DConditionModel::new(vb, spec.in_channels, spec.out_channels, false, spec.config.clone()).map(drop)
-    })?;
-    let spec = configs::vae(&dir.join("vae/config.json"))?;
-    let path = dir.join("vae/diffusion_pytorch_model.safetensors");
-    save_random(&path, &mut rng, |vb| {
-        AutoEncoderKL::new(vb, spec.in_channels, spec.out_channels, spec.config.clone()).map(drop)
-    })?;
+/// Writes every part's weights for the configs already in `dir`, drawn from
+/// `seed`, stored as `dtype`: `text_encoder[_2]/model.safetensors`,
+/// `unet/` and `vae/diffusion_pytorch_model.safetensors`.
+pub fn write_weights(dir: &Path, seed: u64, dtype: DType) -> Result<(), TinyError> {
+    let mut rng = NoiseRng::new(seed);
+    for part in parts(dir) {
+        let file =
+            if part.starts_with("text_encoder") { "model.safetensors" } else { "diffusion_pytorch_model.safetensors" };
+        let wanted = record(dir, part)?;
+        save_random(&dir.join(part).join(file), &wanted, &mut rng, dtype)?;
+    }
     Ok(())
+}
+
+/// The tensors (name → shape) each part of the checkout in `dir` asks for,
+/// from its configs alone: nothing is allocated, so this is cheap at full size.
+pub fn plan(dir: &Path) -> Result<BTreeMap<String, BTreeMap<String, Vec<usize>>>, TinyError> {
+    parts(dir)
+        .into_iter()
+        .map(|part| Ok((part.to_owned(), record(dir, part)?.into_iter().map(|(n, w)| (n, w.shape)).collect())))
+        .collect()
+}
+
+/// The parts with weights, in the order their random values are drawn.
+fn parts(dir: &Path) -> Vec<&'static str> {
+    let mut parts = vec!["text_encoder", "unet", "vae"];
+    if dir.join("text_encoder_2/config.json").is_file() {
+        parts.push("text_encoder_2");
+    }
+    parts
+}
+
+/// Builds one part from its config, as the loader will, on a recorder: the
+/// weights then have exactly the tensors and shapes the loader asks for.
+fn record(dir: &Path, part: &str) -> Result<BTreeMap<String, Wanted>, TinyError> {
+    let config = dir.join(part).join(if part == "scheduler" { "scheduler_config.json" } else { "config.json" });
+    let err = |source| TinyError::Weights { path: config.clone(), source };
+    let recorder = Recorder::default();
+    let vb = VarBuilder::from_backend(Box::new(recorder.clone()), DType::F32, Device::Cpu);
+    match part {
+        "unet" => {
+            let spec = configs::unet(&config)?;
+            Unet::new(vb, &spec, false).map(drop).map_err(err)?;
+        }
+        "vae" => {
+            let spec = configs::vae(&config)?;
+            AutoEncoderKL::new(vb, spec.in_channels, spec.out_channels, spec.config.clone()).map(drop).map_err(err)?;
+        }
+        _ => {
+            let c = configs::clip(&config)?;
+            ClipTextEncoder::new(vb, &c).map(drop).map_err(err)?;
+        }
+    }
+    let wanted = recorder.0.lock().map_err(|_| err(candle_core::Error::Msg("recorder poisoned".into())))?.clone();
+    Ok(wanted)
 }
 
 /// CLIP's layout: 256 byte tokens, the same with `</w>`, merges, then the
 /// two special tokens. Returns the vocabulary size.
-fn write_tokenizer(dir: &Path) -> Result<usize, TinyError> {
+pub(crate) fn write_tokenizer(dir: &Path, pad: &str) -> Result<usize, TinyError> {
     let bytes = bytes_to_unicode();
     let mut vocab: Vec<String> = bytes.iter().map(|c| c.to_string()).collect();
     vocab.extend(bytes.iter().map(|c| format!("{c}</w>")));
@@ -202,62 +363,126 @@ fn write_tokenizer(dir: &Path) -> Result<usize, TinyError> {
         text.push_str(&format!("{a} {b}\n"));
     }
     write_file(&dir.join("merges.txt"), text.as_bytes())?;
-    // SD 2.x pads with "!", which exercises the pad-token path.
+    // SD 2.x and SDXL's tokenizer_2 pad with "!", SD 1.x and SDXL's first tokenizer with the
+    // end token. Both files, as transformers' CLIPTokenizer saves them (diffusers loads them).
     write_json(
         &dir.join("special_tokens_map.json"),
         &json!({
-            "bos_token": START_OF_TEXT, "eos_token": END_OF_TEXT, "pad_token": "!", "unk_token": END_OF_TEXT
+            "bos_token": START_OF_TEXT, "eos_token": END_OF_TEXT, "pad_token": pad, "unk_token": END_OF_TEXT
+        }),
+    )?;
+    write_json(
+        &dir.join("tokenizer_config.json"),
+        &json!({
+            "tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": true,
+            "bos_token": START_OF_TEXT, "eos_token": END_OF_TEXT, "pad_token": pad, "unk_token": END_OF_TEXT,
+            "errors": "replace", "add_prefix_space": false, "clean_up_tokenization_spaces": true
         }),
     )?;
     Ok(vocab.len())
 }
 
-/// Builds a part on a fresh variable map (so it has exactly the tensors the
-/// loader asks for), redraws every non-constant tensor from our seeded
-/// generator, and saves the map as safetensors.
+/// One tensor a part asks for.
+#[derive(Debug, Clone)]
+struct Wanted {
+    shape: Vec<usize>,
+    init: Init,
+}
+
+/// A variable builder backend that records what the model asks for and
+/// hands back zero-cost placeholders (a broadcast scalar), so building a
+/// full-size SDXL UNet to learn its tensors allocates nothing.
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<BTreeMap<String, Wanted>>>);
+
+impl candle_nn::var_builder::SimpleBackend for Recorder {
+    fn get(&self, s: Shape, name: &str, init: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let mut m = self.0.lock().map_err(|_| candle_core::Error::Msg("recorder poisoned".into()))?;
+        // A later ask for the same name (a linear after a probe of its shape) sets its init.
+        m.insert(name.to_owned(), Wanted { shape: s.dims().to_vec(), init });
+        Tensor::zeros((), dtype, dev)?.broadcast_as(s)
+    }
+
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("{name}: the recorder needs a shape")
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        // The VAE's attention takes diffusers' current names (to_q, to_k, to_v, to_out.0) when
+        // the checkout has them, as diffusers itself writes them.
+        name.ends_with("to_q.weight")
+    }
+}
+
+/// Draws every non-constant one from our
+/// seeded generator (constants, such as norm weights and zero biases, keep
+/// their value) and streams them to a safetensors file as `dtype`.
 fn save_random(
     path: &Path,
+    wanted: &BTreeMap<String, Wanted>,
     rng: &mut NoiseRng,
-    build: impl FnOnce(VarBuilder) -> candle_core::Result<()>,
+    dtype: DType,
 ) -> Result<(), TinyError> {
     let err = |source| TinyError::Weights { path: path.into(), source };
-    let map = VarMap::new();
-    build(VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu)).map_err(err)?;
-    let vars = map.data().lock().map_err(|_| err(candle_core::Error::Msg("variable map poisoned".into())))?;
-    let mut names: Vec<&String> = vars.keys().collect();
-    names.sort();
-    let mut tensors: HashMap<String, Tensor> = HashMap::new();
-    for name in names {
-        let t = vars[name].as_tensor();
-        let values = t.flatten_all().and_then(|v| v.to_vec1::<f32>()).map_err(err)?;
-        let n = values.len().max(1) as f64;
-        let mean = values.iter().map(|v| *v as f64).sum::<f64>() / n;
-        // Only used to tell constant initialisations (norm weights, zero biases) apart.
-        let std = (values.iter().map(|v| (*v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
-        // The scale comes from the shape alone (1/sqrt(fan-in), 0.02 for
-        // vectors), never from candle's unseeded draw, so the output is the
-        // same on every run.
-        let fresh = if std < 1e-12 {
-            t.clone()
-        } else {
-            let dims = t.dims();
-            let scale = match dims {
-                [_] => 0.02,
-                [_, rest @ ..] => 1.0 / (rest.iter().product::<usize>() as f64).sqrt(),
-                [] => 1.0,
-            };
-            rng.randn(dims, &Device::Cpu).and_then(|n| n.affine(scale, 0.0)).map_err(err)?
-        };
-        tensors.insert(name.clone(), fresh);
-    }
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|source| TinyError::Write { path: parent.into(), source })?;
     }
-    candle_core::safetensors::save(&tensors, path).map_err(err)?;
-    // The safetensors writer creates its file owner-only (0600). A model is
-    // not a secret, and the directory is often written by one user (an image
-    // build, an init container) and read by another (the non-root worker), so
-    // give the weights the same mode as the configs next to them.
+    let io = |source| TinyError::Write { path: path.into(), source };
+    let (tag, width) = match dtype {
+        DType::F16 => ("F16", 2),
+        DType::F32 => ("F32", 4),
+        other => return Err(err(candle_core::Error::Msg(format!("cannot write {other:?} weights")))),
+    };
+    // The safetensors layout: a little-endian u64 header length, the JSON header
+    // (name -> dtype, shape, byte range), then the tensors' bytes in that order.
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), json!({"format": "pt"}));
+    let mut offset = 0usize;
+    for (name, w) in wanted {
+        let bytes = w.shape.iter().product::<usize>() * width;
+        header.insert(name.clone(), json!({"dtype": tag, "shape": w.shape, "data_offsets": [offset, offset + bytes]}));
+        offset += bytes;
+    }
+    let mut text = serde_json::to_string(&Value::Object(header)).unwrap_or_default().into_bytes();
+    while !text.len().is_multiple_of(8) {
+        text.push(b' ');
+    }
+    let file = std::fs::File::create(path).map_err(io)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    out.write_all(&(text.len() as u64).to_le_bytes()).map_err(io)?;
+    out.write_all(&text).map_err(io)?;
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+    for w in wanted.values() {
+        let n: usize = w.shape.iter().product();
+        // The scale comes from the shape alone (1/sqrt(fan-in), 0.02 for vectors).
+        let scale = match w.shape.as_slice() {
+            [_] => 0.02,
+            [_, rest @ ..] => 1.0 / (rest.iter().product::<usize>() as f64).sqrt(),
+            [] => 1.0,
+        } as f32;
+        let constant = match w.init {
+            Init::Const(v) => Some(v as f32),
+            _ => None,
+        };
+        let mut left = n;
+        while left > 0 {
+            let chunk = left.min(1 << 18);
+            buf.clear();
+            for _ in 0..chunk {
+                let v = constant.unwrap_or_else(|| rng.normal() * scale);
+                match dtype {
+                    DType::F16 => buf.extend_from_slice(&half::f16::from_f32(v).to_le_bytes()),
+                    _ => buf.extend_from_slice(&v.to_le_bytes()),
+                }
+            }
+            out.write_all(&buf).map_err(io)?;
+            left -= chunk;
+        }
+    }
+    out.flush().map_err(io)?;
+    drop(out);
+    // A model is not a secret, and the directory is often written by one user (an image
+    // build, an init container) and read by another (the non-root worker): world-readable.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
         .map_err(|source| TinyError::Write { path: path.into(), source })

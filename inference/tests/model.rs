@@ -178,3 +178,87 @@ fn every_file_of_the_tiny_model_is_readable_by_others() {
     }
     assert!(seen >= 8, "only {seen} files written");
 }
+
+fn tiny_arch(arch: edge_inference::tiny::Arch) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    edge_inference::tiny::write_arch(dir.path(), arch).unwrap();
+    dir
+}
+
+/// A checkout whose UNet comes in shards (`*.safetensors.index.json`, as
+/// diffusers saves large models) loads and draws the same image.
+#[test]
+fn sharded_weights_load_like_one_file() {
+    let dir = tiny_arch(edge_inference::tiny::Arch::Sdxl);
+    let p = params(3, 64, 64);
+    let whole = Model::load(dir.path(), &LoadOptions::default()).unwrap();
+    let a = whole.generate(&p, |_| ControlFlow::Continue(())).unwrap().to_png();
+
+    let unet = dir.path().join("unet");
+    let file = unet.join("diffusion_pytorch_model.safetensors");
+    let tensors = candle_core::safetensors::load(&file, &candle_core::Device::Cpu).unwrap();
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    let mut map = serde_json::Map::new();
+    for (i, chunk) in names.chunks(names.len().div_ceil(2)).enumerate() {
+        let shard = format!("diffusion_pytorch_model-0000{}-of-00002.safetensors", i + 1);
+        let part: std::collections::HashMap<String, candle_core::Tensor> =
+            chunk.iter().map(|n| ((*n).clone(), tensors[*n].clone())).collect();
+        candle_core::safetensors::save(&part, unet.join(&shard)).unwrap();
+        for n in chunk {
+            map.insert((*n).clone(), shard.clone().into());
+        }
+    }
+    std::fs::remove_file(&file).unwrap();
+    let index = serde_json::json!({"metadata": {"total_size": 0}, "weight_map": map});
+    std::fs::write(unet.join("diffusion_pytorch_model.safetensors.index.json"), index.to_string()).unwrap();
+    let sharded = Model::load(dir.path(), &LoadOptions::default()).unwrap();
+    assert_eq!(sharded.generate(&p, |_| ControlFlow::Continue(())).unwrap().to_png(), a);
+
+    // A shard the index names but the checkout lacks: refused, naming it.
+    std::fs::remove_file(unet.join("diffusion_pytorch_model-00002-of-00002.safetensors")).unwrap();
+    let err = Model::load(dir.path(), &LoadOptions::default()).err().unwrap().to_string();
+    assert!(err.contains("00002-of-00002") && err.contains("missing"), "{err}");
+}
+
+/// Keys a newer diffusers adds to config.json are logged and ignored; values
+/// that would change the model are still refused by name.
+#[test]
+fn unknown_config_keys_warn_instead_of_refusing() {
+    let dir = tiny_arch(edge_inference::tiny::Arch::SdTurbo);
+    for part in ["unet/config.json", "vae/config.json", "text_encoder/config.json", "scheduler/scheduler_config.json"] {
+        let path = dir.path().join(part);
+        let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        v["a_key_from_diffusers_0_99"] = serde_json::json!({"nested": true});
+        std::fs::write(&path, v.to_string()).unwrap();
+    }
+    Model::load(dir.path(), &LoadOptions::default()).unwrap();
+    let path = dir.path().join("unet/config.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    v["time_cond_proj_dim"] = serde_json::json!(256);
+    std::fs::write(&path, v.to_string()).unwrap();
+    let err = Model::load(dir.path(), &LoadOptions::default()).err().unwrap().to_string();
+    assert!(err.contains("time_cond_proj_dim"), "{err}");
+}
+
+/// SDXL conditions on both encoders side by side and a pooled embedding;
+/// an empty negative prompt is zeros (force_zeros_for_empty_prompt).
+#[test]
+fn sdxl_conditioning_has_both_encoders_and_pooled_embeddings() {
+    let dir = tiny_arch(edge_inference::tiny::Arch::Sdxl);
+    let m = Model::load(dir.path(), &LoadOptions::default()).unwrap();
+    assert!(m.second.is_some() && m.unet.needs_text_time() && m.zeros_for_empty_negative);
+    let c = m.condition("a cat", "", true).unwrap();
+    assert_eq!(c.context.dims(), &[2, 77, 64], "32 + 32 wide, negative then positive");
+    let pooled = c.pooled.expect("pooled embeddings");
+    assert_eq!(pooled.dims(), &[2, 32]);
+    let neg = pooled.get(0).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+    assert_eq!(neg, 0.0, "an empty negative prompt is zeros");
+    let c = m.condition("a cat", "blurry", true).unwrap();
+    let neg = c.pooled.unwrap().get(0).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(neg > 0.0);
+    // SD 2.x: one encoder, no pooled embedding.
+    let sd = Model::load(tiny_arch(edge_inference::tiny::Arch::Sd21).path(), &LoadOptions::default()).unwrap();
+    let c = sd.condition("a cat", "", false).unwrap();
+    assert_eq!((c.context.dims(), c.pooled.is_none()), (&[1usize, 77, 32][..], true));
+}

@@ -108,6 +108,11 @@ async fn generate(state: &AppState, body: &[u8], endpoint: Endpoint) -> Result<(
         _ => return Err(ApiError::NotReady),
     };
     let job = validation::parse(body, endpoint, limits, || state.next_seed())?;
+    // The text encoder reads 77 tokens: a longer prompt is refused (diffusers would cut it
+    // off with a warning, drawing part of it), before it takes a place in the queue.
+    for (field, text) in [("prompt", &job.params.prompt), ("negative_prompt", &job.params.negative_prompt)] {
+        model.check_prompt(text).map_err(|message| validation::ValidationError { field: field.into(), message })?;
+    }
     let ticket = state.queue.admit()?;
     let admitted = Instant::now();
     // Dropped with this future if the client goes away: stops the generation.

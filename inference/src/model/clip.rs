@@ -6,7 +6,7 @@
 //! (`text_model.encoder.layers.N.self_attn.q_proj.weight`, …), so real
 //! checkouts load unchanged; a test proves the output equal to candle's.
 
-use candle_core::{D, DType, Device, Module, Result, Tensor};
+use candle_core::{D, DType, Device, IndexOp, Module, Result, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 
 /// The activation between the two MLP layers (`hidden_act`).
@@ -62,6 +62,9 @@ pub struct ClipConfig {
     pub activation: Activation,
     /// LayerNorm epsilon.
     pub layer_norm_eps: f64,
+    /// `CLIPTextModelWithProjection` (SDXL's second encoder): the width of
+    /// `text_projection`, applied to the pooled output.
+    pub projection_dim: Option<usize>,
 }
 
 struct Layer {
@@ -75,14 +78,24 @@ struct Layer {
     fc2: Linear,
 }
 
-/// The CLIP text transformer (`CLIPTextModel`), returning the final hidden
-/// states that condition the UNet.
+/// The CLIP text transformer (`CLIPTextModel`, or `CLIPTextModelWithProjection`
+/// with `projection_dim`), returning the hidden states that condition the UNet.
 pub struct ClipTextEncoder {
     token_embedding: Embedding,
     position_embedding: Embedding,
     layers: Vec<Layer>,
     final_layer_norm: LayerNorm,
+    text_projection: Option<Linear>,
     config: ClipConfig,
+}
+
+/// What SDXL takes from an encoder.
+pub struct ClipOutput {
+    /// The last layer's hidden states after the final layer norm (SD 1.x/2.x condition on these).
+    pub last: Tensor,
+    /// The second-to-last layer's hidden states, before any norm (transformers'
+    /// `hidden_states[-2]`: SDXL conditions on these).
+    pub penultimate: Tensor,
 }
 
 impl ClipTextEncoder {
@@ -114,7 +127,27 @@ impl ClipTextEncoder {
             })
             .collect::<Result<Vec<_>>>()?;
         let final_layer_norm = ln(vb.pp("final_layer_norm"))?;
-        Ok(Self { token_embedding, position_embedding, layers, final_layer_norm, config: config.clone() })
+        let text_projection = match c.projection_dim {
+            Some(p) => Some(candle_nn::linear_no_bias(c.hidden_size, p, vb.root().pp("text_projection"))?),
+            None => None,
+        };
+        Ok(Self {
+            token_embedding,
+            position_embedding,
+            layers,
+            final_layer_norm,
+            text_projection,
+            config: config.clone(),
+        })
+    }
+
+    /// `text_embeds` of `CLIPTextModelWithProjection`: the final hidden state at
+    /// each sequence's first end token (`eos[b]`), through `text_projection`.
+    /// `None` for an encoder without the projection.
+    pub fn pooled(&self, last: &Tensor, eos: &[usize]) -> Result<Option<Tensor>> {
+        let Some(proj) = &self.text_projection else { return Ok(None) };
+        let rows = eos.iter().enumerate().map(|(b, &i)| last.i((b, i))?.unsqueeze(0)).collect::<Result<Vec<_>>>()?;
+        Ok(Some(proj.forward(&Tensor::cat(&rows, 0)?)?))
     }
 
     /// The encoder's configuration.
@@ -124,6 +157,11 @@ impl ClipTextEncoder {
 
     /// Hidden states `(batch, seq, hidden)` for token ids `(batch, seq)`.
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(self.forward_all(ids)?.last)
+    }
+
+    /// The last (normed) and the second-to-last hidden states.
+    pub fn forward_all(&self, ids: &Tensor) -> Result<ClipOutput> {
         let (batch, seq) = ids.dims2()?;
         let device = ids.device();
         let positions = Tensor::arange(0u32, seq as u32, device)?.unsqueeze(0)?;
@@ -135,7 +173,11 @@ impl ClipTextEncoder {
         let split = |t: Tensor| -> Result<Tensor> {
             t.reshape((batch, seq, heads, head_dim))?.transpose(1, 2)?.contiguous()?.to_dtype(DType::F32)
         };
-        for layer in &self.layers {
+        let mut penultimate = xs.clone();
+        for (n, layer) in self.layers.iter().enumerate() {
+            if n + 1 == self.layers.len() {
+                penultimate = xs.clone();
+            }
             let residual = xs.clone();
             let h = layer.ln1.forward(&xs)?;
             let q = split((layer.q.forward(&h)? * scale)?)?;
@@ -156,7 +198,7 @@ impl ClipTextEncoder {
             let h = layer.fc2.forward(&self.config.activation.apply(&layer.fc1.forward(&h)?)?)?;
             xs = (h + residual)?;
         }
-        self.final_layer_norm.forward(&xs)
+        Ok(ClipOutput { last: self.final_layer_norm.forward(&xs)?, penultimate })
     }
 }
 
@@ -220,6 +262,7 @@ mod tests {
             max_position_embeddings: 77,
             activation: Activation::GeluTanh,
             layer_norm_eps: 1e-5,
+            projection_dim: None,
         };
         let weights = random_weights(&config);
         let vb = VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);

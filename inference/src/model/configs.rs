@@ -21,6 +21,32 @@ pub struct UnetSpec {
     pub in_channels: usize,
     /// Latent channels out.
     pub out_channels: usize,
+    /// SDXL's extra conditioning (`addition_embed_type: "text_time"`).
+    pub text_time: Option<TextTimeSpec>,
+    /// `sample_size`: the latent side the model was trained at (64 for SD 1.5, 96 for SD 2.1
+    /// 768, 128 for SDXL), when the config gives it.
+    pub sample_size: Option<usize>,
+}
+
+/// SDXL's `add_embedding`: the pooled text embedding and six size/crop "time
+/// ids", each id projected sinusoidally to `time_embed_dim` channels, then an
+/// MLP to the UNet's time embedding width, added to the timestep embedding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextTimeSpec {
+    /// `addition_time_embed_dim` (256 for SDXL).
+    pub time_embed_dim: usize,
+    /// `projection_class_embeddings_input_dim` (2816 = 1280 pooled + 6 × 256 for SDXL).
+    pub input_dim: usize,
+}
+
+impl TextTimeSpec {
+    /// Time ids per image: original size (h, w), crop top-left (y, x), target size (h, w).
+    pub const TIME_IDS: usize = 6;
+
+    /// Width of the pooled text embedding this spec expects.
+    pub fn pooled_dim(&self) -> usize {
+        self.input_dim.saturating_sub(Self::TIME_IDS * self.time_embed_dim)
+    }
 }
 
 /// The VAE's architecture and latent scaling.
@@ -32,8 +58,11 @@ pub struct VaeSpec {
     pub in_channels: usize,
     /// Image channels out (3).
     pub out_channels: usize,
-    /// Latents are divided by this before decoding (0.18215 for SD).
+    /// Latents are divided by this before decoding (0.18215 for SD, 0.13025 for SDXL).
     pub scaling_factor: f64,
+    /// `force_upcast` (diffusers' default: true): under f16 the SDXL VAE overflows, so the
+    /// SDXL pipeline decodes in f32 when this is set.
+    pub force_upcast: bool,
 }
 
 impl VaeSpec {
@@ -130,6 +159,30 @@ pub fn unet(path: &Path) -> Result<UnetSpec, FieldError> {
     };
     let in_channels = f.or("in_channels", "an integer", 4)?;
     let out_channels = f.or("out_channels", "an integer", 4)?;
+    let text_time = match f.opt::<String>("addition_embed_type", "a string")?.as_deref() {
+        None => None,
+        Some("text_time") => {
+            let time_embed_dim: usize = f.req("addition_time_embed_dim", "an integer (256 for SDXL)")?;
+            let input_dim: usize = f.req("projection_class_embeddings_input_dim", "an integer (2816 for SDXL)")?;
+            if time_embed_dim == 0 || input_dim <= TextTimeSpec::TIME_IDS * time_embed_dim {
+                return Err(f.error(
+                    "projection_class_embeddings_input_dim",
+                    format!(
+                        "{input_dim} leaves no room for a pooled text embedding next to {} time ids of {time_embed_dim}",
+                        TextTimeSpec::TIME_IDS
+                    ),
+                ));
+            }
+            Some(TextTimeSpec { time_embed_dim, input_dim })
+        }
+        Some(other) => {
+            return Err(f.error(
+                "addition_embed_type",
+                format!("{other:?} is not supported; supported: \"text_time\" (SDXL), or none"),
+            ));
+        }
+    };
+    let sample_size: Option<usize> = f.opt("sample_size", "an integer")?;
     f.only("act_fn", &[json!("silu")])?;
     f.only("mid_block_type", &[json!("UNetMidBlock2DCrossAttn")])?;
     f.only("time_embedding_type", &[json!("positional")])?;
@@ -142,16 +195,13 @@ pub fn unet(path: &Path) -> Result<UnetSpec, FieldError> {
     f.only("mid_block_only_cross_attention", &[json!(false)])?;
     f.only("resnet_out_scale_factor", &[json!(1.0), json!(1)])?;
     f.only("attention_type", &[json!("default")])?;
-    // Extra embeddings (SDXL, class-conditional, LCM) change the model: refuse any value.
+    // Extra embeddings (class-conditional, LCM's guidance embedding) change the model: refuse any value.
     for absent in [
         "class_embed_type",
-        "addition_embed_type",
         "num_class_embeds",
         "encoder_hid_dim",
         "encoder_hid_dim_type",
         "time_cond_proj_dim",
-        "projection_class_embeddings_input_dim",
-        "addition_time_embed_dim",
         "time_embedding_dim",
         "time_embedding_act_fn",
         "timestep_post_act",
@@ -160,11 +210,16 @@ pub fn unet(path: &Path) -> Result<UnetSpec, FieldError> {
     ] {
         f.only(absent, &[])?;
     }
+    if text_time.is_none() {
+        for field in ["addition_time_embed_dim", "projection_class_embeddings_input_dim"] {
+            f.only(field, &[])?;
+        }
+    }
     // `upcast_attention`: candle's attention computes its softmax in f32 on
-    // every device already; `sample_size` is only a default image size.
-    f.ignore(&["upcast_attention", "sample_size", "addition_embed_type_num_heads", "dropout"]);
+    // every device already.
+    f.ignore(&["upcast_attention", "addition_embed_type_num_heads", "dropout"]);
     f.finish()?;
-    Ok(UnetSpec { config, in_channels, out_channels })
+    Ok(UnetSpec { config, in_channels, out_channels, text_time, sample_size })
 }
 
 /// Parses `vae/config.json`.
@@ -198,6 +253,7 @@ pub fn vae(path: &Path) -> Result<VaeSpec, FieldError> {
         in_channels: f.or("in_channels", "an integer", 3)?,
         out_channels: f.or("out_channels", "an integer", 3)?,
         scaling_factor: f.or("scaling_factor", "a number", 0.18215)?,
+        force_upcast: f.or("force_upcast", "true or false", true)?,
     };
     if spec.out_channels != 3 {
         return Err(f.error("out_channels", format!("{} is not supported; an RGB image needs 3", spec.out_channels)));
@@ -207,9 +263,8 @@ pub fn vae(path: &Path) -> Result<VaeSpec, FieldError> {
     for absent in ["shift_factor", "latents_mean", "latents_std"] {
         f.only(absent, &[])?;
     }
-    // `force_upcast` asks for an f32 VAE under f16: we always decode in the model dtype
-    // on CPU (f32); `sample_size` is only a default.
-    f.ignore(&["force_upcast", "sample_size"]);
+    // `sample_size` is only a default.
+    f.ignore(&["sample_size"]);
     f.finish()?;
     Ok(spec)
 }
@@ -218,10 +273,21 @@ pub fn vae(path: &Path) -> Result<VaeSpec, FieldError> {
 pub fn clip(path: &Path) -> Result<ClipConfig, FieldError> {
     let mut f = Fields::read(path)?;
     f.only("model_type", &[json!("clip_text_model")])?;
-    if let Some(archs) = f.opt::<Vec<String>>("architectures", "a list of class names")?
-        && archs.iter().any(|a| a != "CLIPTextModel")
-    {
-        return Err(f.error("architectures", format!("{archs:?} is not supported; supported: [\"CLIPTextModel\"]")));
+    let mut with_projection = false;
+    if let Some(archs) = f.opt::<Vec<String>>("architectures", "a list of class names")? {
+        match archs.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+            ["CLIPTextModel"] => {}
+            ["CLIPTextModelWithProjection"] => with_projection = true,
+            _ => {
+                return Err(f.error(
+                    "architectures",
+                    format!(
+                        "{archs:?} is not supported; supported: [\"CLIPTextModel\"], \
+                         [\"CLIPTextModelWithProjection\"] (SDXL's text_encoder_2)"
+                    ),
+                ));
+            }
+        }
     }
     let act: String = f.or("hidden_act", "a string", "quick_gelu".to_owned())?;
     let activation = Activation::parse(&act).ok_or_else(|| {
@@ -236,6 +302,18 @@ pub fn clip(path: &Path) -> Result<ClipConfig, FieldError> {
         max_position_embeddings: f.or("max_position_embeddings", "an integer", 77)?,
         activation,
         layer_norm_eps: f.or("layer_norm_eps", "a number", 1e-5)?,
+        projection_dim: None,
+    };
+    let projection_dim: Option<usize> = f.opt("projection_dim", "an integer")?;
+    let config = ClipConfig {
+        projection_dim: if with_projection {
+            Some(projection_dim.ok_or_else(|| {
+                f.error("projection_dim", "missing; CLIPTextModelWithProjection needs the projection's width")
+            })?)
+        } else {
+            None
+        },
+        ..config
     };
     if config.num_attention_heads == 0 || !config.hidden_size.is_multiple_of(config.num_attention_heads) {
         return Err(f.error(
@@ -255,7 +333,6 @@ pub fn clip(path: &Path) -> Result<ClipConfig, FieldError> {
         "pad_token_id",
         "initializer_factor",
         "initializer_range",
-        "projection_dim",
         "torch_dtype",
         "transformers_version",
         "return_dict",
@@ -353,9 +430,9 @@ mod tests {
     fn refuses_unsupported_unet_fields_by_name() {
         for (field, value) in [
             ("act_fn", json!("gelu")),
-            ("addition_embed_type", json!("text_time")),
+            ("addition_embed_type", json!("image")),
+            ("time_cond_proj_dim", json!(256)),
             ("down_block_types", json!(["CrossAttnDownBlock2D", "Weird", "CrossAttnDownBlock2D", "DownBlock2D"])),
-            ("some_new_field", json!(1)),
         ] {
             let mut v: Value = serde_json::from_str(SD21_UNET).unwrap();
             v[field] = value;

@@ -1,6 +1,8 @@
 //! Reading a `config.json` field by field, so every problem names the file,
-//! the field and what we accept, and a field we do not understand is refused
-//! instead of silently changing the model's meaning.
+//! the field and what we accept. A known field with a value we do not
+//! implement is refused (it would change the model's meaning); a field we do
+//! not know at all is logged once and ignored, since newer diffusers and
+//! transformers releases keep adding keys to the files they save.
 
 use std::path::{Path, PathBuf};
 
@@ -89,13 +91,32 @@ impl Fields {
         }
     }
 
-    /// Fails on the first field nobody consumed. Keys starting with `_`
-    /// (`_class_name`, `_diffusers_version`, …) are metadata and skipped.
+    /// Fields nobody consumed, sorted. Keys starting with `_` (`_class_name`,
+    /// `_diffusers_version`, …) are metadata and not listed.
+    pub fn unknown(&self) -> Vec<String> {
+        self.obj.keys().filter(|k| !k.starts_with('_')).cloned().collect()
+    }
+
+    /// Ends reading: every field nobody consumed is logged as a warning, once
+    /// per file and field in this process, and ignored.
     pub fn finish(self) -> Result<(), FieldError> {
-        match self.obj.keys().find(|k| !k.starts_with('_')) {
-            Some(k) => Err(self.error(k, "unknown or unsupported field")),
-            None => Ok(()),
+        static WARNED: std::sync::Mutex<Option<std::collections::BTreeSet<String>>> = std::sync::Mutex::new(None);
+        let unknown = self.unknown();
+        if unknown.is_empty() {
+            return Ok(());
         }
+        let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+        let warned = warned.get_or_insert_with(Default::default);
+        for field in unknown {
+            if warned.insert(format!("{}\0{field}", self.path.display())) {
+                tracing::warn!(
+                    file = %self.path.display(),
+                    field = %field,
+                    "unknown config field, ignored (a newer diffusers/transformers key this worker does not read)"
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The file these fields came from.
@@ -135,8 +156,8 @@ mod tests {
         assert!(err.contains("/m/unet/config.json") && err.contains("\"a\"") && err.contains("an integer"), "{err}");
         let err = f.only("act_fn", &["silu".into()]).unwrap_err().to_string();
         assert!(err.contains("\"relu\"") && err.contains("\"silu\""), "{err}");
-        let err = f.finish().unwrap_err().to_string();
-        assert!(err.contains("zzz"), "{err}");
+        assert_eq!(f.unknown(), ["zzz"], "metadata keys are not unknown");
+        f.finish().expect("an unknown field is a warning, not an error");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The Stable Diffusion model: loaded once from a diffusers-layout directory
-//! (`text_encoder/`, `unet/`, `vae/`, `tokenizer/`, `scheduler/`), then shared
-//! read-only by every generation.
+//! (`text_encoder/`, `unet/`, `vae/`, `tokenizer/`, `scheduler/`, and for SDXL
+//! `text_encoder_2/` and `tokenizer_2/`), then shared read-only by every
+//! generation.
 
 pub mod clip;
 pub mod configs;
@@ -10,18 +11,21 @@ pub mod pipeline;
 pub mod rng;
 pub mod schedulers;
 pub mod tokenizer;
+pub mod unet;
 
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
-use candle_transformers::models::stable_diffusion::{unet_2d::UNet2DConditionModel, vae::AutoEncoderKL};
+use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
 
-use self::clip::ClipTextEncoder;
+use self::clip::{ClipConfig, ClipTextEncoder};
 use self::configs::{UnetSpec, VaeSpec};
 use self::fields::FieldError;
+use self::schedulers::schedule::Spacing;
 use self::schedulers::{SamplerKind, SchedulerConfig};
 use self::tokenizer::{ClipTokenizer, TokenizerError};
+use self::unet::Unet;
 
 /// Why a model directory could not be loaded. Every variant names the path.
 #[derive(Debug, thiserror::Error)]
@@ -69,12 +73,35 @@ pub struct LoadOptions {
     pub dtype: DType,
     /// Run this sampler instead of the one `scheduler_config.json` names.
     pub sampler: Option<SamplerKind>,
+    /// Attention through flash-attn v2 kernels (feature `flash-attn`, CUDA, f16/bf16 only).
+    pub flash_attn: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { device: Device::Cpu, dtype: DType::F32, sampler: None }
+        Self { device: Device::Cpu, dtype: DType::F32, sampler: None, flash_attn: false }
     }
+}
+
+/// SDXL's second text encoder and its tokenizer.
+pub struct SecondEncoder {
+    /// `tokenizer_2/` (pads with `!`).
+    pub tokenizer: ClipTokenizer,
+    /// `text_encoder_2/`, a `CLIPTextModelWithProjection`.
+    pub encoder: ClipTextEncoder,
+}
+
+/// Request defaults that suit the checkout, used where the flags set none.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recommended {
+    /// Denoising steps.
+    pub steps: usize,
+    /// Guidance scale.
+    pub guidance: f64,
+    /// Image size (width, height).
+    pub size: (usize, usize),
+    /// Why (for the log).
+    pub why: &'static str,
 }
 
 /// A loaded model, ready to generate.
@@ -83,16 +110,23 @@ pub struct Model {
     pub tokenizer: ClipTokenizer,
     /// Text encoder.
     pub text_encoder: ClipTextEncoder,
+    /// SDXL's second encoder; `None` for SD 1.x/2.x.
+    pub second: Option<SecondEncoder>,
     /// Denoiser.
-    pub unet: UNet2DConditionModel,
+    pub unet: Unet,
     /// Latent decoder.
     pub vae: AutoEncoderKL,
+    /// The VAE's weight type: f32 when the SDXL VAE is upcast under f16.
+    pub vae_dtype: DType,
     /// UNet architecture as read.
     pub unet_spec: UnetSpec,
     /// VAE architecture as read.
     pub vae_spec: VaeSpec,
     /// Sampler settings.
     pub scheduler: SchedulerConfig,
+    /// SDXL: an empty negative prompt is all zeros, not the encoding of "" (model_index.json
+    /// `force_zeros_for_empty_prompt`, diffusers' default true).
+    pub zeros_for_empty_negative: bool,
     /// Compute device.
     pub device: Device,
     /// Compute type.
@@ -118,19 +152,69 @@ impl Model {
             }
             scheduler.kind = kind;
         }
-        let tok_dir = dir.join("tokenizer");
-        let pad = configs::pad_token(&tok_dir)?;
-        let tokenizer = ClipTokenizer::from_dir(&tok_dir, pad.as_deref())?;
-
+        let tokenizer = read_tokenizer(&dir.join("tokenizer"))?;
         let mismatch = |path: &Path, reason: String| LoadError::Mismatch { path: path.into(), reason };
-        if unet_spec.config.cross_attention_dim != clip_config.hidden_size {
+        check_vocab(&tokenizer, &clip_config, &clip_cfg_path)?;
+
+        // SDXL: a second encoder whose penultimate states are concatenated to the first's,
+        // and whose projected pooled output conditions the UNet with the time ids.
+        let clip2_path = dir.join("text_encoder_2/config.json");
+        let second_config = if clip2_path.is_file() {
+            let c = configs::clip(&clip2_path)?;
+            let tok = read_tokenizer(&dir.join("tokenizer_2"))?;
+            check_vocab(&tok, &c, &clip2_path)?;
+            Some((c, tok))
+        } else {
+            None
+        };
+        let text_width = clip_config.hidden_size + second_config.as_ref().map_or(0, |(c, _)| c.hidden_size);
+        if unet_spec.config.cross_attention_dim != text_width {
+            let what = if second_config.is_some() {
+                format!(
+                    "the text encoders' hidden sizes {} + {} = {text_width}",
+                    clip_config.hidden_size,
+                    text_width - clip_config.hidden_size
+                )
+            } else {
+                format!("the text encoder's hidden_size {text_width}")
+            };
             return Err(mismatch(
                 &unet_cfg,
-                format!(
-                    "cross_attention_dim {} differs from the text encoder's hidden_size {}",
-                    unet_spec.config.cross_attention_dim, clip_config.hidden_size
-                ),
+                format!("cross_attention_dim {} differs from {what}", unet_spec.config.cross_attention_dim),
             ));
+        }
+        match (&unet_spec.text_time, &second_config) {
+            (Some(tt), Some((c2, _))) => {
+                if c2.projection_dim != Some(tt.pooled_dim()) {
+                    return Err(mismatch(
+                        &unet_cfg,
+                        format!(
+                            "projection_class_embeddings_input_dim {} = pooled {} + 6 time ids x {}, but \
+                             text_encoder_2 projects to {:?} (an SDXL refiner's 5 time ids are not supported)",
+                            tt.input_dim,
+                            tt.pooled_dim(),
+                            tt.time_embed_dim,
+                            c2.projection_dim
+                        ),
+                    ));
+                }
+            }
+            (Some(_), None) => {
+                return Err(mismatch(
+                    &unet_cfg,
+                    format!(
+                        "addition_embed_type \"text_time\" (SDXL) needs text_encoder_2/ and tokenizer_2/; {} is missing",
+                        clip2_path.display()
+                    ),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(mismatch(
+                    &unet_cfg,
+                    "text_encoder_2/ is present but the UNet has no addition_embed_type \"text_time\"".into(),
+                ));
+            }
+            (None, None) => {}
         }
         let latent = vae_spec.config.latent_channels;
         if unet_spec.in_channels != latent || unet_spec.out_channels != latent {
@@ -143,43 +227,44 @@ impl Model {
                 ),
             ));
         }
-        if tokenizer.max_id() as usize >= clip_config.vocab_size {
-            return Err(mismatch(
-                &clip_cfg_path,
-                format!(
-                    "vocab_size {} is too small for tokenizer/vocab.json (largest id {})",
-                    clip_config.vocab_size,
-                    tokenizer.max_id()
-                ),
-            ));
-        }
 
         let (device, dtype) = (&options.device, options.dtype);
-        let te_path = weights(&dir.join("text_encoder"), &["model.safetensors", "model.fp16.safetensors"])?;
+        let te_path = weights(&dir.join("text_encoder"), "model", dtype)?;
         let text_encoder = with_weights(&te_path, dtype, device, |vb| ClipTextEncoder::new(vb, &clip_config))?;
-        let unet_names = ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"];
-        let unet_path = weights(&dir.join("unet"), &unet_names)?;
-        let unet = with_weights(&unet_path, dtype, device, |vb| {
-            UNet2DConditionModel::new(
-                vb,
-                unet_spec.in_channels,
-                unet_spec.out_channels,
-                false,
-                unet_spec.config.clone(),
-            )
-        })?;
-        let vae_path = weights(&dir.join("vae"), &unet_names)?;
-        let vae = with_weights(&vae_path, dtype, device, |vb| {
+        let second = match second_config {
+            Some((c, tokenizer)) => {
+                let path = weights(&dir.join("text_encoder_2"), "model", dtype)?;
+                let encoder = with_weights(&path, dtype, device, |vb| ClipTextEncoder::new(vb, &c))?;
+                Some(SecondEncoder { tokenizer, encoder })
+            }
+            None => None,
+        };
+        let unet_path = weights(&dir.join("unet"), "diffusion_pytorch_model", dtype)?;
+        let unet = with_weights(&unet_path, dtype, device, |vb| Unet::new(vb, &unet_spec, options.flash_attn))?;
+        // As diffusers' SDXL pipeline: its VAE overflows in f16, so it decodes in f32 when the
+        // config says force_upcast (SD 1.x/2.x pipelines decode in the model's type).
+        let vae_dtype = if second.is_some() && vae_spec.force_upcast && dtype != DType::F32 {
+            notes.push("the SDXL VAE decodes in f32 (vae/config.json force_upcast)".into());
+            DType::F32
+        } else {
+            dtype
+        };
+        let vae_path = weights(&dir.join("vae"), "diffusion_pytorch_model", vae_dtype)?;
+        let vae = with_weights(&vae_path, vae_dtype, device, |vb| {
             AutoEncoderKL::new(vb, vae_spec.in_channels, vae_spec.out_channels, vae_spec.config.clone())
         })?;
+        let zeros_for_empty_negative = second.is_some() && force_zeros_for_empty_prompt(dir);
         Ok(Self {
             tokenizer,
             text_encoder,
+            second,
             unet,
             vae,
+            vae_dtype,
             unet_spec,
             vae_spec,
             scheduler,
+            zeros_for_empty_negative,
             device: device.clone(),
             dtype,
             notes,
@@ -190,25 +275,170 @@ impl Model {
     pub fn size_multiple(&self) -> usize {
         self.vae_spec.scale()
     }
+
+    /// Tokens a prompt may have between the start and end tokens (75 for every SD model).
+    pub fn max_prompt_tokens(&self) -> usize {
+        self.text_encoder.config().max_position_embeddings.saturating_sub(2)
+    }
+
+    /// Refuses a prompt longer than the text encoder reads (diffusers cuts it
+    /// off with a warning; we say so instead of drawing half the prompt).
+    pub fn check_prompt(&self, text: &str) -> Result<(), String> {
+        let max = self.max_prompt_tokens();
+        let mut n = self.tokenizer.encode(text).len();
+        if let Some(s) = &self.second {
+            n = n.max(s.tokenizer.encode(text).len());
+        }
+        if n > max {
+            return Err(format!(
+                "{n} tokens; this model's text encoder reads at most {max} ({} with its start and end tokens): \
+                 shorten it",
+                max + 2
+            ));
+        }
+        Ok(())
+    }
+
+    /// Defaults for requests that name no steps, guidance or size: the trained
+    /// size (`unet/config.json` sample_size × the VAE factor, 512 when absent); a
+    /// few-step distilled checkout (SD-Turbo, SDXL-Turbo: an Euler sampler with
+    /// `timestep_spacing: "trailing"`) runs 1 step without guidance, as its model
+    /// card says; others 20 steps at guidance 7.5 (SDXL: 5.0, diffusers' default).
+    pub fn recommended(&self) -> Recommended {
+        let side = self.unet_spec.sample_size.map_or(512, |s| s * self.size_multiple());
+        let size = (side, side);
+        let distilled = self.scheduler.spacing == Spacing::Trailing
+            && matches!(self.scheduler.kind, SamplerKind::Euler | SamplerKind::EulerAncestral);
+        if distilled {
+            Recommended { steps: 1, guidance: 0.0, size, why: "few-step distilled (Turbo) scheduler: trailing Euler" }
+        } else if self.second.is_some() {
+            Recommended { steps: 20, guidance: 5.0, size, why: "SDXL" }
+        } else {
+            Recommended { steps: 20, guidance: 7.5, size, why: "Stable Diffusion" }
+        }
+    }
 }
 
-fn weights(dir: &Path, names: &[&str]) -> Result<PathBuf, LoadError> {
-    names
-        .iter()
-        .map(|n| dir.join(n))
-        .find(|p| p.is_file())
-        .ok_or_else(|| LoadError::MissingWeights { dir: dir.into(), expected: names.join(", ") })
+fn read_tokenizer(dir: &Path) -> Result<ClipTokenizer, LoadError> {
+    let pad = configs::pad_token(dir)?;
+    Ok(ClipTokenizer::from_dir(dir, pad.as_deref())?)
+}
+
+fn check_vocab(tokenizer: &ClipTokenizer, config: &ClipConfig, path: &Path) -> Result<(), LoadError> {
+    if tokenizer.max_id() as usize >= config.vocab_size {
+        return Err(LoadError::Mismatch {
+            path: path.into(),
+            reason: format!(
+                "vocab_size {} is too small for the tokenizer's vocab.json (largest id {})",
+                config.vocab_size,
+                tokenizer.max_id()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// `force_zeros_for_empty_prompt` from `model_index.json` (diffusers' SDXL default: true).
+fn force_zeros_for_empty_prompt(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("model_index.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("force_zeros_for_empty_prompt")?.as_bool())
+        .unwrap_or(true)
+}
+
+/// The weight files of one part: `STEM.safetensors`, `STEM.fp16.safetensors`, or a sharded
+/// `STEM[.fp16].safetensors.index.json` (its `weight_map`'s files). Under f16 the `.fp16`
+/// variant comes first (half the bytes to map), otherwise the full-precision one.
+pub fn weights(dir: &Path, stem: &str, dtype: DType) -> Result<Vec<PathBuf>, LoadError> {
+    let full = [format!("{stem}.safetensors"), format!("{stem}.safetensors.index.json")];
+    let half = [format!("{stem}.fp16.safetensors"), format!("{stem}.fp16.safetensors.index.json")];
+    let names: Vec<&String> =
+        if dtype == DType::F16 { half.iter().chain(&full).collect() } else { full.iter().chain(&half).collect() };
+    let Some(found) = names.iter().map(|n| dir.join(n)).find(|p| p.is_file()) else {
+        let expected = names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ");
+        return Err(LoadError::MissingWeights { dir: dir.into(), expected });
+    };
+    if !found.to_string_lossy().ends_with(".index.json") {
+        return Ok(vec![found]);
+    }
+    let bad = |reason: String| LoadError::Mismatch { path: found.clone(), reason };
+    let text = std::fs::read_to_string(&found).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let index: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    let map = index
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| bad("no \"weight_map\" object (tensor name -> shard file)".into()))?;
+    let mut shards: Vec<PathBuf> = Vec::new();
+    for (tensor, file) in map {
+        let file = file.as_str().ok_or_else(|| bad(format!("weight_map[{tensor:?}] is not a file name")))?;
+        if file.contains('/') || file.contains("..") {
+            return Err(bad(format!("weight_map[{tensor:?}] = {file:?} is not a file in {}", dir.display())));
+        }
+        let path = dir.join(file);
+        if !shards.contains(&path) {
+            if !path.is_file() {
+                return Err(bad(format!("shard {file:?} (for {tensor:?}) is missing")));
+            }
+            shards.push(path);
+        }
+    }
+    if shards.is_empty() {
+        return Err(bad("weight_map is empty".into()));
+    }
+    shards.sort();
+    Ok(shards)
 }
 
 fn with_weights<T>(
-    path: &Path,
+    paths: &[PathBuf],
     dtype: DType,
     device: &Device,
     build: impl FnOnce(VarBuilder) -> candle_core::Result<T>,
 ) -> Result<T, LoadError> {
-    let err = |source| LoadError::Weights { path: path.into(), source };
+    let path = if paths.len() == 1 {
+        paths[0].clone()
+    } else {
+        // Name the shards' directory and how many; candle names the tensor.
+        let dir = paths[0].parent().map(Path::to_path_buf).unwrap_or_default();
+        dir.join(format!("<{} shards>", paths.len()))
+    };
+    let err = |source| LoadError::Weights { path: path.clone(), source };
     // SAFETY: the weights are memory-mapped; the model directory is mounted
-    // read-only (or owned by us), so the file does not change under the map.
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device) }.map_err(err)?;
+    // read-only (or owned by us), so the files do not change under the map.
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(paths, dtype, device) }.map_err(err)?;
     build(vb).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_prefer_the_fp16_variant_under_f16_and_read_sharded_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let touch = |n: &str| std::fs::write(d.join(n), b"").unwrap();
+        let names = |v: Vec<PathBuf>| -> Vec<String> {
+            v.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect()
+        };
+        let err = weights(d, "model", DType::F32).unwrap_err().to_string();
+        assert!(err.contains("model.safetensors") && err.contains("model.fp16.safetensors.index.json"), "{err}");
+        touch("model.fp16.safetensors");
+        assert_eq!(names(weights(d, "model", DType::F32).unwrap()), ["model.fp16.safetensors"], "the only one");
+        touch("model.safetensors");
+        assert_eq!(names(weights(d, "model", DType::F32).unwrap()), ["model.safetensors"]);
+        assert_eq!(names(weights(d, "model", DType::F16).unwrap()), ["model.fp16.safetensors"]);
+
+        let index = r#"{"metadata": {}, "weight_map": {"a": "u-00002.safetensors", "b": "u-00001.safetensors",
+                        "c": "u-00001.safetensors"}}"#;
+        std::fs::write(d.join("u.safetensors.index.json"), index).unwrap();
+        let err = weights(d, "u", DType::F32).unwrap_err().to_string();
+        assert!(err.contains("u-0000") && err.contains("missing"), "{err}");
+        touch("u-00001.safetensors");
+        touch("u-00002.safetensors");
+        assert_eq!(names(weights(d, "u", DType::F32).unwrap()), ["u-00001.safetensors", "u-00002.safetensors"]);
+        std::fs::write(d.join("v.safetensors.index.json"), r#"{"weight_map": {"a": "../x.safetensors"}}"#).unwrap();
+        assert!(weights(d, "v", DType::F32).unwrap_err().to_string().contains("is not a file in"));
+    }
 }

@@ -5,10 +5,11 @@
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_core::{D, DType, Device, IndexOp, Tensor};
 
 use super::Model;
 use super::rng::NoiseRng;
+use super::unet::TextTime;
 
 /// One image's settings, already validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,31 +63,56 @@ pub struct StepInfo {
     pub elapsed: Duration,
 }
 
+/// A prompt pair's text conditioning, ready for the UNet.
+pub struct Conditioning {
+    /// `(batch, seq, cross_attention_dim)`: [negative; positive] when guided.
+    pub context: Tensor,
+    /// SDXL: `(batch, pooled_dim)` pooled embeddings, f32.
+    pub pooled: Option<Tensor>,
+}
+
 impl Model {
     /// Generates one image. `on_step` runs after every denoising step and may
     /// stop the generation by returning `Break`.
+    ///
+    /// The latents and all sampler arithmetic stay in f32 whatever the model's
+    /// type (as diffusers upcasts); only the UNet's input and the VAE's input
+    /// are cast to the weights' type.
     pub fn generate(
         &self,
         p: &Params,
         mut on_step: impl FnMut(StepInfo) -> ControlFlow<()>,
     ) -> Result<Image, GenerateError> {
         let guided = p.guidance_scale > 1.0;
-        let cond = self.embed(&p.prompt)?;
-        let context = if guided { Tensor::cat(&[&self.embed(&p.negative_prompt)?, &cond], 0)? } else { cond };
+        let cond = self.condition(&p.prompt, &p.negative_prompt, guided)?;
+        let batch = if guided { 2 } else { 1 };
+        let time_ids = match &cond.pooled {
+            Some(_) => {
+                // original size, crop top-left, target size: the asked size, uncropped.
+                let (h, w) = (p.height as f32, p.width as f32);
+                let row = [h, w, 0.0, 0.0, h, w];
+                Some(Tensor::new(&row, &self.device)?.unsqueeze(0)?.repeat((batch, 1))?)
+            }
+            None => None,
+        };
 
         let sampler = self.scheduler.build(p.steps);
         let mut rng = NoiseRng::new(p.seed);
         let scale = self.size_multiple();
         let shape = [1, self.vae_spec.config.latent_channels, p.height / scale, p.width / scale];
         let noise = rng.randn(&shape, &self.device)?;
-        let mut latents = (noise * sampler.init_noise_sigma())?.to_dtype(self.dtype)?;
+        let mut latents = (noise * sampler.init_noise_sigma())?;
 
         let total = sampler.timesteps().len();
         for (i, &t) in sampler.timesteps().iter().enumerate() {
             let started = Instant::now();
             let input = if guided { Tensor::cat(&[&latents, &latents], 0)? } else { latents.clone() };
-            let input = sampler.scale_model_input(&input, i)?;
-            let out = self.unet.forward(&input, t, &context)?;
+            let input = sampler.scale_model_input(&input, i)?.to_dtype(self.dtype)?;
+            let text_time = match (&cond.pooled, &time_ids) {
+                (Some(text_embeds), Some(time_ids)) => Some(TextTime { text_embeds, time_ids }),
+                _ => None,
+            };
+            let out = self.unet.forward(&input, t, &cond.context, text_time)?.to_dtype(DType::F32)?;
             let out = if guided {
                 let (uncond, text) = (out.i(0..1)?, out.i(1..2)?);
                 (&uncond + ((text - &uncond)? * p.guidance_scale)?)?
@@ -103,15 +129,48 @@ impl Model {
         self.decode(&latents, p.width, p.height)
     }
 
-    fn embed(&self, text: &str) -> candle_core::Result<Tensor> {
+    /// The UNet's text conditioning for a prompt and (when guided) its negative.
+    pub fn condition(&self, prompt: &str, negative: &str, guided: bool) -> candle_core::Result<Conditioning> {
+        let (ctx, pooled) = self.embed(prompt)?;
+        if !guided {
+            return Ok(Conditioning { context: ctx, pooled });
+        }
+        let (neg_ctx, neg_pooled) = if self.zeros_for_empty_negative && negative.is_empty() {
+            (ctx.zeros_like()?, pooled.as_ref().map(Tensor::zeros_like).transpose()?)
+        } else {
+            self.embed(negative)?
+        };
+        let pooled = match (neg_pooled, pooled) {
+            (Some(n), Some(p)) => Some(Tensor::cat(&[&n, &p], 0)?),
+            _ => None,
+        };
+        Ok(Conditioning { context: Tensor::cat(&[&neg_ctx, &ctx], 0)?, pooled })
+    }
+
+    /// One text's hidden states (and SDXL's pooled embedding).
+    fn embed(&self, text: &str) -> candle_core::Result<(Tensor, Option<Tensor>)> {
         let len = self.text_encoder.config().max_position_embeddings;
         let ids = self.tokenizer.encode_padded(text, len);
         let ids = Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?;
-        self.text_encoder.forward(&ids)
+        let Some(second) = &self.second else {
+            return Ok((self.text_encoder.forward(&ids)?, None));
+        };
+        // SDXL: both encoders' second-to-last hidden states side by side; the second's
+        // projected final state at its end token is the pooled embedding.
+        let first = self.text_encoder.forward_all(&ids)?.penultimate;
+        let len2 = second.encoder.config().max_position_embeddings;
+        let ids2 = second.tokenizer.encode_padded(text, len2);
+        let eos = ids2.iter().position(|&t| t == second.tokenizer.eos).unwrap_or(len2 - 1);
+        let ids2 = Tensor::new(ids2.as_slice(), &self.device)?.unsqueeze(0)?;
+        let out = second.encoder.forward_all(&ids2)?;
+        let pooled = second.encoder.pooled(&out.last, &[eos])?.map(|p| p.to_dtype(DType::F32)).transpose()?;
+        let context = Tensor::cat(&[&first, &out.penultimate.to_dtype(first.dtype())?], D::Minus1)?;
+        Ok((context, pooled))
     }
 
     fn decode(&self, latents: &Tensor, width: usize, height: usize) -> Result<Image, GenerateError> {
-        let x = self.vae.decode(&(latents / self.vae_spec.scaling_factor)?)?;
+        let z = (latents / self.vae_spec.scaling_factor)?.to_dtype(self.vae_dtype)?;
+        let x = self.vae.decode(&z)?;
         let x = ((x.to_dtype(DType::F32)? / 2.0)? + 0.5)?.clamp(0f32, 1f32)?;
         let x = (x * 255.0)?.round()?.to_dtype(DType::U8)?.to_device(&Device::Cpu)?;
         let rgb = x.i(0)?.permute((1, 2, 0))?.flatten_all()?.to_vec1::<u8>()?;
