@@ -46,6 +46,9 @@ pub enum Command {
     },
     /// Generate one image to a PNG file, without a server.
     Generate(GenerateArgs),
+    /// Time generations over sizes, batch sizes and step counts (per step, whole image,
+    /// images/s, cold start, peak RSS): what scripts/bench-gpu and bench-cpu-diffusers run.
+    Bench(Box<crate::bench::BenchArgs>),
     /// Run in front of another Stable Diffusion server (A1111, ComfyUI, sd-server, a
     /// torch-neuronx server…): own its bounded queue and report it to the node agent.
     Proxy(Box<ProxyArgs>),

@@ -10,6 +10,7 @@
 //! - [`proxy`]: the same queue and reports in front of any other SD server.
 //! - [`daemon`]: listener, reports and drain, shared by `serve` and `proxy`.
 
+pub mod bench;
 pub mod config;
 pub mod daemon;
 pub mod engine;

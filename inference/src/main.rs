@@ -53,6 +53,7 @@ fn main() -> anyhow::Result<()> {
             let image = model.generate(&params, |_| ControlFlow::Continue(()))?;
             std::fs::write(&args.out, image.to_png()).with_context(|| format!("--out {}", args.out.display()))
         }
+        Command::Bench(args) => edge_inference::bench::run(*args),
         Command::Serve(args) => {
             let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_default();
             tracing::info!(threads = %threads, "candle CPU threads");

@@ -262,3 +262,38 @@ fn sdxl_conditioning_has_both_encoders_and_pooled_embeddings() {
     let c = sd.condition("a cat", "", false).unwrap();
     assert_eq!((c.context.dims(), c.pooled.is_none()), (&[1usize, 77, 32][..], true));
 }
+
+/// A batch runs every image in one UNet call per step; each image keeps its
+/// own prompt and seed, so it is the image it would be alone (to the last
+/// bit of rounding: compared pixel by pixel within 1).
+#[test]
+fn a_batch_gives_each_image_its_own_seed_and_prompt() {
+    for arch in [edge_inference::tiny::Arch::Default, edge_inference::tiny::Arch::Sdxl] {
+        let dir = tiny_arch(arch);
+        let m = Model::load(dir.path(), &LoadOptions::default()).unwrap();
+        let mut a = params(5, 64, 64);
+        let mut b = params(6, 64, 64);
+        b.prompt = "a blue cat".into();
+        for guidance in [0.0, 7.5] {
+            a.guidance_scale = guidance;
+            b.guidance_scale = guidance;
+            let mut steps = 0;
+            let batch = m
+                .generate_batch(&[a.clone(), b.clone()], |_| {
+                    steps += 1;
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+            assert_eq!(steps, a.steps, "one callback per step for the batch");
+            for (img, p) in batch.iter().zip([&a, &b]) {
+                let alone = m.generate(p, |_| ControlFlow::Continue(())).unwrap();
+                let worst = img.rgb.iter().zip(&alone.rgb).map(|(x, y)| x.abs_diff(*y)).max().unwrap();
+                assert!(worst <= 1, "{arch:?} guidance {guidance} seed {}: off by {worst}", p.seed);
+            }
+            assert_ne!(batch[0].rgb, batch[1].rgb);
+        }
+        let mut c = params(7, 128, 64);
+        c.guidance_scale = a.guidance_scale;
+        assert!(m.generate_batch(&[a.clone(), c], |_| ControlFlow::Continue(())).is_err(), "one size per batch");
+    }
+}

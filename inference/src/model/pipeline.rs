@@ -81,52 +81,94 @@ impl Model {
     pub fn generate(
         &self,
         p: &Params,
-        mut on_step: impl FnMut(StepInfo) -> ControlFlow<()>,
+        on_step: impl FnMut(StepInfo) -> ControlFlow<()>,
     ) -> Result<Image, GenerateError> {
+        let mut images = self.generate_batch(std::slice::from_ref(p), on_step)?;
+        Ok(images.remove(0))
+    }
+
+    /// Generates several images of the same size, steps and guidance in one
+    /// batch: one UNet call per step for all of them (twice the batch when
+    /// guided). Each image keeps its own prompt and seed: its initial and
+    /// ancestral noise come from its own generator. `on_step` runs once per
+    /// step for the whole batch.
+    pub fn generate_batch(
+        &self,
+        ps: &[Params],
+        mut on_step: impl FnMut(StepInfo) -> ControlFlow<()>,
+    ) -> Result<Vec<Image>, GenerateError> {
+        let Some(p) = ps.first() else { return Ok(Vec::new()) };
+        if ps.iter().any(|q| {
+            (q.width, q.height, q.steps) != (p.width, p.height, p.steps) || q.guidance_scale != p.guidance_scale
+        }) {
+            return Err(GenerateError::Model(candle_core::Error::Msg(
+                "a batch must share size, steps and guidance".into(),
+            )));
+        }
+        let n = ps.len();
         let guided = p.guidance_scale > 1.0;
-        let cond = self.condition(&p.prompt, &p.negative_prompt, guided)?;
-        let batch = if guided { 2 } else { 1 };
-        let time_ids = match &cond.pooled {
+        let conds = ps
+            .iter()
+            .map(|q| self.condition(&q.prompt, &q.negative_prompt, guided))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        // [negatives...; positives...], so the guidance split is two halves.
+        let half = |which: usize, t: &Tensor| -> candle_core::Result<Tensor> {
+            if guided { t.narrow(0, which, 1) } else { Ok(t.clone()) }
+        };
+        let mut ctx_rows = Vec::with_capacity(2 * n);
+        let mut pooled_rows = Vec::with_capacity(2 * n);
+        for which in if guided { vec![0, 1] } else { vec![0] } {
+            for c in &conds {
+                ctx_rows.push(half(which, &c.context)?);
+                if let Some(pooled) = &c.pooled {
+                    pooled_rows.push(half(which, pooled)?);
+                }
+            }
+        }
+        let context = Tensor::cat(&ctx_rows, 0)?;
+        let pooled = if pooled_rows.is_empty() { None } else { Some(Tensor::cat(&pooled_rows, 0)?) };
+        let rows = if guided { 2 * n } else { n };
+        let time_ids = match &pooled {
             Some(_) => {
                 // original size, crop top-left, target size: the asked size, uncropped.
                 let (h, w) = (p.height as f32, p.width as f32);
                 let row = [h, w, 0.0, 0.0, h, w];
-                Some(Tensor::new(&row, &self.device)?.unsqueeze(0)?.repeat((batch, 1))?)
+                Some(Tensor::new(&row, &self.device)?.unsqueeze(0)?.repeat((rows, 1))?)
             }
             None => None,
         };
 
         let sampler = self.scheduler.build(p.steps);
-        let mut rng = NoiseRng::new(p.seed);
+        let mut rngs: Vec<NoiseRng> = ps.iter().map(|q| NoiseRng::new(q.seed)).collect();
         let scale = self.size_multiple();
         let shape = [1, self.vae_spec.config.latent_channels, p.height / scale, p.width / scale];
-        let noise = rng.randn(&shape, &self.device)?;
-        let mut latents = (noise * sampler.init_noise_sigma())?;
+        let noise = rngs.iter_mut().map(|r| r.randn(&shape, &self.device)).collect::<candle_core::Result<Vec<_>>>()?;
+        let mut latents = (Tensor::cat(&noise, 0)? * sampler.init_noise_sigma())?;
 
         let total = sampler.timesteps().len();
         for (i, &t) in sampler.timesteps().iter().enumerate() {
             let started = Instant::now();
             let input = if guided { Tensor::cat(&[&latents, &latents], 0)? } else { latents.clone() };
             let input = sampler.scale_model_input(&input, i)?.to_dtype(self.dtype)?;
-            let text_time = match (&cond.pooled, &time_ids) {
+            let text_time = match (&pooled, &time_ids) {
                 (Some(text_embeds), Some(time_ids)) => Some(TextTime { text_embeds, time_ids }),
                 _ => None,
             };
-            let out = self.unet.forward(&input, t, &cond.context, text_time)?.to_dtype(DType::F32)?;
+            let out = self.unet.forward(&input, t, &context, text_time)?.to_dtype(DType::F32)?;
             let out = if guided {
-                let (uncond, text) = (out.i(0..1)?, out.i(1..2)?);
+                let (uncond, text) = (out.narrow(0, 0, n)?, out.narrow(0, n, n)?);
                 (&uncond + ((text - &uncond)? * p.guidance_scale)?)?
             } else {
                 out
             };
-            latents = sampler.step(&out, i, &latents, &mut rng)?;
-            // Block until the device is done so the step time is real.
+            latents = sampler.step_batch(&out, i, &latents, &mut rngs)?;
+            // Block until the device is done so the step time is real (and progress is true).
             self.device.synchronize()?;
             if on_step(StepInfo { index: i, total, elapsed: started.elapsed() }).is_break() {
                 return Err(GenerateError::Cancelled);
             }
         }
-        self.decode(&latents, p.width, p.height)
+        (0..n).map(|b| self.decode(&latents.narrow(0, b, 1)?, p.width, p.height)).collect()
     }
 
     /// The UNet's text conditioning for a prompt and (when guided) its negative.

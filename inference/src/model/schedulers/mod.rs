@@ -227,9 +227,15 @@ impl Sampler {
 
     /// The latents after step `i`, given the (guided) model output.
     pub fn step(&self, output: &Tensor, i: usize, sample: &Tensor, rng: &mut NoiseRng) -> Result<Tensor> {
+        self.step_batch(output, i, sample, std::slice::from_mut(rng))
+    }
+
+    /// [`Sampler::step`] for a batch of images, image `b` drawing its noise from `rngs[b]`
+    /// (so an image's noise is its own seed's whatever it is batched with).
+    pub fn step_batch(&self, output: &Tensor, i: usize, sample: &Tensor, rngs: &mut [NoiseRng]) -> Result<Tensor> {
         match self.config.kind {
             SamplerKind::Ddim => self.ddim(output, i, sample),
-            SamplerKind::Euler | SamplerKind::EulerAncestral => self.euler(output, i, sample, rng),
+            SamplerKind::Euler | SamplerKind::EulerAncestral => self.euler(output, i, sample, rngs),
         }
     }
 
@@ -259,7 +265,7 @@ impl Sampler {
         (x0 * a_prev.sqrt())? + (eps * (1.0 - a_prev).sqrt())?
     }
 
-    fn euler(&self, output: &Tensor, i: usize, sample: &Tensor, rng: &mut NoiseRng) -> Result<Tensor> {
+    fn euler(&self, output: &Tensor, i: usize, sample: &Tensor, rngs: &mut [NoiseRng]) -> Result<Tensor> {
         let (sigma, next) = (self.sigmas[i], self.sigmas[i + 1]);
         let x0 = match self.config.prediction {
             Prediction::Epsilon => (sample - (output * sigma)?)?,
@@ -276,9 +282,26 @@ impl Sampler {
         if up == 0.0 {
             return Ok(moved);
         }
-        let noise = rng.randn(sample.dims(), sample.device())?.to_dtype(sample.dtype())?;
+        let noise = batch_noise(rngs, sample)?;
         moved + (noise * up)?
     }
+}
+
+/// Noise shaped like `sample`: one draw per image from its own generator
+/// (one generator: the whole tensor from it).
+pub fn batch_noise(rngs: &mut [NoiseRng], sample: &Tensor) -> Result<Tensor> {
+    let dims = sample.dims();
+    let noise = match rngs {
+        [rng] => rng.randn(dims, sample.device())?,
+        _ if dims.first() == Some(&rngs.len()) => {
+            let mut one = dims.to_vec();
+            one[0] = 1;
+            let rows = rngs.iter_mut().map(|r| r.randn(&one, sample.device())).collect::<Result<Vec<_>>>()?;
+            Tensor::cat(&rows, 0)?
+        }
+        _ => candle_core::bail!("{} noise generators for a batch of {:?}", rngs.len(), dims.first()),
+    };
+    noise.to_dtype(sample.dtype())
 }
 
 #[cfg(test)]
