@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+pub use crate::binding::BindingMode;
 use crate::collector::pod_resources::PodResourcesSettings;
 use crate::exporter::cloudwatch::{self, CloudWatchSettings};
 
@@ -31,6 +32,16 @@ pub struct Config {
     /// must exist. Empty (the default) disables it.
     #[arg(long, env = "EDGE_AGENT_REPORT_SOCKET", default_value = "")]
     pub report_socket: String,
+
+    /// Whether a report on the socket must match the pod that sent it:
+    /// `off` (taken as written), `warn` (corrected to the sender's namespace,
+    /// pod, Deployment and labels, with a warning) or `strict` (refused, 403).
+    /// On: the agent needs the node's PID namespace (to see the sender's
+    /// cgroup under --procfs) and read access to the pods on its node
+    /// (KUBECONFIG or its service account); --report-listen must be empty,
+    /// since a TCP peer cannot be identified.
+    #[arg(long, env = "EDGE_AGENT_REPORT_BINDING", value_enum, default_value_t = BindingMode::Off)]
+    pub report_binding: BindingMode,
 
     /// Loopback TCP address for worker reports, for local runs. Must be a
     /// loopback address: reports never leave the node. Empty disables it.
@@ -182,6 +193,8 @@ pub struct Settings {
     pub report_socket: Option<PathBuf>,
     /// Loopback TCP address for reports, if enabled.
     pub report_listen: Option<SocketAddr>,
+    /// See [`Config::report_binding`].
+    pub report_binding: BindingMode,
     /// NVML library, if enabled.
     pub nvml_library: Option<PathBuf>,
     /// neuron-monitor program and arguments, if enabled.
@@ -254,6 +267,22 @@ impl Config {
                 Ok(addr)
             })
             .transpose()?;
+        let report_socket = non_empty(&self.report_socket).map(PathBuf::from);
+        if self.report_binding != BindingMode::Off {
+            let err = |flag, reason: &str| Err(ConfigError { flag, reason: reason.to_owned() });
+            if report_socket.is_none() {
+                return err(
+                    "report-binding",
+                    "binding needs --report-socket (only a Unix socket names its sender); use off",
+                );
+            }
+            if report_listen.is_some() {
+                return err(
+                    "report-listen",
+                    "must be empty with --report-binding warn|strict: a TCP peer cannot be tied to a pod",
+                );
+            }
+        }
         if !(Duration::from_millis(10)..=Duration::from_secs(30)).contains(&self.pod_resources_timeout) {
             return Err(ConfigError {
                 flag: "pod-resources-timeout",
@@ -274,8 +303,9 @@ impl Config {
         };
         Ok(Settings {
             listen: self.listen,
-            report_socket: non_empty(&self.report_socket).map(PathBuf::from),
+            report_socket,
             report_listen,
+            report_binding: self.report_binding,
             nvml_library: non_empty(&self.nvml_library).map(PathBuf::from),
             neuron_monitor,
             neuron_monitor_config: self.neuron_monitor_config,

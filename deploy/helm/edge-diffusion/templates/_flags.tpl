@@ -15,6 +15,7 @@ flags); EDGE_* environment variables for what the downward API fills in.
 - --listen=0.0.0.0:{{ $v.agent.port }}
 - --report-socket={{ include "edge-diffusion.reportSocket" .root }}
 - --report-listen=
+- --report-binding={{ $v.agent.reportBinding }}
 - --interval={{ $v.agent.interval }}
 - --worker-expiry={{ $v.agent.workerExpiry }}
 - --hostname-label={{ $v.agent.hostnameLabel }}
