@@ -10,6 +10,7 @@ use clap::{Parser, ValueEnum};
 pub use crate::binding::BindingMode;
 use crate::collector::pod_resources::PodResourcesSettings;
 use crate::exporter::cloudwatch::{self, CloudWatchSettings};
+pub use crate::privileges::RunAs;
 
 /// The node agent of edge-diffusion.
 ///
@@ -32,6 +33,20 @@ pub struct Config {
     /// must exist. Empty (the default) disables it.
     #[arg(long, env = "EDGE_AGENT_REPORT_SOCKET", default_value = "")]
     pub report_socket: String,
+
+    /// Group (numeric gid) given the report socket, which is created 0660: the
+    /// workers run in this group. Empty: the agent's own group.
+    #[arg(long, env = "EDGE_AGENT_REPORT_SOCKET_GROUP", default_value = "")]
+    pub report_socket_group: String,
+
+    /// Run as this user (UID:GID, numbers) once the report socket is made.
+    /// For a socket directory only root may write in (a hostPath the kubelet
+    /// created): start as uid 0 with CAP_CHOWN, CAP_SETUID and CAP_SETGID, and
+    /// the agent gives the socket to UID and --report-socket-group, then
+    /// becomes UID:GID with no capabilities left. Empty: stay as started. Not
+    /// with --pod-resources-socket, which needs root throughout.
+    #[arg(long, env = "EDGE_AGENT_USER", default_value = "")]
+    pub user: String,
 
     /// Whether a report on the socket must match the pod that sent it:
     /// `off` (taken as written), `warn` (corrected to the sender's namespace,
@@ -195,6 +210,10 @@ pub struct Settings {
     pub report_listen: Option<SocketAddr>,
     /// See [`Config::report_binding`].
     pub report_binding: BindingMode,
+    /// See [`Config::report_socket_group`].
+    pub report_socket_group: Option<u32>,
+    /// See [`Config::user`].
+    pub run_as: Option<RunAs>,
     /// NVML library, if enabled.
     pub nvml_library: Option<PathBuf>,
     /// neuron-monitor program and arguments, if enabled.
@@ -283,6 +302,25 @@ impl Config {
                 );
             }
         }
+        let report_socket_group = non_empty(&self.report_socket_group)
+            .map(|g| {
+                g.parse::<u32>().map_err(|_| ConfigError {
+                    flag: "report-socket-group",
+                    reason: format!("{g:?} is not a numeric group id (e.g. 65532), or leave it empty"),
+                })
+            })
+            .transpose()?;
+        let run_as = non_empty(&self.user)
+            .map(|u| u.parse::<RunAs>().map_err(|reason| ConfigError { flag: "user", reason }))
+            .transpose()?;
+        if run_as.is_some() && non_empty(&self.pod_resources_socket).is_some() {
+            return Err(ConfigError {
+                flag: "user",
+                reason: "the kubelet's PodResources socket is root's: with --pod-resources-socket set the agent stays root; \
+                         leave --user empty, or set --pod-resources-socket="
+                    .to_owned(),
+            });
+        }
         if !(Duration::from_millis(10)..=Duration::from_secs(30)).contains(&self.pod_resources_timeout) {
             return Err(ConfigError {
                 flag: "pod-resources-timeout",
@@ -306,6 +344,8 @@ impl Config {
             report_socket,
             report_listen,
             report_binding: self.report_binding,
+            report_socket_group,
+            run_as,
             nvml_library: non_empty(&self.nvml_library).map(PathBuf::from),
             neuron_monitor,
             neuron_monitor_config: self.neuron_monitor_config,

@@ -7,6 +7,7 @@ pub mod binding;
 pub mod collector;
 pub mod config;
 pub mod exporter;
+pub mod privileges;
 pub mod server;
 pub mod snapshot;
 
@@ -22,7 +23,7 @@ use crate::collector::neuron::{NeuronCollector, NeuronSettings};
 use crate::collector::nvml::NvmlCollector;
 use crate::collector::pod_resources::PodResourcesCollector;
 use crate::collector::procfs::ProcCollector;
-use crate::collector::workers::{IntakeError, WorkerIntake};
+use crate::collector::workers::{IntakeError, SocketOwner, WorkerIntake};
 use crate::config::Settings;
 use crate::exporter::prometheus::MetricsCache;
 use crate::exporter::stream::FeedService;
@@ -47,6 +48,9 @@ pub enum RunError {
     /// --report-binding is on and no Kubernetes client could be configured.
     #[error("--report-binding needs the Kubernetes API (KUBECONFIG or a service account)")]
     Kubernetes(#[source] kube::Error),
+    /// --user could not be taken.
+    #[error(transparent)]
+    Privileges(#[from] privileges::PrivilegeError),
     /// The server failed while running.
     #[error("server failed: {0}")]
     Serve(#[source] std::io::Error),
@@ -77,8 +81,13 @@ pub async fn run(
         pods_task = Some(tokio::spawn(async move { follower.follow(client, &node, stop).await }));
         workers = workers.with_binder(Binder::new(settings.report_binding, settings.procfs.clone(), pods));
     }
+    let owner = SocketOwner { uid: settings.run_as.map(|r| r.uid), gid: settings.report_socket_group };
     let intake_tasks =
-        workers.serve(settings.report_socket.as_deref(), settings.report_listen, stop_rx.clone()).await?;
+        workers.serve(settings.report_socket.as_deref(), settings.report_listen, owner, stop_rx.clone()).await?;
+    // The socket is made: nothing after this needs root.
+    if let Some(run_as) = settings.run_as {
+        privileges::become_user(run_as)?;
+    }
 
     let neuron = NeuronCollector::spawn(NeuronSettings {
         command: settings.neuron_monitor.clone(),

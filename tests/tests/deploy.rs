@@ -318,6 +318,8 @@ fn every_container_runs_locked_down() {
             let name = o["metadata"]["name"].as_str().unwrap();
             for pod in pod_specs(o) {
                 assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{p}/{name}");
+                // The agent makes its socket directory's socket itself: no init container.
+                assert!(pod["initContainers"].is_null() || o["kind"] != "DaemonSet", "{p}/{name}");
                 assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault", "{p}/{name}");
                 for c in containers(pod) {
                     let cname = c["name"].as_str().unwrap();
@@ -330,15 +332,22 @@ fn every_container_runs_locked_down() {
                     assert_eq!(sc["allowPrivilegeEscalation"], false, "{p}/{name}/{cname}");
                     assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"], "{p}/{name}/{cname}");
                     let added = strings(&sc["capabilities"]["add"]);
-                    if cname == "socket-dir" {
-                        assert_eq!(added, ["CHOWN", "FOWNER"], "{p}/{name}: the hostPath chown only");
-                    } else if reads_pod_resources(c) {
+                    if reads_pod_resources(c) {
                         // The kubelet's socket is root's: uid 0, nothing else.
                         assert!(added.is_empty(), "{p}/{name}/{cname} adds {added:?}");
                         assert_eq!((&sc["runAsUser"], &sc["runAsNonRoot"]), (&0.into(), &false.into()), "{p}/{name}");
+                    } else if o["kind"] == "DaemonSet" {
+                        // Root only to create the socket in the kubelet's root-owned hostPath
+                        // directory, then the chart's user for good (--user).
+                        assert_eq!(added, ["CHOWN", "SETGID", "SETUID"], "{p}/{name}/{cname}");
+                        assert_eq!(sc["runAsUser"], 0, "{p}/{name}");
+                        assert_eq!(flag(c, "user"), Some("65532:65532"), "{p}/{name}: drops to runAsUser");
                     } else {
                         assert!(added.is_empty(), "{p}/{name}/{cname} adds {added:?}");
                         assert_ne!(sc["runAsNonRoot"], false, "{p}/{name}/{cname}");
+                    }
+                    if o["kind"] == "DaemonSet" {
+                        assert_eq!(flag(c, "report-socket-group"), Some("65532"), "{p}/{name}: the workers' group");
                     }
                 }
             }

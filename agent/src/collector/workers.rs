@@ -81,6 +81,21 @@ pub enum IntakeError {
         #[source]
         source: std::io::Error,
     },
+    /// The socket could not be given to its user and group.
+    #[error(
+        "cannot give report socket {path} to uid {uid:?} gid {gid:?} (--user, --report-socket-group: the agent must be in the group, or have CAP_CHOWN): {source}"
+    )]
+    Owner {
+        /// The socket path.
+        path: PathBuf,
+        /// The owner asked for.
+        uid: Option<u32>,
+        /// The group asked for.
+        gid: Option<u32>,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The loopback port could not be bound.
     #[error("cannot listen for reports on {addr}: {source}")]
     Tcp {
@@ -90,6 +105,15 @@ pub enum IntakeError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Who owns the report socket, if not the agent's own user and group.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SocketOwner {
+    /// The user the agent runs as after start (`--user`).
+    pub uid: Option<u32>,
+    /// The group the workers are in (`--report-socket-group`).
+    pub gid: Option<u32>,
 }
 
 /// Accepts reports and keeps the workers part of the snapshot.
@@ -205,6 +229,7 @@ impl WorkerIntake {
         &self,
         socket: Option<&Path>,
         tcp: Option<SocketAddr>,
+        owner: SocketOwner,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Vec<tokio::task::JoinHandle<()>>, IntakeError> {
         let mut tasks = Vec::new();
@@ -213,11 +238,18 @@ impl WorkerIntake {
             let _ = std::fs::remove_file(path);
             let listener = tokio::net::UnixListener::bind(path)
                 .map_err(|source| IntakeError::Socket { path: path.to_owned(), source })?;
-            // Owner and group: the workers share the agent's group (in Kubernetes
-            // the chart's runAsUser), also when the agent runs as uid 0 to read
-            // the kubelet's PodResources socket.
+            // Read and write for the owner and the group only: the workers are in the
+            // agent's group, or in --report-socket-group.
             std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o660))
                 .map_err(|source| IntakeError::Socket { path: path.to_owned(), source })?;
+            if owner.uid.is_some() || owner.gid.is_some() {
+                std::os::unix::fs::chown(path, owner.uid, owner.gid).map_err(|source| IntakeError::Owner {
+                    path: path.to_owned(),
+                    uid: owner.uid,
+                    gid: owner.gid,
+                    source,
+                })?;
+            }
             tracing::info!(path = %path.display(), "accepting worker reports on unix socket");
             let app = self.routes(post(receive_on_socket)).into_make_service_with_connect_info::<Peer>();
             let mut rx = shutdown.clone();
