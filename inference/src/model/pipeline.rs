@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Device, IndexOp, Tensor};
 
 use super::Model;
+use super::edit::EditInput;
 use super::rng::NoiseRng;
 use super::schedulers::Sampler;
 
@@ -71,6 +72,12 @@ impl Model {
         p: &Params,
         mut on_step: impl FnMut(StepInfo) -> ControlFlow<()>,
     ) -> Result<Image, GenerateError> {
+        if self.is_inpainting() {
+            // An inpainting UNet draws from text as an inpainting of everything.
+            let image = Image { width: p.width, height: p.height, rgb: vec![128; p.width * p.height * 3] };
+            let all = EditInput { image, mask: Some(vec![255; p.width * p.height]), strength: 1.0 };
+            return self.edit(p, &all, on_step);
+        }
         let context = self.context(p)?;
 
         let sampler = self.scheduler.build(p.steps);

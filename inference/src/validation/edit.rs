@@ -154,3 +154,93 @@ pub fn from_form(
     let upload = Upload { image_field: "image", image: &image, mask: mask.as_deref() };
     parse_edit(obj, upload, Endpoint::Edit, limits, random_seed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::imageio::OutputFormat;
+    use crate::model::pipeline::Image;
+
+    fn png(w: usize, h: usize) -> Vec<u8> {
+        OutputFormat::Png.encode(&Image { width: w, height: h, rgb: vec![200; w * h * 3] })
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    fn json(body: Value) -> Result<Job, ValidationError> {
+        super::super::parse(body.to_string().as_bytes(), Endpoint::Png, &Limits::default(), || 5)
+    }
+
+    #[test]
+    fn reads_an_edit_from_json_and_from_a_form() {
+        let job = json(serde_json::json!({"prompt": "a cat", "init_image": b64(&png(64, 128)), "steps": 10})).unwrap();
+        let e = job.edit.unwrap();
+        assert_eq!((job.params.width, job.params.height, e.strength, e.mask.is_none()), (64, 128, 0.8, true));
+        let mask = format!("data:image/png;base64,{}", b64(&png(64, 128)));
+        let job = json(serde_json::json!({"prompt": "a cat", "init_image": b64(&png(64, 128)), "mask": mask,
+            "output_format": "webp"}))
+        .unwrap();
+        assert_eq!((job.edit.unwrap().strength, job.format), (1.0, OutputFormat::Webp));
+
+        let text = |n: &str, v: &str| Part { name: n.into(), filename: None, data: v.as_bytes().to_vec() };
+        let parts = vec![
+            text("prompt", "a cat"),
+            text("strength", "0.25"),
+            text("seed", "9"),
+            text("response_format", "b64_json"),
+            Part { name: "image".into(), filename: Some("a.png".into()), data: png(64, 64) },
+        ];
+        let job = from_form(parts, &Limits::default(), || 1).unwrap();
+        assert_eq!((job.params.seed, job.edit.unwrap().strength), (9, 0.25));
+    }
+
+    #[test]
+    fn every_bad_edit_is_named() {
+        let img = b64(&png(64, 64));
+        let cases: &[(Value, &str, &str)] = &[
+            (serde_json::json!({"init_image": "%%%"}), "init_image", "not valid base64"),
+            (serde_json::json!({"init_image": b64(b"GIF89a")}), "init_image", "not a PNG, JPEG or WebP"),
+            (serde_json::json!({"init_image": 3}), "init_image", "a base64"),
+            (serde_json::json!({"init_image": b64(&png(72, 64)), "size": "64x64"}), "init_image", "is 72x64"),
+            (serde_json::json!({"init_image": b64(&png(60, 64))}), "init_image", "multiple of 8"),
+            (serde_json::json!({"init_image": img, "mask": b64(&png(64, 72))}), "mask", "is 64x72"),
+            (serde_json::json!({"init_image": img, "mask": "!"}), "mask", "base64"),
+            (serde_json::json!({"init_image": img, "strength": 0}), "strength", "(0, 1]"),
+            (serde_json::json!({"init_image": img, "strength": 1.5}), "strength", "(0, 1]"),
+            (serde_json::json!({"init_image": img, "strength": "x"}), "strength", "above 0"),
+            (serde_json::json!({"init_image": img, "strength": 0.1, "steps": 5}), "strength", "runs no step"),
+            (serde_json::json!({"init_image": img, "output_format": "gif"}), "output_format", "\"webp\""),
+            (serde_json::json!({"strength": 0.5}), "strength", "only allowed with init_image"),
+            (serde_json::json!({"mask": img}), "mask", "only allowed with init_image"),
+        ];
+        for (body, field, needle) in cases {
+            let mut body = body.clone();
+            body["prompt"] = "a cat".into();
+            let e = json(body.clone()).unwrap_err();
+            assert_eq!(e.field, *field, "{body}: {e}");
+            assert!(e.message.contains(needle), "{field}: {e}");
+        }
+        let big = Limits { max_image_bytes: 100, ..Limits::default() };
+        let body = serde_json::json!({"prompt": "a cat", "init_image": img}).to_string();
+        let e = super::super::parse(body.as_bytes(), Endpoint::Png, &big, || 1).unwrap_err();
+        assert!(e.field == "init_image" && e.message.contains("at most 100"), "{e}");
+
+        let file = |n: &str| Part { name: n.into(), filename: Some("x.png".into()), data: png(64, 64) };
+        let text = |n: &str, v: &str| Part { name: n.into(), filename: None, data: v.as_bytes().to_vec() };
+        let forms: Vec<(Vec<Part>, &str, &str)> = vec![
+            (vec![text("prompt", "a cat")], "image", "required"),
+            (vec![text("prompt", "a cat"), file("image"), file("image")], "image", "more than once"),
+            (vec![text("prompt", "a cat"), file("image"), text("n", "x")], "n", "from 1 to 4"),
+            (vec![text("prompt", "a"), text("prompt", "b"), file("image")], "prompt", "more than once"),
+            (vec![text("prompt", "a cat"), file("image"), text("quality", "hd")], "quality", "unknown field"),
+            (vec![file("image")], "prompt", "required"),
+        ];
+        for (parts, field, needle) in forms {
+            let e = from_form(parts, &Limits::default(), || 1).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.message.contains(needle), "{field}: {e}");
+        }
+    }
+}
