@@ -85,7 +85,7 @@ pub async fn run(
                 None => model.generate(&params, on_step)?,
             };
             images.push(Generated { seed: params.seed, bytes: job.format.encode(&image) });
-            metrics.images.inc();
+            metrics.image(job.edit.is_some());
         }
         Ok(Output { images, model_time: started.elapsed(), format: job.format })
     });

@@ -97,7 +97,9 @@ fn disposition(head: &str) -> Result<(String, Option<String>), ValidationError> 
 pub fn encode(boundary: &str, parts: &[Part]) -> Vec<u8> {
     let mut out = Vec::new();
     for p in parts {
-        out.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"", p.name).as_bytes());
+        out.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"", p.name).as_bytes(),
+        );
         if let Some(f) = &p.filename {
             out.extend_from_slice(format!("; filename=\"{f}\"\r\nContent-Type: application/octet-stream").as_bytes());
         }
@@ -119,8 +121,11 @@ mod tests {
 
     #[test]
     fn reads_back_what_encode_writes() {
-        let parts =
-            vec![part("prompt", None, b"a cat"), part("image", Some("in.png"), b"\x89PNG\r\n--x\r\n"), part("n", None, b"")];
+        let parts = vec![
+            part("prompt", None, b"a cat"),
+            part("image", Some("in.png"), b"\x89PNG\r\n--x\r\n"),
+            part("n", None, b""),
+        ];
         let body = encode("XyZ", &parts);
         assert_eq!(parse(&body, "XyZ").unwrap(), parts);
     }
@@ -128,7 +133,8 @@ mod tests {
     #[test]
     fn boundaries_and_broken_bodies_are_named() {
         assert_eq!(boundary("multipart/form-data; boundary=\"ab c\"").unwrap(), "ab c");
-        for (ct, needle) in [("application/json", "expected multipart"), ("multipart/form-data", "without a boundary")] {
+        for (ct, needle) in [("application/json", "expected multipart"), ("multipart/form-data", "without a boundary")]
+        {
             assert!(boundary(ct).unwrap_err().message.contains(needle), "{ct}");
         }
         let cases: &[(&[u8], &str)] = &[

@@ -15,10 +15,10 @@ use base64::Engine as _;
 
 use super::AppState;
 use super::error::ApiError;
+use super::multipart;
 use crate::engine::{self, CancelOnDrop, Output};
 use crate::metrics::Metrics;
 use crate::validation::{self, Endpoint, Job, Limits, ValidationError};
-use super::multipart;
 
 /// `POST /v1/images/generations`: OpenAI's images API, `b64_json` only.
 pub async fn openai(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {

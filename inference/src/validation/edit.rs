@@ -120,11 +120,7 @@ pub fn from_json(
 }
 
 /// `/v1/images/edits`: the form's parts.
-pub fn from_form(
-    parts: Vec<Part>,
-    limits: &Limits,
-    random_seed: impl FnOnce() -> u64,
-) -> Result<Job, ValidationError> {
+pub fn from_form(parts: Vec<Part>, limits: &Limits, random_seed: impl FnOnce() -> u64) -> Result<Job, ValidationError> {
     let mut obj = Map::new();
     let (mut image, mut mask) = (None, None);
     for p in parts {
