@@ -1,62 +1,16 @@
-//! Kubernetes discovery against a fake API server at the HTTP boundary: a
-//! local HTTP server speaking the list/watch protocol for EndpointSlices and
-//! Nodes, so the scaler's real `kube` client, watcher and reflector run
+//! Kubernetes discovery against a fake API server at the HTTP boundary
+//! (`edge_testkit::fake_kube`: the list/watch protocol for EndpointSlices and
+//! Nodes), so the scaler's real `kube` client, watcher and reflector run
 //! unchanged. The slices point at real `edge-agent` processes.
 
 mod common;
 
-use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
-use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use common::*;
+use edge_testkit::fake_kube::{self, Collection, Serves};
 use edge_testkit::sample;
 use serde_json::{Value, json};
-use tokio::sync::watch;
-
-/// The API server's state: current slices, and every event with its
-/// resourceVersion so a watch from version N replays what came after.
-#[derive(Default)]
-struct Cluster {
-    version: u64,
-    items: HashMap<String, Value>,
-    events: Vec<(u64, Value)>,
-    selectors: Vec<String>,
-}
-
-#[derive(Clone)]
-struct FakeApi {
-    cluster: Arc<Mutex<Cluster>>,
-    changed: watch::Sender<u64>,
-}
-
-impl FakeApi {
-    fn apply(&self, kind: &str, name: &str, mut slice: Value) {
-        let mut c = self.cluster.lock().unwrap();
-        c.version += 1;
-        let v = c.version;
-        slice["metadata"]["resourceVersion"] = json!(v.to_string());
-        if kind == "DELETED" {
-            c.items.remove(name);
-        } else {
-            c.items.insert(name.to_owned(), slice.clone());
-        }
-        c.events.push((v, json!({"type": kind, "object": slice})));
-        drop(c);
-        self.changed.send_replace(v);
-    }
-
-    fn selectors(&self) -> Vec<String> {
-        self.cluster.lock().unwrap().selectors.clone()
-    }
-}
 
 /// An EndpointSlice of the `edge-agent` Service with one endpoint per (address, ready).
 fn slice(name: &str, port: u16, endpoints: &[(&str, bool)]) -> Value {
@@ -77,98 +31,33 @@ fn slice(name: &str, port: u16, endpoints: &[(&str, bool)]) -> Value {
     })
 }
 
-async fn endpointslices(
-    State(apis): State<Apis>,
-    Path(namespace): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    if namespace != "edge" {
-        return (StatusCode::NOT_FOUND, "wrong namespace").into_response();
-    }
-    list_or_watch(&apis.slices, "discovery.k8s.io/v1", "EndpointSliceList", query)
-}
-
-async fn nodes(State(apis): State<Apis>, Query(query): Query<HashMap<String, String>>) -> Response {
-    list_or_watch(&apis.nodes, "v1", "NodeList", query)
-}
-
-/// A collection's list, or its watch from `resourceVersion` on.
-fn list_or_watch(api: &FakeApi, api_version: &str, list_kind: &str, query: HashMap<String, String>) -> Response {
-    let selector = query.get("labelSelector").cloned().unwrap_or_default();
-    api.cluster.lock().unwrap().selectors.push(selector);
-    if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
-        let from: u64 = query.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
-        let state = (api.clone(), from, api.changed.subscribe());
-        // One JSON event per line, as the API server streams a watch.
-        let stream = futures::stream::unfold(state, |(api, mut sent, mut rx)| async move {
-            loop {
-                let next: Vec<(u64, Value)> = {
-                    let c = api.cluster.lock().unwrap();
-                    c.events.iter().filter(|(v, _)| *v > sent).cloned().collect()
-                };
-                if !next.is_empty() {
-                    sent = next.last().unwrap().0;
-                    let mut body = String::new();
-                    for (_, e) in next {
-                        body.push_str(&e.to_string());
-                        body.push('\n');
-                    }
-                    return Some((Ok::<_, Infallible>(Bytes::from(body)), (api, sent, rx)));
-                }
-                if rx.changed().await.is_err() {
-                    return None;
-                }
-            }
-        });
-        return ([(header::CONTENT_TYPE, "application/json")], Body::from_stream(stream)).into_response();
-    }
-    let c = api.cluster.lock().unwrap();
-    let list = json!({
-        "apiVersion": api_version,
-        "kind": list_kind,
-        "metadata": {"resourceVersion": c.version.to_string()},
-        "items": c.items.values().cloned().collect::<Vec<_>>(),
-    });
-    ([(header::CONTENT_TYPE, "application/json")], list.to_string()).into_response()
-}
-
 /// The collections the fake API server serves.
-#[derive(Clone)]
 struct Apis {
-    slices: FakeApi,
-    nodes: FakeApi,
+    slices: Collection,
+    nodes: Collection,
 }
 
-async fn start_fake_api() -> (FakeApi, SocketAddr) {
+async fn start_fake_api() -> (Collection, SocketAddr) {
     let (apis, addr) = start_fake_apis().await;
     (apis.slices, addr)
 }
 
 async fn start_fake_apis() -> (Apis, SocketAddr) {
-    let fake = || FakeApi { cluster: Arc::default(), changed: watch::Sender::new(0) };
-    let apis = Apis { slices: fake(), nodes: fake() };
-    let app = Router::new()
-        .route("/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices", get(endpointslices))
-        .route("/api/v1/nodes", get(nodes))
-        .with_state(apis.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (apis, addr)
+    let (mut c, addr) = fake_kube::start(&[
+        Serves {
+            path: "/apis/discovery.k8s.io/v1/namespaces/edge/endpointslices",
+            api_version: "discovery.k8s.io/v1",
+            list_kind: "EndpointSliceList",
+        },
+        Serves { path: "/api/v1/nodes", api_version: "v1", list_kind: "NodeList" },
+    ])
+    .await;
+    let nodes = c.pop().unwrap();
+    (Apis { slices: c.pop().unwrap(), nodes }, addr)
 }
 
 fn kubeconfig(dir: &std::path::Path, api: SocketAddr) -> String {
-    let path = dir.join("kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{api}\n\
-             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: edge\n\
-             current-context: fake\nusers:\n- name: fake\n  user: {{}}\n"
-        ),
-    )
-    .unwrap();
-    path.to_str().unwrap().to_owned()
+    fake_kube::kubeconfig(dir, api, "edge")
 }
 
 const CPU: &[(&str, &str)] = &[("acceleratorType", "cpu"), ("deployment", "sd-cpu"), ("targetValue", "2")];

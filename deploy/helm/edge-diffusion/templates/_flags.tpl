@@ -15,6 +15,11 @@ flags); EDGE_* environment variables for what the downward API fills in.
 - --listen=0.0.0.0:{{ $v.agent.port }}
 - --report-socket={{ include "edge-diffusion.reportSocket" .root }}
 - --report-listen=
+- --report-binding={{ $v.agent.reportBinding }}
+- --report-socket-group={{ $v.runAsUser }}
+{{- if not $v.agent.podResources.enabled }}
+- --user={{ $v.runAsUser }}:{{ $v.runAsUser }}
+{{- end }}
 - --interval={{ $v.agent.interval }}
 - --worker-expiry={{ $v.agent.workerExpiry }}
 - --hostname-label={{ $v.agent.hostnameLabel }}
