@@ -102,6 +102,10 @@ pub fn from_json(
     limits: &Limits,
     random_seed: impl FnOnce() -> u64,
 ) -> Result<Job, ValidationError> {
+    // `/generate` answers one image, so it takes no `n` (nor a response format).
+    if let Some(k) = ["n", "response_format"].into_iter().find(|k| obj.contains_key(*k)) {
+        return Err(err(k, "not allowed on /generate (one image, answered as the image); use /v1/images/edits"));
+    }
     let mut bytes = |field: &'static str| -> Result<Option<Vec<u8>>, ValidationError> {
         let expected = format!("a base64 {INPUT_FORMATS} image");
         let Some(s) = get::<String>(&obj, field, &expected)? else { return Ok(None) };
@@ -208,6 +212,7 @@ mod tests {
             (serde_json::json!({"init_image": img, "strength": "x"}), "strength", "above 0"),
             (serde_json::json!({"init_image": img, "strength": 0.1, "steps": 5}), "strength", "runs no step"),
             (serde_json::json!({"init_image": img, "output_format": "gif"}), "output_format", "\"webp\""),
+            (serde_json::json!({"init_image": img, "n": 2}), "n", "not allowed on /generate"),
             (serde_json::json!({"strength": 0.5}), "strength", "only allowed with init_image"),
             (serde_json::json!({"mask": img}), "mask", "only allowed with init_image"),
         ];
