@@ -35,6 +35,7 @@ fn slice(name: &str, port: u16, endpoints: &[(&str, bool)]) -> Value {
 struct Apis {
     slices: Collection,
     nodes: Collection,
+    services: Collection,
 }
 
 async fn start_fake_api() -> (Collection, SocketAddr) {
@@ -50,10 +51,12 @@ async fn start_fake_apis() -> (Apis, SocketAddr) {
             list_kind: "EndpointSliceList",
         },
         Serves { path: "/api/v1/nodes", api_version: "v1", list_kind: "NodeList" },
+        Serves { path: "/api/v1/namespaces/edge/services", api_version: "v1", list_kind: "ServiceList" },
     ])
     .await;
+    let services = c.pop().unwrap();
     let nodes = c.pop().unwrap();
-    (Apis { slices: c.pop().unwrap(), nodes }, addr)
+    (Apis { slices: c.pop().unwrap(), nodes, services }, addr)
 }
 
 fn kubeconfig(dir: &std::path::Path, api: SocketAddr) -> String {
@@ -158,7 +161,14 @@ async fn endpoints_are_listed_at_the_address_a_device_can_reach() {
     for ((node, agent), ip) in agents.iter().zip(ips) {
         report_with(agent, node, "sd-cpu", "cpu", 0, 0, json!({"endpoint": format!("http://{ip}:30080")}));
     }
+    // A worker whose NodePort Kubernetes picked advertises its Service's port (80).
+    let picked = json!({"endpoint": "http://10.0.1.30:80", "namespace": "edge"});
+    report_with(&agents[2].1, "picked", "sd-picked", "cpu", 0, 0, picked);
     let (apis, api_addr) = start_fake_apis().await;
+    let service = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "sd-picked", "namespace": "edge", "labels": {"edge-diffusion.io/workload": "sd-picked"}},
+        "spec": {"type": "NodePort", "ports": [{"name": "http", "port": 80, "targetPort": "http", "nodePort": 31234}]}});
+    apis.services.apply("ADDED", "sd-picked", service);
     for (i, (name, agent)) in agents.iter().enumerate() {
         let ready = [("127.0.0.1", true)];
         apis.slices.apply("ADDED", name, slice(name, agent.addr.port(), &ready));
@@ -193,6 +203,7 @@ async fn endpoints_are_listed_at_the_address_a_device_can_reach() {
     let expected = vec![
         row("node-lax", "http://sd-lax.example.com:30080", "advertise-host", "public"),
         row("node-private", "http://10.0.1.30:30080", "advertised", "vpc"),
+        row("node-private", "http://10.0.1.30:31234", "advertised", "vpc"),
         row("node-public", "http://54.1.2.3:30080", "external-ip", "public"),
     ];
     edge_testkit::eventually(PATIENCE, "every endpoint at its reachable address", || {
@@ -203,8 +214,16 @@ async fn endpoints_are_listed_at_the_address_a_device_can_reach() {
     apis.nodes.apply("MODIFIED", "node-private", node("node-private", ips[2], Some("54.9.9.9")));
     edge_testkit::eventually(PATIENCE, "the new ExternalIP used", || {
         let (_, body) = edge_testkit::http::get(scaler.metrics_addr, "/v1/endpoints").ok()?;
-        by_node(&body).contains(&row("node-private", "http://54.9.9.9:30080", "external-ip", "public")).then_some(())
+        let rows = by_node(&body);
+        (rows.contains(&row("node-private", "http://54.9.9.9:30080", "external-ip", "public"))
+            && rows.contains(&row("node-private", "http://54.9.9.9:31234", "external-ip", "public")))
+        .then_some(())
     });
+    assert!(
+        apis.services.selectors().iter().all(|s| s == "edge-diffusion.io/workload"),
+        "only the workers' Services: {:?}",
+        apis.services.selectors()
+    );
     assert!(
         apis.nodes.selectors().iter().all(String::is_empty),
         "every Node, no selector: {:?}",

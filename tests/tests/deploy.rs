@@ -283,14 +283,23 @@ fn workers_advertise_their_node_address_and_node_port() {
         for d in inference_deployments(&objects) {
             let name = d["metadata"]["name"].as_str().unwrap();
             let worker = &pod_specs(d)[0]["containers"][0];
-            let node_port = find(&objects, "Service", name)["spec"]["ports"][0]["nodePort"].as_u64();
+            let service = find(&objects, "Service", name);
+            let node_port = service["spec"]["ports"][0]["nodePort"].as_u64();
             let url = env(worker, "EDGE_INFERENCE_ADVERTISE_URL").map(|e| e["value"].as_str().unwrap());
-            let Some(node_port) = node_port else {
-                assert_eq!(url, None, "{p}/{name}: no fixed NodePort, nothing to advertise");
-                silent += 1;
-                continue;
-            };
-            assert_eq!(url, Some(format!("http://$(HOST_IP):{node_port}").as_str()), "{p}/{name}");
+            // The scaler finds a worker's Service by this label (the worker's Deployment).
+            assert_eq!(service["metadata"]["labels"]["edge-diffusion.io/workload"], name, "{p}/{name}");
+            match node_port {
+                Some(node_port) => {
+                    assert_eq!(url, Some(format!("http://$(HOST_IP):{node_port}").as_str()), "{p}/{name}")
+                }
+                // Kubernetes picks the NodePort: the worker advertises the Service's port, which the
+                // scaler (reading the Services) lists at the NodePort behind it.
+                None => {
+                    let port = service["spec"]["ports"][0]["port"].as_u64().unwrap();
+                    assert_eq!(url, Some(format!("http://$(HOST_IP):{port}").as_str()), "{p}/{name}");
+                    silent += 1;
+                }
+            }
             // Kubernetes expands $(HOST_IP) only from a variable defined earlier in the list.
             let vars: Vec<&str> = worker["env"].as_array().unwrap().iter().filter_map(|e| e["name"].as_str()).collect();
             let host_ip = vars.iter().position(|v| *v == "HOST_IP").expect("HOST_IP");
@@ -305,7 +314,10 @@ fn workers_advertise_their_node_address_and_node_port() {
             advertised += 1;
         }
     }
-    assert!(advertised >= 3 && silent >= 1, "the profiles cover both cases: {advertised} advertised, {silent} not");
+    assert!(
+        advertised >= 4 && silent >= 1,
+        "the profiles cover both cases: {advertised}, {silent} with a picked NodePort"
+    );
 }
 
 /// Non-root, read-only root filesystem, no privilege escalation, no
@@ -445,7 +457,10 @@ fn scaler_rbac_is_list_and_watch_of_endpointslices_only() {
         let role = find(&objects, "Role", "edge-edge-diffusion-scaler");
         assert_eq!(
             role["rules"],
-            serde_json::json!([{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]}]),
+            serde_json::json!([
+                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+                {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch"]},
+            ]),
             "{p}"
         );
         let scaler = find(&objects, "Deployment", "edge-edge-diffusion-scaler");
