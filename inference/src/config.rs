@@ -30,6 +30,9 @@ pub enum Command {
     TinyModel {
         /// Directory to write (created if needed).
         dir: PathBuf,
+        /// Write a 9-channel inpainting UNet (like SD 1.5-inpainting) instead.
+        #[arg(long)]
+        inpainting: bool,
     },
     /// Generate one image to a PNG file, without a server.
     Generate(GenerateArgs),

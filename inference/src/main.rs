@@ -19,8 +19,9 @@ fn main() -> anyhow::Result<()> {
     }
     edge_telemetry::daemon::init_tracing("EDGE_INFERENCE_LOG", edge_telemetry::daemon::LogFormat::Text);
     match cli.command {
-        Command::TinyModel { dir } => {
-            edge_inference::tiny::write(&dir).with_context(|| format!("writing the tiny model to {}", dir.display()))
+        Command::TinyModel { dir, inpainting } => {
+            let write = if inpainting { edge_inference::tiny::write_inpainting } else { edge_inference::tiny::write };
+            write(&dir).with_context(|| format!("writing the tiny model to {}", dir.display()))
         }
         Command::Generate(args) => {
             let options = edge_inference::serve::load_options(&args.model)?;

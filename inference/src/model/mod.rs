@@ -4,11 +4,13 @@
 
 pub mod clip;
 pub mod configs;
+pub mod edit;
 pub mod fields;
 pub mod pipeline;
 pub mod rng;
 pub mod schedulers;
 pub mod tokenizer;
+pub mod vae_encoder;
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +23,7 @@ use self::configs::{UnetSpec, VaeSpec};
 use self::fields::FieldError;
 use self::schedulers::{SamplerKind, SchedulerConfig};
 use self::tokenizer::{ClipTokenizer, TokenizerError};
+use self::vae_encoder::VaeEncoder;
 
 /// Why a model directory could not be loaded. Every variant names the path.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +98,8 @@ pub struct Model {
     pub unet: UNet2DConditionModel,
     /// Latent decoder.
     pub vae: AutoEncoderKL,
+    /// Image encoder for edits (ours: seeded sampling).
+    pub vae_encoder: VaeEncoder,
     /// UNet architecture as read.
     pub unet_spec: UnetSpec,
     /// VAE architecture as read.
@@ -141,13 +146,17 @@ impl Model {
             ));
         }
         let latent = vae_spec.config.latent_channels;
-        if unet_spec.in_channels != latent || unet_spec.out_channels != latent {
+        // An inpainting UNet also takes the mask and the masked image's latents.
+        let inputs_ok = unet_spec.in_channels == latent || unet_spec.in_channels == 2 * latent + 1;
+        if !inputs_ok || unet_spec.out_channels != latent {
             return Err(mismatch(
                 &unet_cfg,
                 format!(
-                    "in_channels {} / out_channels {} must both equal the VAE's latent_channels {latent} \
-                     (inpainting UNets are not supported)",
-                    unet_spec.in_channels, unet_spec.out_channels
+                    "in_channels {} / out_channels {} must be {latent} (or {} in, for inpainting) / {latent}, \
+                     from the VAE's latent_channels",
+                    unet_spec.in_channels,
+                    unet_spec.out_channels,
+                    2 * latent + 1
                 ),
             ));
         }
@@ -180,11 +189,14 @@ impl Model {
         let vae = with_weights(&vae_path, dtype, device, |vb| {
             AutoEncoderKL::new(vb, vae_spec.in_channels, vae_spec.out_channels, vae_spec.config.clone())
         })?;
+        let vae_encoder =
+            with_weights(&vae_path, dtype, device, |vb| VaeEncoder::new(vb, vae_spec.in_channels, &vae_spec.config))?;
         Ok(Self {
             tokenizer,
             text_encoder,
             unet,
             vae,
+            vae_encoder,
             unet_spec,
             vae_spec,
             scheduler,

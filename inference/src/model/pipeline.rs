@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Device, IndexOp, Tensor};
 
 use super::Model;
+use super::edit::EditInput;
 use super::rng::NoiseRng;
+use super::schedulers::Sampler;
 
 /// One image's settings, already validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,9 +72,13 @@ impl Model {
         p: &Params,
         mut on_step: impl FnMut(StepInfo) -> ControlFlow<()>,
     ) -> Result<Image, GenerateError> {
-        let guided = p.guidance_scale > 1.0;
-        let cond = self.embed(&p.prompt)?;
-        let context = if guided { Tensor::cat(&[&self.embed(&p.negative_prompt)?, &cond], 0)? } else { cond };
+        if self.is_inpainting() {
+            // An inpainting UNet draws from text as an inpainting of everything.
+            let image = Image { width: p.width, height: p.height, rgb: vec![128; p.width * p.height * 3] };
+            let all = EditInput { image, mask: Some(vec![255; p.width * p.height]), strength: 1.0 };
+            return self.edit(p, &all, on_step);
+        }
+        let context = self.context(p)?;
 
         let sampler = self.scheduler.build(p.steps);
         let mut rng = NoiseRng::new(p.seed);
@@ -84,15 +90,7 @@ impl Model {
         let total = sampler.timesteps().len();
         for (i, &t) in sampler.timesteps().iter().enumerate() {
             let started = Instant::now();
-            let input = if guided { Tensor::cat(&[&latents, &latents], 0)? } else { latents.clone() };
-            let input = sampler.scale_model_input(&input, i)?;
-            let out = self.unet.forward(&input, t, &context)?;
-            let out = if guided {
-                let (uncond, text) = (out.i(0..1)?, out.i(1..2)?);
-                (&uncond + ((text - &uncond)? * p.guidance_scale)?)?
-            } else {
-                out
-            };
+            let out = self.predict(&sampler, &latents, i, t, &context, p.guidance_scale, None)?;
             latents = sampler.step(&out, i, &latents, &mut rng)?;
             // Block until the device is done so the step time is real.
             self.device.synchronize()?;
@@ -103,6 +101,43 @@ impl Model {
         self.decode(&latents, p.width, p.height)
     }
 
+    /// The text context: the prompt's embedding, or the negative and positive
+    /// prompts' stacked when guidance is on (scale above 1).
+    pub(super) fn context(&self, p: &Params) -> candle_core::Result<Tensor> {
+        let guided = p.guidance_scale > 1.0;
+        let cond = self.embed(&p.prompt)?;
+        if guided { Tensor::cat(&[&self.embed(&p.negative_prompt)?, &cond], 0) } else { Ok(cond) }
+    }
+
+    /// The (guided) UNet output at step `i`. `extra` is concatenated to the
+    /// scaled latents along channels (an inpainting UNet's mask and masked image).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn predict(
+        &self,
+        sampler: &Sampler,
+        latents: &Tensor,
+        i: usize,
+        t: f64,
+        context: &Tensor,
+        guidance_scale: f64,
+        extra: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let guided = context.dim(0)? == 2;
+        let input = if guided { Tensor::cat(&[latents, latents], 0)? } else { latents.clone() };
+        let input = sampler.scale_model_input(&input, i)?;
+        let input = match extra {
+            Some(e) => Tensor::cat(&[&input, &Tensor::cat(&vec![e; input.dim(0)?], 0)?], 1)?,
+            None => input,
+        };
+        let out = self.unet.forward(&input, t, context)?;
+        if guided {
+            let (uncond, text) = (out.i(0..1)?, out.i(1..2)?);
+            &uncond + ((text - &uncond)? * guidance_scale)?
+        } else {
+            Ok(out)
+        }
+    }
+
     fn embed(&self, text: &str) -> candle_core::Result<Tensor> {
         let len = self.text_encoder.config().max_position_embeddings;
         let ids = self.tokenizer.encode_padded(text, len);
@@ -110,7 +145,7 @@ impl Model {
         self.text_encoder.forward(&ids)
     }
 
-    fn decode(&self, latents: &Tensor, width: usize, height: usize) -> Result<Image, GenerateError> {
+    pub(super) fn decode(&self, latents: &Tensor, width: usize, height: usize) -> Result<Image, GenerateError> {
         let x = self.vae.decode(&(latents / self.vae_spec.scaling_factor)?)?;
         let x = ((x.to_dtype(DType::F32)? / 2.0)? + 0.5)?.clamp(0f32, 1f32)?;
         let x = (x * 255.0)?.round()?.to_dtype(DType::U8)?.to_device(&Device::Cpu)?;
