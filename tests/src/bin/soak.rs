@@ -172,6 +172,7 @@ fn main() {
         (at(0.65), "agent-kill"),
     ];
     let mut round = 0usize;
+    let mut cloudwatch_before_kill: Vec<String> = Vec::new();
     while start.elapsed() < total {
         while let Some((when, fault)) = faults.first().copied() {
             if start.elapsed() < when {
@@ -198,6 +199,10 @@ fn main() {
                     set_pid("edge-scaler", vec![scaler.pid()]);
                 }
                 "agent-kill" => {
+                    // What the agent counted of the CloudWatch outage, before its counters go with it.
+                    for l in agent.metrics().lines().filter(|l| l.starts_with("edge_cloudwatch_requests_total")) {
+                        cloudwatch_before_kill.push(l.to_owned());
+                    }
                     agent.kill();
                     agent = agent_builder.clone().start();
                     set_pid("edge-agent", vec![agent.pid()]);
@@ -276,6 +281,7 @@ fn main() {
         keda_failed: keda_failed.load(Ordering::Relaxed),
         collector_errors,
         cloudwatch,
+        cloudwatch_before_kill,
         events,
     };
     report.print();
@@ -368,6 +374,7 @@ struct Report {
     keda_failed: u64,
     collector_errors: Vec<(String, f64)>,
     cloudwatch: Vec<String>,
+    cloudwatch_before_kill: Vec<String>,
     events: Vec<String>,
 }
 
@@ -421,8 +428,11 @@ impl Report {
         for (c, e) in &self.collector_errors {
             println!("agent collector {c}: {e} errors (since its last start)");
         }
+        for l in &self.cloudwatch_before_kill {
+            println!("agent before its kill: {l}");
+        }
         for l in &self.cloudwatch {
-            println!("agent {l}");
+            println!("agent since its restart: {l}");
         }
         println!("\n## timeline");
         for e in &self.events {
