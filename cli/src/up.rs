@@ -376,6 +376,9 @@ fn worker_args(args: &UpArgs, model: &Model) -> Vec<String> {
         format!("--model-dir={}", model.dir.display()),
         format!("--listen={}", args.api),
         format!("--agent={}", args.report),
+        // The CPU Deployment's worker: it computes on the CPU (whatever GPU backend this build
+        // has) and so reports as cpu.
+        "--device=cpu".to_owned(),
         "--accelerator=cpu".to_owned(),
         format!("--deployment={}", status::deployment("cpu")),
         format!("--namespace={NAMESPACE}"),

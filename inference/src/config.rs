@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use edge_telemetry::{AcceleratorType, WorkerReport};
 
+use crate::model::device::DeviceRequest;
 use crate::model::schedulers::SamplerKind;
 use crate::report::AgentAddr;
 use crate::validation::Limits;
@@ -47,9 +48,11 @@ pub struct ModelArgs {
     /// A diffusers-layout model directory (text_encoder/, unet/, vae/, tokenizer/, scheduler/).
     #[arg(long, env = "EDGE_INFERENCE_MODEL_DIR")]
     pub model_dir: PathBuf,
-    /// Compute device: cpu, cuda[:N] (feature `cuda`), metal[:N] (feature `metal`).
-    #[arg(long, env = "EDGE_INFERENCE_DEVICE", default_value = "cpu")]
-    pub device: String,
+    /// Compute device: auto (CUDA if built in and a GPU is visible, else Metal likewise, else
+    /// the CPU), cpu, cuda[:N] (feature `cuda`), metal[:N] (feature `metal`). cuda or metal
+    /// refuse to start when the build lacks the feature or no such GPU is visible.
+    #[arg(long, env = "EDGE_INFERENCE_DEVICE", default_value = "auto", value_parser = DeviceRequest::parse)]
+    pub device: DeviceRequest,
     /// Weight type: f32 or f16 (default: f32 on cpu, f16 on a GPU).
     #[arg(long, env = "EDGE_INFERENCE_DTYPE", value_parser = ["f32", "f16", "bf16"])]
     pub dtype: Option<String>,
@@ -73,6 +76,11 @@ pub struct ServeArgs {
     /// Request bounds and defaults.
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Tests only: report this accelerator type whatever the device (the whole-loop test runs
+    /// an `nvidia` and a `neuron` worker on the CPU). Never set in a deployment: the scaler
+    /// would send this type's work to a worker that is not one.
+    #[arg(long, hide = true)]
+    pub simulated_accelerator: Option<AcceleratorType>,
 }
 
 /// The listener, the bounded queue and the drain: the same flags for the
@@ -103,8 +111,8 @@ pub struct ReportArgs {
     /// Heartbeat period of reports to the agent (changes are sent at once).
     #[arg(long, env = "EDGE_INFERENCE_REPORT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub report_interval: Duration,
-    /// Accelerator type reported to the agent: nvidia, neuron, cpu (serve: default from
-    /// --device; proxy: required).
+    /// Accelerator type reported to the agent: nvidia, neuron, cpu. proxy: required. serve:
+    /// follows the device it computes on (cuda: nvidia, cpu: cpu); given, it must agree.
     #[arg(long, env = "EDGE_INFERENCE_ACCELERATOR")]
     pub accelerator: Option<AcceleratorType>,
     /// Deployment reported to the agent (the scaler's worker selector matches it).
@@ -365,10 +373,33 @@ impl ReportArgs {
 }
 
 impl ServeArgs {
-    /// The identity part of every report; the accelerator defaults from the device.
-    pub fn report_template(&self, device_is_gpu: bool) -> Result<WorkerReport, String> {
-        let default = if device_is_gpu { AcceleratorType::Nvidia } else { AcceleratorType::Cpu };
-        self.report.template(Some(default), self.queue.queue_capacity)
+    /// The identity part of every report. The accelerator type is the one of the device the
+    /// worker computes on ([`crate::model::device::accelerator_of`]); `--accelerator`, when
+    /// given (the chart sets it), must agree. `None`: nothing to report (no `--agent`, on a
+    /// device that is no reportable type).
+    pub fn report_template(&self, device: &candle_core::Device) -> Result<Option<WorkerReport>, String> {
+        let own = match self.simulated_accelerator {
+            Some(a) => Ok(a),
+            None => crate::model::device::accelerator_of(device),
+        };
+        let accelerator = match own {
+            Ok(a) => a,
+            // A Metal worker serves locally, unreported.
+            Err(_) if self.report.agent.is_none() => return Ok(None),
+            Err(reason) => return Err(reason),
+        };
+        if let Some(given) = self.report.accelerator
+            && given != accelerator
+        {
+            return Err(format!(
+                "--accelerator {given} (EDGE_INFERENCE_ACCELERATOR): this worker computes on {} (--device={}), \
+                 which reports as {accelerator}; the reported type follows the device, so the scaler never sends \
+                 {given} work to it. Fix --device (cuda for nvidia) or --accelerator",
+                crate::model::device::name(device),
+                self.model.device
+            ));
+        }
+        self.report.template(Some(accelerator), self.queue.queue_capacity).map(Some)
     }
 }
 
@@ -410,7 +441,7 @@ mod tests {
         ])
         .unwrap();
         let Command::Serve(args) = cli.command else { panic!("serve") };
-        let report = args.report_template(false).unwrap();
+        let report = args.report_template(&candle_core::Device::Cpu).unwrap().unwrap();
         assert_eq!(report.labels.get("tier").map(String::as_str), Some("gold"));
         assert_eq!(report.labels.len(), 2);
         let err =
@@ -431,9 +462,30 @@ mod tests {
         let serve = |url: &str| {
             let cli = Cli::try_parse_from(["edge-inference", "serve", "--model-dir", "/m", "--advertise-url", url]);
             let Command::Serve(args) = cli.unwrap().command else { panic!("serve") };
-            args.report_template(false).unwrap().endpoint
+            args.report_template(&candle_core::Device::Cpu).unwrap().unwrap().endpoint
         };
         assert_eq!(serve("http://10.0.3.7:30080").as_deref(), Some("http://10.0.3.7:30080"));
         assert_eq!(serve(""), None);
+    }
+
+    #[test]
+    fn the_reported_accelerator_follows_the_device() {
+        let serve = |extra: &[&str]| {
+            let mut argv = vec!["edge-inference", "serve", "--model-dir", "/m"];
+            argv.extend_from_slice(extra);
+            let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command else { panic!("serve") };
+            args.report_template(&candle_core::Device::Cpu)
+        };
+        assert_eq!(serve(&[]).unwrap().unwrap().accelerator, AcceleratorType::Cpu);
+        assert_eq!(serve(&["--accelerator", "cpu"]).unwrap().unwrap().accelerator, AcceleratorType::Cpu);
+        // The chart's GPU pod on a CPU: refused, naming both sides.
+        let err = serve(&["--accelerator", "nvidia"]).unwrap_err();
+        assert!(err.contains("--accelerator nvidia") && err.contains("computes on cpu"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+        let sim = serve(&["--simulated-accelerator", "neuron"]).unwrap().unwrap();
+        assert_eq!(sim.accelerator, AcceleratorType::Neuron);
+        let cli = Cli::try_parse_from(["edge-inference", "serve", "--model-dir", "/m"]).unwrap();
+        let Command::Serve(args) = cli.command else { panic!("serve") };
+        assert_eq!(args.model.device, DeviceRequest::Auto, "local runs pick the device");
     }
 }

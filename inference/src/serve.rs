@@ -20,7 +20,8 @@ use crate::queue::Queue;
 
 /// Load options from the model flags.
 pub fn load_options(args: &ModelArgs) -> anyhow::Result<LoadOptions> {
-    let device = model::device(&args.device)?;
+    let device = model::device::open(args.device)?;
+    tracing::info!(device = %model::device::name(&device), asked = %args.device, "compute device");
     let dtype = match args.dtype.as_deref() {
         Some("f16") => DType::F16,
         Some("bf16") => DType::BF16,
@@ -35,7 +36,7 @@ pub fn load_options(args: &ModelArgs) -> anyhow::Result<LoadOptions> {
 /// error when loading fails or the drain does not finish in time.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let options = load_options(&args.model)?;
-    let template = args.report_template(!options.device.is_cpu()).map_err(anyhow::Error::msg)?;
+    let template = args.report_template(&options.device).map_err(anyhow::Error::msg)?;
     // Bounds are checked against the VAE factor once the model is read; until
     // then the flags are checked against SD's 8 so a bad flag fails at once.
     args.limits.limits(8).map_err(anyhow::Error::msg)?;
@@ -79,6 +80,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     state.ready.store(true, Ordering::SeqCst);
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "warmed up; ready");
 
-    daemon.report(&args.report, template);
+    if let Some(template) = template {
+        daemon.report(&args.report, template);
+    }
     daemon.drain_on_signal(|| state.ready.store(false, Ordering::SeqCst)).await
 }

@@ -1197,3 +1197,86 @@ fn the_monitoring_validator_refuses_a_wrong_type() {
     let report = chart::try_validate(yaml).expect_err("`for` must be a duration string");
     assert!(report.contains("must be string"), "{report}");
 }
+
+/// The `edge-inference serve` container of an inference Deployment, if it runs
+/// our worker (not a server of the user's own behind the proxy).
+fn serve_container(pod: &Value) -> Option<&Value> {
+    containers(pod).into_iter().find(|c| {
+        c["name"] == "worker"
+            && c["command"] == serde_json::json!(["/usr/local/bin/edge-inference"])
+            && strings(&c["args"]).first() == Some(&"serve")
+    })
+}
+
+/// Issue 12: every GPU workload computes on its GPU. Per accelerator type,
+/// in every profile, the device flag, the image (the CUDA build for nvidia)
+/// and the type the worker reports agree; Neuron runs no `serve` (there is no
+/// Neuron backend), and a values file that would is refused by name.
+#[test]
+fn every_worker_runs_the_device_its_accelerator_and_image_mean() {
+    let mut seen = BTreeSet::new();
+    for p in chart::profiles() {
+        let objects = rendered(&p);
+        for d in inference_deployments(&objects) {
+            let (name, accel, pod) = identify(d);
+            let Some(worker) = serve_container(pod) else {
+                assert_eq!(accel, "neuron", "{p}/{name}: only the Neuron workload runs a server of its own");
+                continue;
+            };
+            let image = worker["image"].as_str().unwrap();
+            let repository = image.rsplit_once(':').map_or(image, |(r, _)| r);
+            let (device, image_suffix) = match accel {
+                "nvidia" => ("cuda", "/edge-inference-cuda"),
+                "cpu" => ("cpu", "/edge-inference"),
+                other => panic!("{p}/{name}: edge-inference serve on {other}"),
+            };
+            assert_eq!(flag(worker, "device"), Some(device), "{p}/{name}: the device {accel} means");
+            assert!(repository.ends_with(image_suffix), "{p}/{name}: {accel} runs {image_suffix}, not {image}");
+            assert_eq!(env(worker, "EDGE_INFERENCE_ACCELERATOR").unwrap()["value"], accel, "{p}/{name}");
+            if accel == "nvidia" {
+                assert_eq!(worker["resources"]["limits"]["nvidia.com/gpu"], 1, "{p}/{name}: the GPU to open");
+            }
+            seen.insert(accel.to_owned());
+        }
+    }
+    assert_eq!(seen, BTreeSet::from(["cpu".to_owned(), "nvidia".to_owned()]), "the profiles cover both");
+    let err = chart::template(&[
+        "--set",
+        "model.s3.bucket=b",
+        "--set",
+        "accelerators.neuron.enabled=true",
+        "--set",
+        "accelerators.neuron.image.repository=my/neuron-server",
+        "--set",
+        "accelerators.neuron.proxy.enabled=false",
+    ])
+    .unwrap_err();
+    assert!(err.contains("accelerators.neuron") && err.contains("no neuron backend"), "{err}");
+}
+
+/// The nvidia Deployment's rendered flags and variables, given to the CPU-only
+/// worker this workspace builds (the mistake of a CPU image on a GPU pod):
+/// it refuses to start, in one line saying it lacks the `cuda` feature,
+/// instead of computing on the CPU while reporting as nvidia. (`cargo build
+/// --workspace` builds edge-inference without `cuda`, as scripts/test does.)
+#[test]
+fn the_nvidia_flags_on_a_cpu_only_build_refuse_to_start_in_one_line() {
+    let objects = rendered("nvidia");
+    let d = find(&objects, "Deployment", "edge-edge-diffusion-nvidia");
+    let worker = serve_container(pod_specs(d)[0]).expect("the nvidia workload runs edge-inference serve");
+    let mut cmd = Command::new(edge_testkit::artifact("edge-inference"));
+    cmd.args(strings(&worker["args"])).env_remove("RUST_BACKTRACE").env("RUST_BACKTRACE", "0");
+    for var in worker["env"].as_array().unwrap() {
+        if let Some(value) = var["value"].as_str() {
+            // What the kubelet does with the downward API's node address.
+            cmd.env(var["name"].as_str().unwrap(), value.replace("$(HOST_IP)", "10.0.3.7"));
+        }
+    }
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "started on the CPU with --device=cuda");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("Error: --device=cuda"), "{stderr}");
+    assert!(last.contains("without the `cuda` cargo feature"), "{stderr}");
+    assert!(!stderr.contains("Caused by"), "one line: {stderr}");
+}

@@ -43,7 +43,9 @@ fn worker(model: &std::path::Path, agent: &Agent, accelerator: &str) -> Worker {
 fn worker_builder(model: &std::path::Path, agent: &Agent, accelerator: &str) -> WorkerBuilder {
     WorkerBuilder::new(artifact("edge-inference"), model)
         .flag("agent", agent.report_addr.expect("report port").to_string())
-        .flag("accelerator", accelerator)
+        // The reported type follows the device (cpu here); this test flag makes these CPU
+        // workers stand in for a GPU and a Neuron worker.
+        .flag("simulated-accelerator", accelerator)
         .flag("deployment", format!("sd-{accelerator}"))
         .flag("namespace", NS)
         .flag("worker-id", format!("sd-{accelerator}-0"))

@@ -4,6 +4,7 @@
 
 pub mod clip;
 pub mod configs;
+pub mod device;
 pub mod edit;
 pub mod fields;
 pub mod pipeline;
@@ -59,15 +60,6 @@ pub enum LoadError {
         path: PathBuf,
         /// What disagrees with what.
         reason: String,
-    },
-    /// The requested device is not available in this build or on this host.
-    #[error("device {device}: {source}")]
-    Device {
-        /// The device asked for.
-        device: String,
-        /// Why it cannot be used.
-        #[source]
-        source: candle_core::Error,
     },
 }
 
@@ -231,20 +223,4 @@ fn with_weights<T>(
     // read-only (or owned by us), so the file does not change under the map.
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], dtype, device) }.map_err(err)?;
     build(vb).map_err(err)
-}
-
-/// Picks a device by name: `cpu`, `cuda`, `cuda:N`, `metal`, `metal:N`.
-pub fn device(name: &str) -> Result<Device, LoadError> {
-    let (kind, index) = match name.split_once(':') {
-        Some((k, i)) => (k, i.parse::<usize>().ok()),
-        None => (name, Some(0)),
-    };
-    let err = |msg: &str| LoadError::Device { device: name.into(), source: candle_core::Error::Msg(msg.into()) };
-    let Some(index) = index else { return Err(err("the index after ':' must be a number")) };
-    match kind {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Device::new_cuda(index).map_err(|source| LoadError::Device { device: name.into(), source }),
-        "metal" => Device::new_metal(index).map_err(|source| LoadError::Device { device: name.into(), source }),
-        _ => Err(err("unknown device; allowed: cpu, cuda[:N], metal[:N]")),
-    }
 }

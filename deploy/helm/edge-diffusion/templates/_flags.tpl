@@ -5,7 +5,8 @@ flags); EDGE_* environment variables for what the downward API fills in.
   edge-agent:     agent/src/config.rs
   edge-scaler:    scaler/src/config.rs
   edge-inference: inference/src/config.rs (issue 4: serve --model-dir --listen --agent
-                  --queue-capacity --drain-timeout; deployment, pod, namespace, labels from the
+                  --queue-capacity --drain-timeout; issue 12: --device; deployment, pod,
+                  namespace, labels from the
                   environment; issue 14: proxy --upstream --upstream-health --concurrency --route)
 */}}
 
@@ -119,8 +120,15 @@ flags); EDGE_* environment variables for what the downward API fills in.
 {{/* edge-inference: (dict "root" $ "workload" $w "spec" $spec). */}}
 {{- define "edge-diffusion.inference.args" -}}
 {{- $v := .root.Values -}}
+{{- $device := get (dict "nvidia" "cuda" "cpu" "cpu") .workload.accelerator -}}
+{{- if not $device }}
+{{- fail (printf "accelerators.%s: edge-inference serve has no %s backend; set accelerators.%s.image.command to a server for it (with proxy.enabled in front)" .workload.accelerator .workload.accelerator .workload.accelerator) }}
+{{- end -}}
 - serve
 - --model-dir={{ $v.model.path }}
+# The device the accelerator type means: a GPU pod that cannot open its GPU (a CPU-only image,
+# no GPU given) refuses to start instead of computing on its CPUs.
+- --device={{ $device }}
 - --listen=0.0.0.0:{{ $v.inference.port }}
 - --agent={{ include "edge-diffusion.reportSocket" .root }}
 - --queue-capacity={{ .spec.queueCapacity }}
