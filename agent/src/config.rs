@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+pub use crate::binding::BindingMode;
 use crate::collector::pod_resources::PodResourcesSettings;
 use crate::exporter::cloudwatch::{self, CloudWatchSettings};
+pub use crate::privileges::RunAs;
 
 /// The node agent of edge-diffusion.
 ///
@@ -31,6 +33,30 @@ pub struct Config {
     /// must exist. Empty (the default) disables it.
     #[arg(long, env = "EDGE_AGENT_REPORT_SOCKET", default_value = "")]
     pub report_socket: String,
+
+    /// Group (numeric gid) given the report socket, which is created 0660: the
+    /// workers run in this group. Empty: the agent's own group.
+    #[arg(long, env = "EDGE_AGENT_REPORT_SOCKET_GROUP", default_value = "")]
+    pub report_socket_group: String,
+
+    /// Run as this user (UID:GID, numbers) once the report socket is made.
+    /// For a socket directory only root may write in (a hostPath the kubelet
+    /// created): start as uid 0 with CAP_CHOWN, CAP_SETUID and CAP_SETGID, and
+    /// the agent gives the socket to UID and --report-socket-group, then
+    /// becomes UID:GID with no capabilities left. Empty: stay as started. Not
+    /// with --pod-resources-socket, which needs root throughout.
+    #[arg(long, env = "EDGE_AGENT_USER", default_value = "")]
+    pub user: String,
+
+    /// Whether a report on the socket must match the pod that sent it:
+    /// `off` (taken as written), `warn` (corrected to the sender's namespace,
+    /// pod, Deployment and labels, with a warning) or `strict` (refused, 403).
+    /// On: the agent needs the node's PID namespace (to see the sender's
+    /// cgroup under --procfs) and read access to the pods on its node
+    /// (KUBECONFIG or its service account); --report-listen must be empty,
+    /// since a TCP peer cannot be identified.
+    #[arg(long, env = "EDGE_AGENT_REPORT_BINDING", value_enum, default_value_t = BindingMode::Off)]
+    pub report_binding: BindingMode,
 
     /// Loopback TCP address for worker reports, for local runs. Must be a
     /// loopback address: reports never leave the node. Empty disables it.
@@ -182,6 +208,12 @@ pub struct Settings {
     pub report_socket: Option<PathBuf>,
     /// Loopback TCP address for reports, if enabled.
     pub report_listen: Option<SocketAddr>,
+    /// See [`Config::report_binding`].
+    pub report_binding: BindingMode,
+    /// See [`Config::report_socket_group`].
+    pub report_socket_group: Option<u32>,
+    /// See [`Config::user`].
+    pub run_as: Option<RunAs>,
     /// NVML library, if enabled.
     pub nvml_library: Option<PathBuf>,
     /// neuron-monitor program and arguments, if enabled.
@@ -254,6 +286,41 @@ impl Config {
                 Ok(addr)
             })
             .transpose()?;
+        let report_socket = non_empty(&self.report_socket).map(PathBuf::from);
+        if self.report_binding != BindingMode::Off {
+            let err = |flag, reason: &str| Err(ConfigError { flag, reason: reason.to_owned() });
+            if report_socket.is_none() {
+                return err(
+                    "report-binding",
+                    "binding needs --report-socket (only a Unix socket names its sender); use off",
+                );
+            }
+            if report_listen.is_some() {
+                return err(
+                    "report-listen",
+                    "must be empty with --report-binding warn|strict: a TCP peer cannot be tied to a pod",
+                );
+            }
+        }
+        let report_socket_group = non_empty(&self.report_socket_group)
+            .map(|g| {
+                g.parse::<u32>().map_err(|_| ConfigError {
+                    flag: "report-socket-group",
+                    reason: format!("{g:?} is not a numeric group id (e.g. 65532), or leave it empty"),
+                })
+            })
+            .transpose()?;
+        let run_as = non_empty(&self.user)
+            .map(|u| u.parse::<RunAs>().map_err(|reason| ConfigError { flag: "user", reason }))
+            .transpose()?;
+        if run_as.is_some() && non_empty(&self.pod_resources_socket).is_some() {
+            return Err(ConfigError {
+                flag: "user",
+                reason: "the kubelet's PodResources socket is root's: with --pod-resources-socket set the agent stays root; \
+                         leave --user empty, or set --pod-resources-socket="
+                    .to_owned(),
+            });
+        }
         if !(Duration::from_millis(10)..=Duration::from_secs(30)).contains(&self.pod_resources_timeout) {
             return Err(ConfigError {
                 flag: "pod-resources-timeout",
@@ -274,8 +341,11 @@ impl Config {
         };
         Ok(Settings {
             listen: self.listen,
-            report_socket: non_empty(&self.report_socket).map(PathBuf::from),
+            report_socket,
             report_listen,
+            report_binding: self.report_binding,
+            report_socket_group,
+            run_as,
             nvml_library: non_empty(&self.nvml_library).map(PathBuf::from),
             neuron_monitor,
             neuron_monitor_config: self.neuron_monitor_config,

@@ -3,9 +3,11 @@
 //!
 //! [`NodeSnapshot`]: edge_telemetry::proto::NodeSnapshot
 
+pub mod binding;
 pub mod collector;
 pub mod config;
 pub mod exporter;
+pub mod privileges;
 pub mod server;
 pub mod snapshot;
 
@@ -15,12 +17,13 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
+use crate::binding::{Binder, BindingMode, NodePods};
 use crate::collector::Ticker;
 use crate::collector::neuron::{NeuronCollector, NeuronSettings};
 use crate::collector::nvml::NvmlCollector;
 use crate::collector::pod_resources::PodResourcesCollector;
 use crate::collector::procfs::ProcCollector;
-use crate::collector::workers::{IntakeError, WorkerIntake};
+use crate::collector::workers::{IntakeError, SocketOwner, WorkerIntake};
 use crate::config::Settings;
 use crate::exporter::prometheus::MetricsCache;
 use crate::exporter::stream::FeedService;
@@ -42,6 +45,12 @@ pub enum RunError {
     /// A worker-report endpoint could not be opened.
     #[error(transparent)]
     Intake(#[from] IntakeError),
+    /// --report-binding is on and no Kubernetes client could be configured.
+    #[error("--report-binding needs the Kubernetes API (KUBECONFIG or a service account)")]
+    Kubernetes(#[source] kube::Error),
+    /// --user could not be taken.
+    #[error(transparent)]
+    Privileges(#[from] privileges::PrivilegeError),
     /// The server failed while running.
     #[error("server failed: {0}")]
     Serve(#[source] std::io::Error),
@@ -60,9 +69,25 @@ pub async fn run(
         .map_err(|source| RunError::Listen { addr: settings.listen, source })?;
     let local = listener.local_addr().map_err(RunError::Serve)?;
 
-    let workers = WorkerIntake::new(store.clone(), settings.worker_expiry, settings.max_workers);
+    let mut workers = WorkerIntake::new(store.clone(), settings.worker_expiry, settings.max_workers);
+    let mut pods_task = None;
+    if settings.report_binding != BindingMode::Off {
+        // kube's HTTPS client asks rustls for the process default provider, and with
+        // ring (kube) and aws-lc-rs (the AWS SDK) both compiled in rustls cannot pick one.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = kube::Client::try_default().await.map_err(RunError::Kubernetes)?;
+        let pods = NodePods::default();
+        let (follower, node, stop) = (pods.clone(), settings.node.name.clone(), stop_rx.clone());
+        pods_task = Some(tokio::spawn(async move { follower.follow(client, &node, stop).await }));
+        workers = workers.with_binder(Binder::new(settings.report_binding, settings.procfs.clone(), pods));
+    }
+    let owner = SocketOwner { uid: settings.run_as.map(|r| r.uid), gid: settings.report_socket_group };
     let intake_tasks =
-        workers.serve(settings.report_socket.as_deref(), settings.report_listen, stop_rx.clone()).await?;
+        workers.serve(settings.report_socket.as_deref(), settings.report_listen, owner, stop_rx.clone()).await?;
+    // The socket is made: nothing after this needs root.
+    if let Some(run_as) = settings.run_as {
+        privileges::become_user(run_as)?;
+    }
 
     let neuron = NeuronCollector::spawn(NeuronSettings {
         command: settings.neuron_monitor.clone(),
@@ -140,7 +165,7 @@ pub async fn run(
     if let Some(t) = cloudwatch_task {
         let _ = t.await;
     }
-    for t in intake_tasks {
+    for t in intake_tasks.into_iter().chain(pods_task) {
         let _ = t.await;
     }
     result

@@ -193,3 +193,64 @@ fn bad_flags_fail_at_start_naming_the_flag() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--report-listen") && stderr.contains("loopback"), "{stderr}");
 }
+
+/// `--user`: started as root, the agent makes the socket (0660, its user and the workers'
+/// group), then runs as that user with no capabilities and can never become root again.
+/// Run as non-root (where a test cannot start anything as root), the agent refuses `--user`
+/// with a line naming it.
+#[test]
+fn the_agent_makes_its_socket_then_runs_as_its_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let builder = agent()
+        .flag("report-socket", socket.to_str().unwrap())
+        .flag("report-socket-group", "12345")
+        .flag("user", "65534:65534");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+            .args([format!("--report-socket={}", socket.display()), "--user=65534:65534".into()])
+            .args(["--report-listen=", "--pod-resources-socket=", "--listen=127.0.0.1:0"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--user"), "{out:?}");
+        return;
+    }
+    let agent = builder.start();
+    let meta = std::fs::metadata(&socket).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o777), (65534, 12345, 0o660));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).unwrap();
+    let field = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.split_whitespace().collect::<Vec<_>>()).unwrap()
+    };
+    assert_eq!(field("Uid:"), ["65534"; 4], "real, effective, saved, fs");
+    assert_eq!(field("Gid:"), ["65534"; 4]);
+    assert_eq!(field("Groups:"), ["65534"]);
+    assert_eq!(field("CapEff:"), ["0000000000000000"]);
+    assert_eq!(field("CapPrm:"), ["0000000000000000"]);
+    // And it still takes reports on the socket it made.
+    let (status, body) =
+        http::post_json_unix(&socket, "/v1/reports", &report("w-user", "sd-user", "nvidia", 2)).unwrap();
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(queue_depth(&agent, "sd-user"), Some(2.0));
+}
+
+#[test]
+fn user_and_socket_group_refuse_what_they_cannot_mean() {
+    for (flags, named) in [
+        (&["--user=nobody"][..], "--user"),
+        (&["--user=0:0"][..], "--user"),
+        (&["--user=65534:65534", "--pod-resources-socket=/var/lib/kubelet/pod-resources/kubelet.sock"][..], "--user"),
+        (&["--report-socket-group=workers"][..], "--report-socket-group"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+            .args(["--listen=127.0.0.1:0", "--report-listen="])
+            .args(flags)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(named), "{flags:?}: {stderr}");
+    }
+}

@@ -283,6 +283,26 @@ fn up_serves_the_printed_url_shows_the_scaler_and_stops_on_ctrl_c() {
     assert!(load.status.success(), "{load_out}\n{}", String::from_utf8_lossy(&load.stderr));
     assert!(load_out.contains("3/3 done: 3 ok"), "{load_out}");
 
+    // The same loop driving inpainting edits.
+    let files = tempfile::tempdir().unwrap();
+    let (image, mask) = (files.path().join("in.png"), files.path().join("mask.png"));
+    write_png(&image, png::ColorType::Rgb, &vec![90; 64 * 64 * 3]);
+    write_png(
+        &mask,
+        png::ColorType::Grayscale,
+        &(0..64 * 64).map(|i| if i % 64 < 32 { 0 } else { 255 }).collect::<Vec<u8>>(),
+    );
+    let load = Command::new(BIN)
+        .args(["load", "--url", &format!("http://{api}"), "-n", "2", "--steps", "2", "--edit"])
+        .arg(&image)
+        .arg("--mask")
+        .arg(&mask)
+        .output()
+        .unwrap();
+    let load_out = String::from_utf8_lossy(&load.stdout);
+    assert!(load.status.success(), "{load_out}\n{}", String::from_utf8_lossy(&load.stderr));
+    assert!(load_out.contains("2/2 done: 2 ok"), "{load_out}");
+
     ctrl_c_stops(&mut up, &rx, &mut seen);
     assert_readme_sample_matches(&seen, &addrs);
     // The children are gone with it: their ports are free again.
@@ -412,4 +432,14 @@ fn missing_binaries_name_the_build_command() {
     };
     let err = one_line_failure(out);
     assert!(err.contains("edge-agent not found") && err.contains("cargo build --workspace"), "{err}");
+}
+
+/// A 64x64 PNG for `load --edit`.
+fn write_png(path: &std::path::Path, color: png::ColorType, data: &[u8]) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut enc = png::Encoder::new(file, 64, 64);
+    enc.set_color(color);
+    let mut writer = enc.write_header().unwrap();
+    writer.write_image_data(data).unwrap();
+    writer.finish().unwrap();
 }

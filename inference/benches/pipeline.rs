@@ -1,5 +1,6 @@
 //! Benchmark: the tiny model's per-step and whole-request latency at 64×64
-//! and 256×256, then the real server under concurrent load with HTTP and
+//! and 256×256, edits (img2img, inpainting) beside text to image at the same
+//! size and steps, then the real server under concurrent load with HTTP and
 //! queue overhead separated from model time (Server-Timing), compared with
 //! the model alone measured in the same run.
 //!
@@ -15,7 +16,10 @@ mod common;
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-use edge_inference::model::pipeline::Params;
+use edge_inference::http::multipart::{self, Part};
+use edge_inference::imageio::OutputFormat;
+use edge_inference::model::edit::EditInput;
+use edge_inference::model::pipeline::{Image, Params};
 use edge_inference::model::{LoadOptions, Model};
 
 fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
@@ -79,6 +83,80 @@ fn model_only(model: &Model) -> f64 {
     p50
 }
 
+fn gradient(side: usize) -> Image {
+    let rgb = (0..side * side).flat_map(|i| [(i % side) as u8, (i / side) as u8, 128]).collect();
+    Image { width: side, height: side, rgb }
+}
+
+/// Edits beside text to image at the same size and steps, measured
+/// alternately in one loop so both see the same machine state.
+fn edits_beside_generation(model: &Model) {
+    println!("== edits beside text to image (model only, same size and steps, ratio to text to image)");
+    for (side, steps, reps) in [(64, 4, 16), (256, 4, 4)] {
+        let mask: Vec<u8> = (0..side * side).map(|i| if i % side >= side / 2 { 255 } else { 0 }).collect();
+        let kinds = [
+            ("img2img strength 1.0", EditInput { image: gradient(side), mask: None, strength: 1.0 }),
+            ("img2img strength 0.5", EditInput { image: gradient(side), mask: None, strength: 0.5 }),
+            ("inpaint strength 1.0", EditInput { image: gradient(side), mask: Some(mask), strength: 1.0 }),
+        ];
+        let mut gen_t = Vec::new();
+        let mut edit_t = vec![Vec::new(); kinds.len()];
+        for i in 0..reps {
+            let t = Instant::now();
+            model.generate(&params(side, steps, i), |_| ControlFlow::Continue(())).unwrap();
+            gen_t.push(t.elapsed().as_secs_f64());
+            for (k, (_, e)) in kinds.iter().enumerate() {
+                let t = Instant::now();
+                model.edit(&params(side, steps, i), e, |_| ControlFlow::Continue(())).unwrap();
+                edit_t[k].push(t.elapsed().as_secs_f64());
+            }
+        }
+        let (g50, _, _) = stats(gen_t);
+        let mut line = format!("{side}x{side} {steps} steps: text to image p50 {}", ms(g50));
+        for ((name, _), v) in kinds.iter().zip(edit_t) {
+            let (e50, _, _) = stats(v);
+            line.push_str(&format!(" | {name} p50 {} ({:.2}x)", ms(e50), e50 / g50));
+        }
+        println!("{line}");
+    }
+}
+
+/// Sequential `/v1/images/edits` (inpainting) beside `/generate`, 64×64, 2 steps.
+fn server_edits(w: &common::Worker) {
+    let image = OutputFormat::Png.encode(&gradient(64));
+    let text = |n: &str, v: String| Part { name: n.into(), filename: None, data: v.into_bytes() };
+    let (mut gen_t, mut edit_t) = (Vec::new(), Vec::new());
+    for i in 0..20u64 {
+        let body = serde_json::json!({"prompt": "a red car", "steps": 2, "size": "64x64", "seed": i}).to_string();
+        let t = Instant::now();
+        assert_eq!(common::request(w.addr, "POST", "/generate", &body).unwrap().status, 200);
+        gen_t.push(t.elapsed().as_secs_f64());
+        let form = multipart::encode(
+            "bench",
+            &[
+                text("prompt", "a red car".into()),
+                text("steps", "2".into()),
+                text("seed", i.to_string()),
+                Part { name: "image".into(), filename: Some("in.png".into()), data: image.clone() },
+            ],
+        );
+        let t = Instant::now();
+        let ct = "multipart/form-data; boundary=bench";
+        let r = common::receive(common::send_bytes(w.addr, "POST", "/v1/images/edits", ct, &form).unwrap()).unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        edit_t.push(t.elapsed().as_secs_f64());
+    }
+    let ((g50, g90, _), (e50, e90, _)) = (stats(gen_t), stats(edit_t));
+    println!(
+        "server, 64x64 2 steps: /generate p50 {} p90 {} | /v1/images/edits (img2img 0.8, 1 step run) p50 {} p90 {} (ratio {:.2})",
+        ms(g50),
+        ms(g90),
+        ms(e50),
+        ms(e90),
+        e50 / g50
+    );
+}
+
 /// A Server-Timing duration in seconds (NaN when missing).
 fn timing(r: &common::Response, key: &str) -> f64 {
     r.server_timing(key).unwrap_or(f64::NAN) / 1e3
@@ -96,6 +174,7 @@ fn main() {
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_default();
     println!("tiny model, candle threads: {threads}");
     let model_p50 = model_only(&model);
+    edits_beside_generation(&model);
     drop(model);
 
     println!("== server (HTTP + queue + model), 64x64, 1 step, --concurrency 1");
@@ -108,6 +187,7 @@ fn main() {
     for i in 0..5 {
         common::request(w.addr, "POST", "/generate", &body(i)).unwrap();
     }
+    server_edits(&w);
     // The baseline: the same client's round trip on a fresh connection to an
     // endpoint that does no work. What a generation adds beyond it is ours.
     // Asked back to back, and again after a pause as long as a generation:

@@ -34,6 +34,9 @@ pub enum Command {
         arch: crate::tiny::Arch,
         /// Directory to write (created if needed).
         dir: PathBuf,
+        /// Write a 9-channel inpainting UNet (like SD 1.5-inpainting) instead (default arch only).
+        #[arg(long)]
+        inpainting: bool,
     },
     /// Write a full-size model with random weights (f16) in the diffusers layout, loadable by
     /// this worker and by diffusers: real per-step cost without downloading a checkpoint.

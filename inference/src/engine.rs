@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::imageio::OutputFormat;
 use crate::metrics::Metrics;
 use crate::model::Model;
-use crate::model::pipeline::GenerateError;
+use crate::model::pipeline::{GenerateError, StepInfo};
 use crate::queue::Running;
 use crate::validation::Job;
 
@@ -17,8 +18,8 @@ use crate::validation::Job;
 pub struct Generated {
     /// The seed that reproduces it.
     pub seed: u64,
-    /// PNG bytes.
-    pub png: Vec<u8>,
+    /// The encoded image, in the job's output format.
+    pub bytes: Vec<u8>,
 }
 
 /// What a job produced and how long the model worked on it.
@@ -26,8 +27,10 @@ pub struct Generated {
 pub struct Output {
     /// The images, in request order.
     pub images: Vec<Generated>,
-    /// Time inside the model (text encoding, steps, decode, PNG).
+    /// Time inside the model (text encoding, steps, decode, encoding).
     pub model_time: Duration,
+    /// How the images are encoded.
+    pub format: OutputFormat,
 }
 
 /// Sets a flag when dropped: the handler future holding it went away (the
@@ -73,14 +76,18 @@ pub async fn run(
         let mut images = Vec::with_capacity(job.n);
         for i in 0..job.n {
             let params = job.image(i);
-            let image = model.generate(&params, |step| {
+            let on_step = |step: StepInfo| {
                 metrics.step_seconds.observe(step.elapsed.as_secs_f64());
                 if cancel.load(Ordering::Relaxed) { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
-            })?;
-            images.push(Generated { seed: params.seed, png: image.to_png() });
-            metrics.images.inc();
+            };
+            let image = match &job.edit {
+                Some(edit) => model.edit(&params, edit, on_step)?,
+                None => model.generate(&params, on_step)?,
+            };
+            images.push(Generated { seed: params.seed, bytes: job.format.encode(&image) });
+            metrics.image(job.edit.is_some());
         }
-        Ok(Output { images, model_time: started.elapsed() })
+        Ok(Output { images, model_time: started.elapsed(), format: job.format })
     });
     task.await.unwrap_or_else(|e| Err(GenerateError::Model(candle_core::Error::Msg(format!("generation failed: {e}")))))
 }

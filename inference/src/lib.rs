@@ -1,7 +1,8 @@
 //! edge-inference: the Stable Diffusion worker. A candle pipeline behind a
 //! bounded queue that tells its node's agent how much work is waiting.
 //!
-//! - [`model`]: loading a diffusers-layout checkout and generating images.
+//! - [`model`]: loading a diffusers-layout checkout, generating and editing images.
+//! - [`imageio`]: decoding uploads and encoding results (PNG, JPEG, WebP).
 //! - [`queue`]: admission and ordering (permits, no unbounded channel).
 //! - [`http`]: the API, probes and `/metrics`; [`engine`] runs jobs.
 //! - [`report`]: queue reports to the node agent.
@@ -15,6 +16,7 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod http;
+pub mod imageio;
 pub mod metrics;
 pub mod model;
 pub mod proxy;

@@ -19,8 +19,17 @@ fn main() -> anyhow::Result<()> {
     }
     edge_telemetry::daemon::init_tracing("EDGE_INFERENCE_LOG", edge_telemetry::daemon::LogFormat::Text);
     match cli.command {
-        Command::TinyModel { arch, dir } => edge_inference::tiny::write_arch(&dir, arch)
-            .with_context(|| format!("writing the tiny {arch:?} model to {}", dir.display())),
+        Command::TinyModel { arch, dir, inpainting } => {
+            if inpainting && arch != edge_inference::tiny::Arch::Default {
+                anyhow::bail!("--inpainting writes the default architecture's inpainting UNet; leave --arch out");
+            }
+            let written = if inpainting {
+                edge_inference::tiny::write_inpainting(&dir)
+            } else {
+                edge_inference::tiny::write_arch(&dir, arch)
+            };
+            written.with_context(|| format!("writing the tiny {arch:?} model to {}", dir.display()))
+        }
         Command::RandomModel { preset, dir } => edge_inference::random_model::write(&dir, preset)
             .with_context(|| format!("writing the random {preset:?} model to {}", dir.display())),
         Command::Generate(args) => {

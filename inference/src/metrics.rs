@@ -23,8 +23,7 @@ pub struct Metrics {
     ready: Gauge,
     rejected: Family<Labels, Counter>,
     requests: Family<Labels, Counter>,
-    /// Images produced.
-    pub images: Counter,
+    images: Family<Labels, Counter>,
     /// Whole-request latency.
     pub request_seconds: Histogram,
     /// Queue wait.
@@ -73,11 +72,15 @@ impl Metrics {
         registry.register(cat::REJECTED.name, cat::REJECTED.help, rejected.clone());
         let requests = Family::<Labels, Counter>::default();
         registry.register(cat::REQUESTS.name, cat::REQUESTS.help, requests.clone());
-        let images = Counter::default();
+        let images = Family::<Labels, Counter>::default();
         let request_seconds = histogram(&mut registry, cat::REQUEST_DURATION_SECONDS);
         let queue_wait_seconds = histogram(&mut registry, cat::QUEUE_WAIT_SECONDS);
         let step_seconds = Histogram::new(cat::STEP_DURATION_SECONDS.buckets.iter().copied());
         if model {
+            // Both kinds from the start, so a rate over either exists at 0.
+            for kind in ["generate", "edit"] {
+                let _ = images.get_or_create(&vec![(cat::LABEL_KIND, kind.to_owned())]);
+            }
             registry.register(cat::IMAGES_GENERATED.name, cat::IMAGES_GENERATED.help, images.clone());
             let h = cat::STEP_DURATION_SECONDS;
             registry.register(h.name, h.help, step_seconds.clone());
@@ -101,6 +104,12 @@ impl Metrics {
     /// Counts a request turned away (`full`, `draining`, `not_ready`, `upstream_down`).
     pub fn rejected(&self, reason: &'static str) {
         self.rejected.get_or_create(&vec![(cat::LABEL_REASON, reason.to_owned())]).inc();
+    }
+
+    /// Counts an image produced; `edit` for img2img and inpainting.
+    pub fn image(&self, edit: bool) {
+        let kind = if edit { "edit" } else { "generate" };
+        self.images.get_or_create(&vec![(cat::LABEL_KIND, kind.to_owned())]).inc();
     }
 
     /// Counts a generation request answered with `status`.

@@ -333,6 +333,21 @@ fn record(dir: &Path, part: &str) -> Result<BTreeMap<String, Wanted>, TinyError>
     Ok(wanted)
 }
 
+/// Writes the tiny model with an inpainting UNet instead (9 input channels:
+/// latents, mask, masked-image latents), as SD 1.5-inpainting is laid out.
+pub fn write_inpainting(dir: &Path) -> Result<(), TinyError> {
+    write(dir)?;
+    let cfg = dir.join("unet/config.json");
+    let text = std::fs::read(&cfg).map_err(|source| TinyError::Write { path: cfg.clone(), source })?;
+    // Our own file, just written: it parses.
+    let mut unet: Value = serde_json::from_slice(&text).unwrap_or_default();
+    unet["in_channels"] = json!(9);
+    write_json(&cfg, &unet)?;
+    let wanted = record(dir, "unet")?;
+    let mut rng = NoiseRng::new(WEIGHT_SEED ^ 9);
+    save_random(&dir.join("unet/diffusion_pytorch_model.safetensors"), &wanted, &mut rng, DType::F32)
+}
+
 /// CLIP's layout: 256 byte tokens, the same with `</w>`, merges, then the
 /// two special tokens. Returns the vocabulary size.
 pub(crate) fn write_tokenizer(dir: &Path, pad: &str) -> Result<usize, TinyError> {

@@ -2,9 +2,15 @@
 //! read on its own so that a wrong value is reported against its field, with
 //! the allowed range.
 
+pub mod edit;
+
+use std::sync::Arc;
+
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::imageio::OutputFormat;
+use crate::model::edit::EditInput;
 use crate::model::pipeline::Params;
 
 /// Bounds and defaults for requests, set by flags.
@@ -30,6 +36,8 @@ pub struct Limits {
     pub default_guidance: f64,
     /// Size when the request names none.
     pub default_size: (usize, usize),
+    /// Largest uploaded image (init image or mask), encoded, in bytes.
+    pub max_image_bytes: usize,
 }
 
 impl Default for Limits {
@@ -45,6 +53,7 @@ impl Default for Limits {
             default_steps: 20,
             default_guidance: 7.5,
             default_size: (512, 512),
+            max_image_bytes: 4 << 20,
         }
     }
 }
@@ -54,8 +63,11 @@ impl Default for Limits {
 pub enum Endpoint {
     /// `POST /v1/images/generations` (OpenAI images shape).
     OpenAi,
-    /// `POST /generate` (one PNG back).
+    /// `POST /generate` (one image back).
     Png,
+    /// `POST /v1/images/edits` (OpenAI's multipart shape), or `/generate`
+    /// with an `init_image`, once the images are taken out.
+    Edit,
 }
 
 impl Endpoint {
@@ -72,8 +84,36 @@ impl Endpoint {
                 "guidance_scale",
                 "model",
                 "user",
+                "output_format",
             ],
-            Self::Png => &["prompt", "negative_prompt", "size", "seed", "steps", "guidance_scale"],
+            Self::Png => &[
+                "prompt",
+                "negative_prompt",
+                "size",
+                "seed",
+                "steps",
+                "guidance_scale",
+                "output_format",
+                "init_image",
+                "mask",
+                "strength",
+            ],
+            // `image`, `mask` and `strength` are read by `edit` first; `n`
+            // and `response_format` only matter on the OpenAI route, which
+            // answers JSON (on `/generate` the first image is sent).
+            Self::Edit => &[
+                "prompt",
+                "negative_prompt",
+                "n",
+                "size",
+                "response_format",
+                "seed",
+                "steps",
+                "guidance_scale",
+                "model",
+                "user",
+                "output_format",
+            ],
         }
     }
 }
@@ -99,6 +139,10 @@ pub struct Job {
     pub params: Params,
     /// Images to generate.
     pub n: usize,
+    /// What to edit; `None` for text to image.
+    pub edit: Option<Arc<EditInput>>,
+    /// How the images are encoded.
+    pub format: OutputFormat,
 }
 
 impl Job {
@@ -118,13 +162,31 @@ pub fn parse(
 ) -> Result<Job, ValidationError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| err("body", format!("not valid JSON: {e}")))?;
     let Value::Object(obj) = value else { return Err(err("body", "must be a JSON object")) };
+    if endpoint == Endpoint::Png {
+        if obj.contains_key("init_image") {
+            return edit::from_json(obj, limits, random_seed);
+        }
+        if let Some(k) = ["mask", "strength"].into_iter().find(|k| obj.contains_key(*k)) {
+            return Err(err(k, "only allowed with init_image (a base64 PNG, JPEG or WebP)"));
+        }
+    }
+    parse_object(&obj, endpoint, limits, random_seed)
+}
+
+/// Validates a request's fields (already a JSON object).
+pub fn parse_object(
+    obj: &serde_json::Map<String, Value>,
+    endpoint: Endpoint,
+    limits: &Limits,
+    random_seed: impl FnOnce() -> u64,
+) -> Result<Job, ValidationError> {
     let allowed = endpoint.fields();
     if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(err(k, format!("unknown field; allowed: {}", allowed.join(", "))));
     }
     let l = limits;
     let text = |field: &str, required: bool| -> Result<String, ValidationError> {
-        let s: Option<String> = get(&obj, field, "a string")?;
+        let s: Option<String> = get(obj, field, "a string")?;
         let s = s.unwrap_or_default();
         if required && s.trim().is_empty() {
             return Err(err(field, "required; a non-empty string"));
@@ -137,32 +199,38 @@ pub fn parse(
     };
     let prompt = text("prompt", true)?;
     let negative_prompt = text("negative_prompt", false)?;
-    let n = int(&obj, "n", 1, l.max_n)?.unwrap_or(1);
-    let steps = int(&obj, "steps", 1, l.max_steps)?.unwrap_or(l.default_steps);
+    let n = int(obj, "n", 1, l.max_n)?.unwrap_or(1);
+    let steps = int(obj, "steps", 1, l.max_steps)?.unwrap_or(l.default_steps);
     let guidance_range = format!("a number from 0 to {}", l.max_guidance);
-    let guidance_scale = match get::<f64>(&obj, "guidance_scale", &guidance_range)? {
+    let guidance_scale = match get::<f64>(obj, "guidance_scale", &guidance_range)? {
         Some(g) if !(0.0..=l.max_guidance).contains(&g) => {
             return Err(err("guidance_scale", format!("{g} is outside 0..={}", l.max_guidance)));
         }
         Some(g) => g,
         None => l.default_guidance,
     };
-    let seed = match get::<u64>(&obj, "seed", "an integer from 0 to 18446744073709551615")? {
+    let seed = match get::<u64>(obj, "seed", "an integer from 0 to 18446744073709551615")? {
         Some(s) => s,
         None => random_seed(),
     };
-    if let Some(f) = get::<String>(&obj, "response_format", "\"b64_json\"")?
+    if let Some(f) = get::<String>(obj, "response_format", "\"b64_json\"")?
         && f != "b64_json"
     {
         return Err(err("response_format", format!("{f:?} is not supported; allowed: \"b64_json\"")));
     }
-    let _: Option<String> = get(&obj, "model", "a string")?;
-    let _: Option<String> = get(&obj, "user", "a string")?;
-    let (width, height) = match get::<String>(&obj, "size", "a string \"WIDTHxHEIGHT\"")? {
+    let _: Option<String> = get(obj, "model", "a string")?;
+    let _: Option<String> = get(obj, "user", "a string")?;
+    let (width, height) = match get::<String>(obj, "size", "a string \"WIDTHxHEIGHT\"")? {
         Some(s) => size(&s, l)?,
         None => l.default_size,
     };
-    Ok(Job { params: Params { prompt, negative_prompt, width, height, steps, guidance_scale, seed }, n })
+    let format = match get::<String>(obj, "output_format", OutputFormat::ALLOWED)? {
+        Some(f) => OutputFormat::parse(&f)
+            .ok_or_else(|| err("output_format", format!("{f:?} is not allowed; allowed: {}", OutputFormat::ALLOWED)))?,
+        None => OutputFormat::Png,
+    };
+    let params = Params { prompt, negative_prompt, width, height, steps, guidance_scale, seed };
+    Ok(Job { params, n, edit: None, format })
 }
 
 fn get<T: DeserializeOwned>(
@@ -253,6 +321,7 @@ mod tests {
             ("guidance_scale", serde_json::json!(-0.5), "0..=30"),
             ("guidance_scale", serde_json::json!("high"), "from 0 to 30"),
             ("quality", serde_json::json!("hd"), "unknown field"),
+            ("output_format", serde_json::json!("gif"), "\"png\", \"jpeg\", \"webp\""),
         ];
         for (field, value, needle) in cases {
             let mut body = serde_json::json!({"prompt": "a cat"});

@@ -49,7 +49,7 @@ fn serves_pngs_that_a_seed_reproduces_and_answers_probes() {
     }
     assert!(v["created"].as_u64().unwrap() > 1_600_000_000);
     let metrics = w.metrics();
-    assert_eq!(edge_testkit::sample(&metrics, "edge_inference_images_generated_total"), Some(4.0));
+    assert_eq!(edge_testkit::sample(&metrics, r#"edge_inference_images_generated_total{kind="generate"}"#), Some(4.0));
     assert_eq!(edge_testkit::sample(&metrics, "edge_inference_requests_total{status=\"200\""), Some(3.0));
     assert!(edge_testkit::sample(&metrics, "edge_inference_step_duration_seconds_count").unwrap() >= 8.0);
 }
@@ -135,7 +135,11 @@ fn a_client_that_goes_away_frees_its_slot() {
     drop(running);
     let r = common::receive(third).unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(w.metric("edge_inference_images_generated_total"), Some(1.0), "a cancelled request made an image");
+    assert_eq!(
+        w.metric(r#"edge_inference_images_generated_total{kind="generate"}"#),
+        Some(1.0),
+        "a cancelled request made an image"
+    );
 }
 
 #[test]
@@ -201,8 +205,9 @@ fn metrics_speak_the_format_their_content_type_names() {
 fn a_body_over_the_limit_gets_413_in_the_error_shape_and_is_counted() {
     let model = tiny_model();
     let w = WorkerBuilder::new(model.path()).start();
+    // /v1/images/generations carries no images, so it keeps the 64 KiB limit.
     let prompt = "x".repeat(70 * 1024);
-    let r = w.post("/generate", &json!({"prompt": prompt}));
+    let r = w.post("/v1/images/generations", &json!({"prompt": prompt}));
     assert_eq!(r.status, 413, "{}", r.text());
     let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()));
     assert_eq!(body["error"]["param"], "body", "{body}");

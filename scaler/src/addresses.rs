@@ -15,15 +15,20 @@
 //! 3. the address as advertised, marked `reachability: "vpc"` when it is
 //!    private, so a device can tell it needs the VPC (VPN, Direct Connect).
 //!
-//! The port and path stay as advertised. Each endpoint names the rule that
-//! chose its host (`address`).
+//! The path stays as advertised, and so does the port, but for one case: a
+//! worker whose Service's NodePort Kubernetes picks cannot know it, so the
+//! chart has it advertise the Service's `port` instead; the scaler reads the
+//! workers' Services (labelled `edge-diffusion.io/workload`, in its own
+//! namespace: list and watch, nothing else) and lists the endpoint at the
+//! NodePort behind that port. Each endpoint names the rule that chose its
+//! host (`address`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::RwLock;
 
 use edge_telemetry::inventory::{AddressRule, Endpoint, Reachability, split_host};
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Service};
 use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
@@ -35,12 +40,20 @@ pub struct Addresses {
     external: RwLock<HashMap<String, IpAddr>>,
     /// Zone → the host devices reach that zone's nodes by.
     advertise_host: BTreeMap<String, String>,
+    /// (namespace, workload) → its Service's (port, nodePort) pairs.
+    node_ports: RwLock<HashMap<(String, String), Vec<PortPair>>>,
 }
+
+/// A Service port and the NodePort Kubernetes gave it.
+pub type PortPair = (u16, u16);
+
+/// The label naming the workload (the Deployment) a worker Service fronts.
+pub const WORKLOAD_LABEL: &str = "edge-diffusion.io/workload";
 
 impl Addresses {
     /// No node known yet; `advertise_host` per zone.
     pub fn new(advertise_host: BTreeMap<String, String>) -> Self {
-        Self { external: RwLock::default(), advertise_host }
+        Self { external: RwLock::default(), advertise_host, node_ports: RwLock::default() }
     }
 
     /// Records a node's `ExternalIP` (`None`: it has none, or it is gone).
@@ -49,6 +62,16 @@ impl Addresses {
         match external {
             Some(ip) => map.insert(node.to_owned(), ip),
             None => map.remove(node),
+        };
+    }
+
+    /// Records a workload Service's ports (`None`: it is gone).
+    pub fn set_service(&self, namespace: &str, workload: &str, ports: Option<Vec<PortPair>>) {
+        let mut map = self.node_ports.write().unwrap_or_else(|e| e.into_inner());
+        let key = (namespace.to_owned(), workload.to_owned());
+        match ports {
+            Some(p) => map.insert(key, p),
+            None => map.remove(&key),
         };
     }
 
@@ -67,10 +90,61 @@ impl Addresses {
             (None, Some(advertised)) => (advertised.clone(), AddressRule::AdvertiseHost),
             (None, None) => (host.to_owned(), AddressRule::Advertised),
         };
+        let rest = self.node_port(e, rest).unwrap_or_else(|| rest.to_owned());
         e.url = format!("{scheme}{new_host}{rest}");
         e.address = rule;
         e.reachability = Reachability::of_host(&new_host);
     }
+}
+
+impl Addresses {
+    /// `rest` (`:port/path`) with the port replaced by the NodePort its
+    /// workload's Service maps it to, if the Service has that `port`.
+    fn node_port(&self, e: &Endpoint, rest: &str) -> Option<String> {
+        let tail = rest.strip_prefix(':')?;
+        let (port, path) = tail.find('/').map_or((tail, ""), |i| tail.split_at(i));
+        let port: u16 = port.parse().ok()?;
+        let map = self.node_ports.read().unwrap_or_else(|e| e.into_inner());
+        let ports = map.get(&(e.namespace.clone(), e.deployment.clone()))?;
+        let node_port = ports.iter().find(|(p, _)| *p == port)?.1;
+        Some(format!(":{node_port}{path}"))
+    }
+}
+
+/// A Service's (port, nodePort) pairs, for the ports that have a NodePort.
+pub fn node_ports(service: &Service) -> Vec<PortPair> {
+    let ports = service.spec.as_ref().and_then(|s| s.ports.as_ref());
+    ports
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some((u16::try_from(p.port).ok()?, u16::try_from(p.node_port?).ok()?)))
+        .collect()
+}
+
+/// Follows the workers' Services in the client's namespace until `stop`.
+pub async fn watch_services(client: kube::Client, addresses: std::sync::Arc<Addresses>, stop: watch::Receiver<bool>) {
+    let api: Api<Service> = Api::default_namespaced(client);
+    tracing::info!("watching the workers' Services for the NodePorts Kubernetes picked");
+    let config = watcher::Config::default().labels(WORKLOAD_LABEL);
+    let events = watcher(api, config).default_backoff();
+    let key = |s: &Service| {
+        let workload = s.metadata.labels.as_ref()?.get(WORKLOAD_LABEL)?.clone();
+        Some((s.metadata.namespace.clone().unwrap_or_default(), workload))
+    };
+    crate::discovery::watch_until_stopped(events, "Service", stop, |event| match event {
+        watcher::Event::Apply(s) | watcher::Event::InitApply(s) => {
+            if let Some((ns, workload)) = key(&s) {
+                addresses.set_service(&ns, &workload, Some(node_ports(&s)));
+            }
+        }
+        watcher::Event::Delete(s) => {
+            if let Some((ns, workload)) = key(&s) {
+                addresses.set_service(&ns, &workload, None);
+            }
+        }
+        watcher::Event::Init | watcher::Event::InitDone => {}
+    })
+    .await;
 }
 
 /// The `ExternalIP` of a Node object, if it lists one.
@@ -180,5 +254,45 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(external_ip(&private), None);
+    }
+
+    #[test]
+    fn a_service_port_is_listed_at_the_node_port_kubernetes_picked() {
+        let a = Addresses::new(BTreeMap::new());
+        let mut e = endpoint("http://10.0.1.7:80/v1", "n1", "us-west-2a");
+        e.namespace = "edge".into();
+        e.deployment = "sd-gpu".into();
+        a.apply(&mut e);
+        assert_eq!(e.url, "http://10.0.1.7:80/v1", "no Service known: as advertised");
+        a.set_service("edge", "sd-gpu", Some(vec![(80, 31234)]));
+        let mut picked = e.clone();
+        a.apply(&mut picked);
+        assert_eq!(picked.url, "http://10.0.1.7:31234/v1");
+        // An explicit NodePort is advertised as is; another workload's Service changes nothing.
+        let mut explicit = endpoint("http://10.0.1.7:30080", "n1", "us-west-2a");
+        explicit.namespace = "edge".into();
+        explicit.deployment = "sd-gpu".into();
+        a.apply(&mut explicit);
+        assert_eq!(explicit.url, "http://10.0.1.7:30080");
+        let mut other = e.clone();
+        other.deployment = "sd-cpu".into();
+        a.apply(&mut other);
+        assert_eq!(other.url, "http://10.0.1.7:80/v1");
+        a.set_service("edge", "sd-gpu", None);
+        let mut gone = e.clone();
+        a.apply(&mut gone);
+        assert_eq!(gone.url, "http://10.0.1.7:80/v1");
+    }
+
+    #[test]
+    fn node_ports_are_read_from_the_service_spec() {
+        let s: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "sd-gpu"},
+            "spec": {"type": "NodePort", "ports": [
+                {"name": "http", "port": 80, "targetPort": "http", "nodePort": 31234},
+                {"name": "other", "port": 9000}]}
+        }))
+        .unwrap();
+        assert_eq!(node_ports(&s), [(80, 31234)]);
     }
 }

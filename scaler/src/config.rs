@@ -107,7 +107,10 @@ pub struct Config {
     /// List each endpoint at its node's ExternalIP when the node has one
     /// (the scaler then gets, lists and watches Nodes; needs
     /// --agent-service). Workers advertise the node's primary address,
-    /// private even in a public subnet.
+    /// private even in a public subnet. Also lists a worker that advertises
+    /// its Service's port at the NodePort Kubernetes picked for it (the
+    /// scaler lists and watches the Services labelled
+    /// edge-diffusion.io/workload in its own namespace).
     #[arg(long, env = "EDGE_SCALER_NODE_ADDRESSES", default_value_t = false, action = clap::ArgAction::Set)]
     pub node_addresses: bool,
 

@@ -121,12 +121,15 @@ pub async fn run(
     let discovery_stop = stop_rx.clone();
     let addresses = Arc::new(Addresses::new(settings.advertise_host.clone()));
     let mut nodes_task = None;
+    let mut services_task = None;
     let discovery_task = match settings.discovery.clone() {
         Discovery::Kubernetes(cfg) => {
             let client = discovery::client().await?;
             if settings.node_addresses {
                 let watch = addresses::watch_nodes(client.clone(), Arc::clone(&addresses), stop_rx.clone());
                 nodes_task = Some(tokio::spawn(watch));
+                let watch = addresses::watch_services(client.clone(), Arc::clone(&addresses), stop_rx.clone());
+                services_task = Some(tokio::spawn(watch));
             }
             tokio::spawn(discovery::run_kubernetes(client, cfg, sources, discovery_stop))
         }
@@ -186,7 +189,7 @@ pub async fn run(
     let _ = discovery_task.await;
     let _ = purge_task.await;
     let _ = health_task.await;
-    if let Some(t) = nodes_task {
+    for t in nodes_task.into_iter().chain(services_task) {
         let _ = t.await;
     }
     if let Some(t) = peers_task {

@@ -244,14 +244,24 @@ impl ActivationWatch {
         self.metrics.active_streams.inc();
         let name = self.trigger.metric_name();
         tracing::debug!(metric = %name, "activation stream opened");
-        // The state at open is the baseline: only a later transition is pushed
-        // (KEDA's IsActive polling covers a trigger that is already active).
+        // The state at open is the baseline, and an active one is pushed at once:
+        // a stream (re)opened while a queue is already up (KEDA reconnecting
+        // after a scaler restart, mid-burst) would otherwise wait for KEDA's next
+        // IsActive poll, up to its pollingInterval, to learn of the wake.
         self.changes.mark_unchanged();
         self.demand.mark_unchanged();
         if let Some(rx) = &mut self.sibling {
             rx.mark_unchanged();
         }
         let mut was_active = self.active();
+        if was_active {
+            if self.tx.send(Ok(IsActiveResponse { result: true })).await.is_err() {
+                self.metrics.active_streams.dec();
+                return;
+            }
+            self.metrics.activations.inc();
+            tracing::debug!(metric = %name, "active at open; pushed");
+        }
         loop {
             tokio::select! {
                 biased;

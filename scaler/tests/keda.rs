@@ -148,6 +148,31 @@ async fn a_waking_queue_pushes_exactly_one_true_and_shutdown_ends_the_stream_ok(
     assert!(status.success(), "{status}; log:\n{}", scaler.log());
 }
 
+/// A stream opened while the queue is already up (KEDA reconnecting to a restarted scaler
+/// mid-burst) is told at once, not at KEDA's next IsActive poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_opened_while_active_is_pushed_true_at_once() {
+    let agent = start_agent("zone-a");
+    report(&agent, "w1", "sd-cpu", "cpu", 3, 1);
+    let scaler = Scaler::start(&[agents_flag(&[&agent])], &[]);
+    let keda = scaler.client().await;
+    eventually(PATIENCE, "the queue at the scaler", || {
+        let mut k = keda.clone();
+        async move { (get_metric(&mut k, CPU_QUEUE).await.ok() == Some(3.0)).then_some(()) }
+    })
+    .await;
+    let mut stream = keda.clone().stream_is_active(object(CPU_QUEUE)).await.unwrap().into_inner();
+    let first =
+        tokio::time::timeout(std::time::Duration::from_secs(5), stream.message()).await.expect("no push at open");
+    assert_eq!(first.unwrap(), Some(IsActiveResponse { result: true }));
+    // Nothing more while it stays active.
+    report(&agent, "w1", "sd-cpu", "cpu", 4, 1);
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(500), stream.message()).await.is_err(),
+        "a second push"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_agent_goes_stale_then_errors_and_recovers_when_back() {
     let agent = start_agent("zone-a");

@@ -1,62 +1,16 @@
-//! Kubernetes discovery against a fake API server at the HTTP boundary: a
-//! local HTTP server speaking the list/watch protocol for EndpointSlices and
-//! Nodes, so the scaler's real `kube` client, watcher and reflector run
+//! Kubernetes discovery against a fake API server at the HTTP boundary
+//! (`edge_testkit::fake_kube`: the list/watch protocol for EndpointSlices and
+//! Nodes), so the scaler's real `kube` client, watcher and reflector run
 //! unchanged. The slices point at real `edge-agent` processes.
 
 mod common;
 
-use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
-use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use common::*;
+use edge_testkit::fake_kube::{self, Collection, Serves};
 use edge_testkit::sample;
 use serde_json::{Value, json};
-use tokio::sync::watch;
-
-/// The API server's state: current slices, and every event with its
-/// resourceVersion so a watch from version N replays what came after.
-#[derive(Default)]
-struct Cluster {
-    version: u64,
-    items: HashMap<String, Value>,
-    events: Vec<(u64, Value)>,
-    selectors: Vec<String>,
-}
-
-#[derive(Clone)]
-struct FakeApi {
-    cluster: Arc<Mutex<Cluster>>,
-    changed: watch::Sender<u64>,
-}
-
-impl FakeApi {
-    fn apply(&self, kind: &str, name: &str, mut slice: Value) {
-        let mut c = self.cluster.lock().unwrap();
-        c.version += 1;
-        let v = c.version;
-        slice["metadata"]["resourceVersion"] = json!(v.to_string());
-        if kind == "DELETED" {
-            c.items.remove(name);
-        } else {
-            c.items.insert(name.to_owned(), slice.clone());
-        }
-        c.events.push((v, json!({"type": kind, "object": slice})));
-        drop(c);
-        self.changed.send_replace(v);
-    }
-
-    fn selectors(&self) -> Vec<String> {
-        self.cluster.lock().unwrap().selectors.clone()
-    }
-}
 
 /// An EndpointSlice of the `edge-agent` Service with one endpoint per (address, ready).
 fn slice(name: &str, port: u16, endpoints: &[(&str, bool)]) -> Value {
@@ -77,98 +31,36 @@ fn slice(name: &str, port: u16, endpoints: &[(&str, bool)]) -> Value {
     })
 }
 
-async fn endpointslices(
-    State(apis): State<Apis>,
-    Path(namespace): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    if namespace != "edge" {
-        return (StatusCode::NOT_FOUND, "wrong namespace").into_response();
-    }
-    list_or_watch(&apis.slices, "discovery.k8s.io/v1", "EndpointSliceList", query)
-}
-
-async fn nodes(State(apis): State<Apis>, Query(query): Query<HashMap<String, String>>) -> Response {
-    list_or_watch(&apis.nodes, "v1", "NodeList", query)
-}
-
-/// A collection's list, or its watch from `resourceVersion` on.
-fn list_or_watch(api: &FakeApi, api_version: &str, list_kind: &str, query: HashMap<String, String>) -> Response {
-    let selector = query.get("labelSelector").cloned().unwrap_or_default();
-    api.cluster.lock().unwrap().selectors.push(selector);
-    if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
-        let from: u64 = query.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
-        let state = (api.clone(), from, api.changed.subscribe());
-        // One JSON event per line, as the API server streams a watch.
-        let stream = futures::stream::unfold(state, |(api, mut sent, mut rx)| async move {
-            loop {
-                let next: Vec<(u64, Value)> = {
-                    let c = api.cluster.lock().unwrap();
-                    c.events.iter().filter(|(v, _)| *v > sent).cloned().collect()
-                };
-                if !next.is_empty() {
-                    sent = next.last().unwrap().0;
-                    let mut body = String::new();
-                    for (_, e) in next {
-                        body.push_str(&e.to_string());
-                        body.push('\n');
-                    }
-                    return Some((Ok::<_, Infallible>(Bytes::from(body)), (api, sent, rx)));
-                }
-                if rx.changed().await.is_err() {
-                    return None;
-                }
-            }
-        });
-        return ([(header::CONTENT_TYPE, "application/json")], Body::from_stream(stream)).into_response();
-    }
-    let c = api.cluster.lock().unwrap();
-    let list = json!({
-        "apiVersion": api_version,
-        "kind": list_kind,
-        "metadata": {"resourceVersion": c.version.to_string()},
-        "items": c.items.values().cloned().collect::<Vec<_>>(),
-    });
-    ([(header::CONTENT_TYPE, "application/json")], list.to_string()).into_response()
-}
-
 /// The collections the fake API server serves.
-#[derive(Clone)]
 struct Apis {
-    slices: FakeApi,
-    nodes: FakeApi,
+    slices: Collection,
+    nodes: Collection,
+    services: Collection,
 }
 
-async fn start_fake_api() -> (FakeApi, SocketAddr) {
+async fn start_fake_api() -> (Collection, SocketAddr) {
     let (apis, addr) = start_fake_apis().await;
     (apis.slices, addr)
 }
 
 async fn start_fake_apis() -> (Apis, SocketAddr) {
-    let fake = || FakeApi { cluster: Arc::default(), changed: watch::Sender::new(0) };
-    let apis = Apis { slices: fake(), nodes: fake() };
-    let app = Router::new()
-        .route("/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices", get(endpointslices))
-        .route("/api/v1/nodes", get(nodes))
-        .with_state(apis.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (apis, addr)
+    let (mut c, addr) = fake_kube::start(&[
+        Serves {
+            path: "/apis/discovery.k8s.io/v1/namespaces/edge/endpointslices",
+            api_version: "discovery.k8s.io/v1",
+            list_kind: "EndpointSliceList",
+        },
+        Serves { path: "/api/v1/nodes", api_version: "v1", list_kind: "NodeList" },
+        Serves { path: "/api/v1/namespaces/edge/services", api_version: "v1", list_kind: "ServiceList" },
+    ])
+    .await;
+    let services = c.pop().unwrap();
+    let nodes = c.pop().unwrap();
+    (Apis { slices: c.pop().unwrap(), nodes, services }, addr)
 }
 
 fn kubeconfig(dir: &std::path::Path, api: SocketAddr) -> String {
-    let path = dir.join("kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{api}\n\
-             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: edge\n\
-             current-context: fake\nusers:\n- name: fake\n  user: {{}}\n"
-        ),
-    )
-    .unwrap();
-    path.to_str().unwrap().to_owned()
+    fake_kube::kubeconfig(dir, api, "edge")
 }
 
 const CPU: &[(&str, &str)] = &[("acceleratorType", "cpu"), ("deployment", "sd-cpu"), ("targetValue", "2")];
@@ -269,7 +161,14 @@ async fn endpoints_are_listed_at_the_address_a_device_can_reach() {
     for ((node, agent), ip) in agents.iter().zip(ips) {
         report_with(agent, node, "sd-cpu", "cpu", 0, 0, json!({"endpoint": format!("http://{ip}:30080")}));
     }
+    // A worker whose NodePort Kubernetes picked advertises its Service's port (80).
+    let picked = json!({"endpoint": "http://10.0.1.30:80", "namespace": "edge"});
+    report_with(&agents[2].1, "picked", "sd-picked", "cpu", 0, 0, picked);
     let (apis, api_addr) = start_fake_apis().await;
+    let service = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "sd-picked", "namespace": "edge", "labels": {"edge-diffusion.io/workload": "sd-picked"}},
+        "spec": {"type": "NodePort", "ports": [{"name": "http", "port": 80, "targetPort": "http", "nodePort": 31234}]}});
+    apis.services.apply("ADDED", "sd-picked", service);
     for (i, (name, agent)) in agents.iter().enumerate() {
         let ready = [("127.0.0.1", true)];
         apis.slices.apply("ADDED", name, slice(name, agent.addr.port(), &ready));
@@ -304,6 +203,7 @@ async fn endpoints_are_listed_at_the_address_a_device_can_reach() {
     let expected = vec![
         row("node-lax", "http://sd-lax.example.com:30080", "advertise-host", "public"),
         row("node-private", "http://10.0.1.30:30080", "advertised", "vpc"),
+        row("node-private", "http://10.0.1.30:31234", "advertised", "vpc"),
         row("node-public", "http://54.1.2.3:30080", "external-ip", "public"),
     ];
     edge_testkit::eventually(PATIENCE, "every endpoint at its reachable address", || {
@@ -314,8 +214,16 @@ async fn endpoints_are_listed_at_the_address_a_device_can_reach() {
     apis.nodes.apply("MODIFIED", "node-private", node("node-private", ips[2], Some("54.9.9.9")));
     edge_testkit::eventually(PATIENCE, "the new ExternalIP used", || {
         let (_, body) = edge_testkit::http::get(scaler.metrics_addr, "/v1/endpoints").ok()?;
-        by_node(&body).contains(&row("node-private", "http://54.9.9.9:30080", "external-ip", "public")).then_some(())
+        let rows = by_node(&body);
+        (rows.contains(&row("node-private", "http://54.9.9.9:30080", "external-ip", "public"))
+            && rows.contains(&row("node-private", "http://54.9.9.9:31234", "external-ip", "public")))
+        .then_some(())
     });
+    assert!(
+        apis.services.selectors().iter().all(|s| s == "edge-diffusion.io/workload"),
+        "only the workers' Services: {:?}",
+        apis.services.selectors()
+    );
     assert!(
         apis.nodes.selectors().iter().all(String::is_empty),
         "every Node, no selector: {:?}",

@@ -42,6 +42,11 @@ pub struct Pushes {
 }
 
 impl Pushes {
+    /// Whether `other` records the same stream as this.
+    pub fn same_stream(&self, other: &Pushes) -> bool {
+        Arc::ptr_eq(&self.received, &other.received)
+    }
+
     /// Every message so far.
     pub fn received(&self) -> Vec<bool> {
         self.received.lock().unwrap().clone()
@@ -80,9 +85,13 @@ impl Keda {
 
     /// Opens StreamIsActive and records every message until the stream ends.
     pub fn stream_is_active(&self, object: &ScaledObjectRef) -> Pushes {
+        self.try_stream_is_active(object).expect("StreamIsActive")
+    }
+
+    /// [`Keda::stream_is_active`], or `None` while the scaler does not answer.
+    pub fn try_stream_is_active(&self, object: &ScaledObjectRef) -> Option<Pushes> {
         let mut client = self.client.clone();
-        let mut stream =
-            self.rt.block_on(client.stream_is_active(object.clone())).expect("StreamIsActive").into_inner();
+        let mut stream = self.rt.block_on(client.stream_is_active(object.clone())).ok()?.into_inner();
         let pushes = Pushes::default();
         let record = pushes.clone();
         self.rt.spawn(async move {
@@ -95,6 +104,6 @@ impl Keda {
             };
             *record.ended.lock().unwrap() = Some(end);
         });
-        pushes
+        Some(pushes)
     }
 }

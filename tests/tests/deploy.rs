@@ -283,14 +283,23 @@ fn workers_advertise_their_node_address_and_node_port() {
         for d in inference_deployments(&objects) {
             let name = d["metadata"]["name"].as_str().unwrap();
             let worker = &pod_specs(d)[0]["containers"][0];
-            let node_port = find(&objects, "Service", name)["spec"]["ports"][0]["nodePort"].as_u64();
+            let service = find(&objects, "Service", name);
+            let node_port = service["spec"]["ports"][0]["nodePort"].as_u64();
             let url = env(worker, "EDGE_INFERENCE_ADVERTISE_URL").map(|e| e["value"].as_str().unwrap());
-            let Some(node_port) = node_port else {
-                assert_eq!(url, None, "{p}/{name}: no fixed NodePort, nothing to advertise");
-                silent += 1;
-                continue;
-            };
-            assert_eq!(url, Some(format!("http://$(HOST_IP):{node_port}").as_str()), "{p}/{name}");
+            // The scaler finds a worker's Service by this label (the worker's Deployment).
+            assert_eq!(service["metadata"]["labels"]["edge-diffusion.io/workload"], name, "{p}/{name}");
+            match node_port {
+                Some(node_port) => {
+                    assert_eq!(url, Some(format!("http://$(HOST_IP):{node_port}").as_str()), "{p}/{name}")
+                }
+                // Kubernetes picks the NodePort: the worker advertises the Service's port, which the
+                // scaler (reading the Services) lists at the NodePort behind it.
+                None => {
+                    let port = service["spec"]["ports"][0]["port"].as_u64().unwrap();
+                    assert_eq!(url, Some(format!("http://$(HOST_IP):{port}").as_str()), "{p}/{name}");
+                    silent += 1;
+                }
+            }
             // Kubernetes expands $(HOST_IP) only from a variable defined earlier in the list.
             let vars: Vec<&str> = worker["env"].as_array().unwrap().iter().filter_map(|e| e["name"].as_str()).collect();
             let host_ip = vars.iter().position(|v| *v == "HOST_IP").expect("HOST_IP");
@@ -305,7 +314,10 @@ fn workers_advertise_their_node_address_and_node_port() {
             advertised += 1;
         }
     }
-    assert!(advertised >= 3 && silent >= 1, "the profiles cover both cases: {advertised} advertised, {silent} not");
+    assert!(
+        advertised >= 4 && silent >= 1,
+        "the profiles cover both cases: {advertised}, {silent} with a picked NodePort"
+    );
 }
 
 /// Non-root, read-only root filesystem, no privilege escalation, no
@@ -318,6 +330,8 @@ fn every_container_runs_locked_down() {
             let name = o["metadata"]["name"].as_str().unwrap();
             for pod in pod_specs(o) {
                 assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{p}/{name}");
+                // The agent makes its socket directory's socket itself: no init container.
+                assert!(pod["initContainers"].is_null() || o["kind"] != "DaemonSet", "{p}/{name}");
                 assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault", "{p}/{name}");
                 for c in containers(pod) {
                     let cname = c["name"].as_str().unwrap();
@@ -330,15 +344,22 @@ fn every_container_runs_locked_down() {
                     assert_eq!(sc["allowPrivilegeEscalation"], false, "{p}/{name}/{cname}");
                     assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"], "{p}/{name}/{cname}");
                     let added = strings(&sc["capabilities"]["add"]);
-                    if cname == "socket-dir" {
-                        assert_eq!(added, ["CHOWN", "FOWNER"], "{p}/{name}: the hostPath chown only");
-                    } else if reads_pod_resources(c) {
+                    if reads_pod_resources(c) {
                         // The kubelet's socket is root's: uid 0, nothing else.
                         assert!(added.is_empty(), "{p}/{name}/{cname} adds {added:?}");
                         assert_eq!((&sc["runAsUser"], &sc["runAsNonRoot"]), (&0.into(), &false.into()), "{p}/{name}");
+                    } else if o["kind"] == "DaemonSet" {
+                        // Root only to create the socket in the kubelet's root-owned hostPath
+                        // directory, then the chart's user for good (--user).
+                        assert_eq!(added, ["CHOWN", "SETGID", "SETUID"], "{p}/{name}/{cname}");
+                        assert_eq!(sc["runAsUser"], 0, "{p}/{name}");
+                        assert_eq!(flag(c, "user"), Some("65532:65532"), "{p}/{name}: drops to runAsUser");
                     } else {
                         assert!(added.is_empty(), "{p}/{name}/{cname} adds {added:?}");
                         assert_ne!(sc["runAsNonRoot"], false, "{p}/{name}/{cname}");
+                    }
+                    if o["kind"] == "DaemonSet" {
+                        assert_eq!(flag(c, "report-socket-group"), Some("65532"), "{p}/{name}: the workers' group");
                     }
                 }
             }
@@ -392,6 +413,43 @@ fn the_agent_mounts_the_kubelets_pod_resources_directory_read_only() {
     assert!(!reads_pod_resources(agent));
 }
 
+/// Reports are bound to their sending pod by default (`agent.reportBinding: strict`): every
+/// agent runs in the node's PID namespace, non-root, with a token whose only grant is a
+/// read-only view of pods. `off` takes all three away.
+#[test]
+fn report_binding_is_strict_by_default_with_read_only_access_to_pods() {
+    for p in chart::profiles() {
+        let objects = rendered(&p);
+        let role = find(&objects, "ClusterRole", "edge-edge-diffusion-agent-pods");
+        assert_eq!(
+            role["rules"],
+            serde_json::json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]),
+            "{p}"
+        );
+        let binding = find(&objects, "ClusterRoleBinding", "edge-edge-diffusion-agent-pods");
+        assert_eq!(binding["roleRef"]["name"], "edge-edge-diffusion-agent-pods", "{p}");
+        for ds in of_kind(&objects, "DaemonSet") {
+            let pod = pod_specs(ds)[0];
+            assert_eq!(binding["subjects"][0]["name"], pod["serviceAccountName"], "{p}");
+            assert_eq!((&pod["hostPID"], &pod["automountServiceAccountToken"]), (&true.into(), &true.into()), "{p}");
+            let agent = &pod["containers"][0];
+            assert_eq!(flag(agent, "report-binding"), Some("strict"), "{p}");
+            assert_eq!(flag(agent, "report-listen"), Some(""), "{p}: no unbindable TCP intake");
+            assert_eq!(flag(agent, "procfs"), Some("/proc"), "{p}: the host's, through hostPID");
+        }
+    }
+    let off = chart::template(&["--set", "model.s3.bucket=b", "--set", "agent.reportBinding=off"]).unwrap();
+    let objects = chart::validate(&off);
+    assert!(objects.iter().all(|o| o["metadata"]["name"] != "edge-edge-diffusion-agent-pods"));
+    for ds in of_kind(&objects, "DaemonSet") {
+        let pod = pod_specs(ds)[0];
+        assert!(pod["hostPID"].is_null(), "no host PID namespace when off");
+        assert_eq!(pod["automountServiceAccountToken"], false);
+        assert_eq!(flag(&pod["containers"][0], "report-binding"), Some("off"));
+    }
+    assert!(chart::template(&["--set", "model.s3.bucket=b", "--set", "agent.reportBinding=sometimes"]).is_err());
+}
+
 #[test]
 fn scaler_rbac_is_list_and_watch_of_endpointslices_only() {
     for p in chart::profiles() {
@@ -399,7 +457,10 @@ fn scaler_rbac_is_list_and_watch_of_endpointslices_only() {
         let role = find(&objects, "Role", "edge-edge-diffusion-scaler");
         assert_eq!(
             role["rules"],
-            serde_json::json!([{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]}]),
+            serde_json::json!([
+                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+                {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch"]},
+            ]),
             "{p}"
         );
         let scaler = find(&objects, "Deployment", "edge-edge-diffusion-scaler");
@@ -413,12 +474,21 @@ fn scaler_rbac_is_list_and_watch_of_endpointslices_only() {
             serde_json::json!([{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}]),
             "{p}"
         );
-        assert_eq!(of_kind(&objects, "ClusterRole").len(), 1, "{p}");
+        // The other cluster-wide role is the agent's (report binding, below).
+        assert_eq!(of_kind(&objects, "ClusterRole").len(), 2, "{p}");
         let binding = find(&objects, "ClusterRoleBinding", "edge-edge-diffusion-scaler-nodes");
         assert_eq!(binding["roleRef"]["name"], "edge-edge-diffusion-scaler-nodes", "{p}");
         assert_eq!(binding["subjects"][0]["name"], scaler["spec"]["template"]["spec"]["serviceAccountName"], "{p}");
     }
-    let off = chart::template(&["--set", "model.s3.bucket=b", "--set", "scaler.nodeAddresses=false"]).unwrap();
+    let off = chart::template(&[
+        "--set",
+        "model.s3.bucket=b",
+        "--set",
+        "scaler.nodeAddresses=false",
+        "--set",
+        "agent.reportBinding=off",
+    ])
+    .unwrap();
     let objects = chart::validate(&off);
     assert!(of_kind(&objects, "ClusterRole").is_empty() && of_kind(&objects, "ClusterRoleBinding").is_empty());
     let scaler = &pod_specs(find(&objects, "Deployment", "edge-edge-diffusion-scaler"))[0]["containers"][0];
@@ -854,16 +924,45 @@ fn iam_policies_are_least_privilege() {
 
 /// The agent DaemonSet's flags, as rendered, start the real edge-agent; a
 /// report on the socket path the chart gives the workers reaches /metrics.
-#[test]
-fn the_real_agent_runs_with_the_rendered_flags() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_agent_runs_with_the_rendered_flags() {
     let objects = rendered("cpu-only");
     let ds = find(&objects, "DaemonSet", "edge-edge-diffusion-agent-cpu");
     let container = &pod_specs(ds)[0]["containers"][0];
     let host = tempfile::tempdir().unwrap();
-    // The pod's mounts, relocated under a temp dir: the hostPath socket dir and the emptyDirs.
+    let node = "ip-10-0-1-23.us-west-2.compute.internal";
+    let worker_deployment = "edge-edge-diffusion-cpu";
+    // The chart binds reports to their pod: the API server knows the worker's pod, and the
+    // host's /proc (hostPID) says this test process is in it.
+    let uid = "0d5e5c2c-1e1f-4b9b-8a0a-3f1c2b0d9e11";
+    let (mut pods, api) = edge_testkit::fake_kube::start(&[edge_testkit::fake_kube::Serves {
+        path: "/api/v1/pods",
+        api_version: "v1",
+        list_kind: "PodList",
+    }])
+    .await;
+    pods.pop().unwrap().apply(
+        "ADDED",
+        "worker",
+        serde_json::json!({"metadata": {
+            "uid": uid, "name": format!("{worker_deployment}-5f7c9d8b6-abcde"), "namespace": "edge",
+            "labels": {"pod-template-hash": "5f7c9d8b6"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "controller": true,
+                                 "name": format!("{worker_deployment}-5f7c9d8b6"), "uid": "rs"}]}}),
+    );
+    let proc = host.path().join("proc");
+    std::fs::create_dir_all(proc.join(std::process::id().to_string())).unwrap();
+    std::fs::write(
+        proc.join(format!("{}/cgroup", std::process::id())),
+        format!("0::/kubepods/besteffort/pod{uid}/0123abcd\n"),
+    )
+    .unwrap();
+    // The pod's mounts, relocated under a temp dir: the hostPath socket dir, the emptyDirs, /proc.
     let relocate = |v: &str| {
-        v.replace("/run/edge-diffusion", &host.path().join("run").display().to_string())
-            .replace("/var/run/neuron-monitor", &host.path().join("neuron").display().to_string())
+        let v = v
+            .replace("/run/edge-diffusion", &host.path().join("run").display().to_string())
+            .replace("/var/run/neuron-monitor", &host.path().join("neuron").display().to_string());
+        if v == "/proc" { proc.display().to_string() } else { v }
     };
     std::fs::create_dir_all(host.path().join("run")).unwrap();
     std::fs::create_dir_all(host.path().join("neuron")).unwrap();
@@ -875,22 +974,31 @@ fn the_real_agent_runs_with_the_rendered_flags() {
         }
     }
     assert_eq!(env(container, "EDGE_AGENT_NODE_NAME").unwrap()["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
-    let agent =
-        builder.unset("node-name").env("EDGE_AGENT_NODE_NAME", "ip-10-0-1-23.us-west-2.compute.internal").start();
+    let agent = builder
+        .unset("node-name")
+        .env("EDGE_AGENT_NODE_NAME", node)
+        .env("KUBECONFIG", edge_testkit::fake_kube::kubeconfig(host.path(), api, "edge"))
+        .start();
     let socket = relocate(flag(container, "report-socket").unwrap());
-    let worker_deployment = "edge-edge-diffusion-cpu";
     let report = format!(
         r#"{{"worker_id":"w1","deployment":"{worker_deployment}","accelerator":"cpu","queue_depth":3,"in_flight":1,"capacity":4}}"#
     );
-    let (status, body) =
+    let post = || {
         edge_testkit::http::post_json_unix(std::path::Path::new(&socket), edge_telemetry::report::REPORT_PATH, &report)
-            .expect("report over the chart's socket path");
+            .expect("report over the chart's socket path")
+    };
+    // 204 once the agent has listed its node's pods.
+    let (status, body) = edge_testkit::eventually(std::time::Duration::from_secs(10), "the report taken", || {
+        let answer = post();
+        (answer.0 != 403 || !answer.1.contains("not listed")).then_some(answer)
+    });
     assert_eq!(status, 204, "{body}");
     let metrics = agent.metrics();
+    // The namespace is the sending pod's, filled in by the binding.
     let series =
-        format!(r#"edge_worker_queue_depth{{accelerator="cpu",namespace="",deployment="{worker_deployment}"}}"#);
+        format!(r#"edge_worker_queue_depth{{accelerator="cpu",namespace="edge",deployment="{worker_deployment}"}}"#);
     assert_eq!(edge_testkit::sample(&metrics, &series), Some(3.0), "{metrics}");
-    assert!(metrics.contains(r#"node="ip-10-0-1-23.us-west-2.compute.internal""#), "node name from the downward API");
+    assert!(metrics.contains(&format!(r#"node="{node}""#)), "node name from the downward API");
 }
 
 /// The Neuron workload (and any workload with `proxy.enabled`): the proxy is

@@ -7,7 +7,8 @@
 //! oversized report gets a 4xx naming the field and changes nothing but the
 //! collector's error count. At most `--max-workers` distinct workers report at
 //! once (429 for one more), so the snapshot stays well under the scaler's
-//! message limit (see [`MAX_WORKERS_LIMIT`]).
+//! message limit (see [`MAX_WORKERS_LIMIT`]). With `--report-binding` a
+//! report on the socket must match the pod that sent it ([`crate::binding`]).
 
 use axum::serve::ListenerExt;
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -28,6 +30,7 @@ use edge_telemetry::report::{MAX_REPORT_BYTES, REPORT_PATH};
 use edge_telemetry::{ReportError, WorkerReport};
 use tokio::sync::watch;
 
+use crate::binding::Binder;
 use crate::snapshot::{SnapshotStore, collector_health};
 
 const NAME: &str = "workers";
@@ -45,13 +48,15 @@ pub enum Refusal {
     Invalid(ReportError),
     /// A new worker on a node that has `--max-workers` reporting already (429).
     Full(ReportError),
+    /// Not the sending pod's (403, `--report-binding strict`).
+    Forged(ReportError),
 }
 
 impl Refusal {
     /// What is wrong, naming the field.
     pub fn error(&self) -> &ReportError {
         match self {
-            Self::Invalid(e) | Self::Full(e) => e,
+            Self::Invalid(e) | Self::Full(e) | Self::Forged(e) => e,
         }
     }
 
@@ -59,6 +64,7 @@ impl Refusal {
         match self {
             Self::Invalid(_) => StatusCode::BAD_REQUEST,
             Self::Full(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Forged(_) => StatusCode::FORBIDDEN,
         }
     }
 }
@@ -75,6 +81,21 @@ pub enum IntakeError {
         #[source]
         source: std::io::Error,
     },
+    /// The socket could not be given to its user and group.
+    #[error(
+        "cannot give report socket {path} to uid {uid:?} gid {gid:?} (--user, --report-socket-group: the agent must be in the group, or have CAP_CHOWN): {source}"
+    )]
+    Owner {
+        /// The socket path.
+        path: PathBuf,
+        /// The owner asked for.
+        uid: Option<u32>,
+        /// The group asked for.
+        gid: Option<u32>,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The loopback port could not be bound.
     #[error("cannot listen for reports on {addr}: {source}")]
     Tcp {
@@ -86,6 +107,15 @@ pub enum IntakeError {
     },
 }
 
+/// Who owns the report socket, if not the agent's own user and group.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SocketOwner {
+    /// The user the agent runs as after start (`--user`).
+    pub uid: Option<u32>,
+    /// The group the workers are in (`--report-socket-group`).
+    pub gid: Option<u32>,
+}
+
 /// Accepts reports and keeps the workers part of the snapshot.
 #[derive(Clone)]
 pub struct WorkerIntake {
@@ -93,25 +123,58 @@ pub struct WorkerIntake {
     last_seen: Arc<Mutex<HashMap<String, Instant>>>,
     expiry: Duration,
     max_workers: usize,
+    binder: Option<Binder>,
+}
+
+/// The process at the other end of a report socket connection, as the kernel
+/// recorded it at connect time (SO_PEERCRED).
+#[derive(Clone, Copy, Debug)]
+struct Peer {
+    pid: Option<i32>,
+}
+
+impl Connected<axum::serve::IncomingStream<'_, tokio::net::UnixListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::UnixListener>) -> Self {
+        Self { pid: stream.io().peer_cred().ok().and_then(|c| c.pid()) }
+    }
 }
 
 impl WorkerIntake {
     /// An intake writing to `store`, forgetting workers silent for `expiry`,
     /// taking reports from at most `max_workers` workers at once.
     pub fn new(store: SnapshotStore, expiry: Duration, max_workers: usize) -> Self {
-        let intake = Self { store, last_seen: Arc::default(), expiry, max_workers };
+        let intake = Self { store, last_seen: Arc::default(), expiry, max_workers, binder: None };
         intake.store.update(|s| set_state(s, CollectorState::Ok, ""));
         intake
+    }
+
+    /// Reports on the socket are bound to their sender's pod by `binder`.
+    pub fn with_binder(mut self, binder: Binder) -> Self {
+        self.binder = Some(binder);
+        self
     }
 
     /// Applies one raw report body. On success the snapshot holds the
     /// worker's new state before this returns.
     pub fn accept(&self, body: &[u8]) -> Result<(), Refusal> {
+        self.accept_from(body, None)
+    }
+
+    /// Applies one raw report body sent by process `pid` over the socket
+    /// (`None`: from loopback TCP, or the kernel gave no pid).
+    fn accept_from(&self, body: &[u8], pid: Option<i32>) -> Result<(), Refusal> {
         let count_error = || self.store.update(|s| collector_health(s, NAME).errors += 1);
-        let report = WorkerReport::from_json(body).map_err(|e| {
+        let mut report = WorkerReport::from_json(body).map_err(|e| {
             count_error();
             Refusal::Invalid(e)
         })?;
+        if let Some(binder) = &self.binder {
+            binder.bind(&mut report, pid).map_err(|e| {
+                count_error();
+                tracing::warn!(worker_id = %report.worker_id, ?pid, field = %e.field, reason = %e.reason, "report refused: not the sending pod's");
+                Refusal::Forged(e)
+            })?;
+        }
         // Hold the lock across the store update so a concurrent expiry cannot
         // remove a worker between its touch and its upsert.
         let mut seen = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -148,10 +211,14 @@ impl WorkerIntake {
         self.store.update(|s| s.workers.retain(|w| !gone.contains(&w.worker_id)));
     }
 
-    /// The HTTP routes of the intake.
+    /// The HTTP routes of the intake (loopback TCP: reports taken unbound).
     pub fn router(&self) -> Router {
+        self.routes(post(receive))
+    }
+
+    fn routes(&self, handler: axum::routing::MethodRouter<WorkerIntake>) -> Router {
         Router::new()
-            .route(REPORT_PATH, post(receive))
+            .route(REPORT_PATH, handler)
             // Bodies over the limit are cut off before they are read in full.
             .layer(axum::extract::DefaultBodyLimit::max(MAX_REPORT_BYTES))
             .with_state(self.clone())
@@ -162,6 +229,7 @@ impl WorkerIntake {
         &self,
         socket: Option<&Path>,
         tcp: Option<SocketAddr>,
+        owner: SocketOwner,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Vec<tokio::task::JoinHandle<()>>, IntakeError> {
         let mut tasks = Vec::new();
@@ -170,13 +238,20 @@ impl WorkerIntake {
             let _ = std::fs::remove_file(path);
             let listener = tokio::net::UnixListener::bind(path)
                 .map_err(|source| IntakeError::Socket { path: path.to_owned(), source })?;
-            // Owner and group: the workers share the agent's group (in Kubernetes
-            // the chart's runAsUser), also when the agent runs as uid 0 to read
-            // the kubelet's PodResources socket.
+            // Read and write for the owner and the group only: the workers are in the
+            // agent's group, or in --report-socket-group.
             std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o660))
                 .map_err(|source| IntakeError::Socket { path: path.to_owned(), source })?;
+            if owner.uid.is_some() || owner.gid.is_some() {
+                std::os::unix::fs::chown(path, owner.uid, owner.gid).map_err(|source| IntakeError::Owner {
+                    path: path.to_owned(),
+                    uid: owner.uid,
+                    gid: owner.gid,
+                    source,
+                })?;
+            }
             tracing::info!(path = %path.display(), "accepting worker reports on unix socket");
-            let app = self.router();
+            let app = self.routes(post(receive_on_socket)).into_make_service_with_connect_info::<Peer>();
             let mut rx = shutdown.clone();
             tasks.push(tokio::spawn(async move {
                 let stop = async move {
@@ -214,6 +289,18 @@ impl WorkerIntake {
 }
 
 async fn receive(State(intake): State<WorkerIntake>, body: Result<Bytes, BytesRejection>) -> Response {
+    respond(&intake, body, None)
+}
+
+async fn receive_on_socket(
+    State(intake): State<WorkerIntake>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    respond(&intake, body, peer.pid)
+}
+
+fn respond(intake: &WorkerIntake, body: Result<Bytes, BytesRejection>, pid: Option<i32>) -> Response {
     let body = match body {
         Ok(b) => b,
         Err(rejection) => {
@@ -226,7 +313,7 @@ async fn receive(State(intake): State<WorkerIntake>, body: Result<Bytes, BytesRe
             return refuse(rejection.status(), &e);
         }
     };
-    match intake.accept(&body) {
+    match intake.accept_from(&body, pid) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(refusal) => refuse(refusal.status(), refusal.error()),
     }

@@ -58,9 +58,16 @@ pub const UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 impl From<axum::extract::rejection::BytesRejection> for ApiError {
     fn from(r: axum::extract::rejection::BytesRejection) -> Self {
+        Self::body(r, super::MAX_BODY_BYTES)
+    }
+}
+
+impl ApiError {
+    /// A body that could not be read on a route whose limit is `limit` bytes.
+    pub fn body(r: axum::extract::rejection::BytesRejection, limit: usize) -> Self {
         let too_large = r.status() == StatusCode::PAYLOAD_TOO_LARGE;
         let message = if too_large {
-            format!("the body is over the limit of {} bytes", super::MAX_BODY_BYTES)
+            format!("the body is over the limit of {limit} bytes")
         } else {
             format!("the body could not be read: {}", r.body_text())
         };

@@ -1,6 +1,7 @@
 //! The HTTP API: generation endpoints, probes and `/metrics`.
 
 pub mod error;
+pub mod multipart;
 pub mod routes;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +18,11 @@ use crate::validation::Limits;
 
 /// Largest request body accepted; prompts are bounded far below this.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Largest body of the routes that carry images (`/v1/images/edits`, and
+/// `/generate` with a base64 `init_image`): two images at the default
+/// 4 MiB limit, base64-inflated, plus the fields.
+pub const MAX_EDIT_BODY_BYTES: usize = 12 << 20;
 
 /// What every handler shares.
 pub struct AppState {
@@ -60,7 +66,8 @@ impl AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/images/generations", post(routes::openai))
-        .route("/generate", post(routes::png))
+        .route("/generate", post(routes::png).layer(axum::extract::DefaultBodyLimit::max(MAX_EDIT_BODY_BYTES)))
+        .route("/v1/images/edits", post(routes::edits).layer(axum::extract::DefaultBodyLimit::max(MAX_EDIT_BODY_BYTES)))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(routes::metrics))

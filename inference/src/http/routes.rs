@@ -15,9 +15,10 @@ use base64::Engine as _;
 
 use super::AppState;
 use super::error::ApiError;
+use super::multipart;
 use crate::engine::{self, CancelOnDrop, Output};
 use crate::metrics::Metrics;
-use crate::validation::{self, Endpoint};
+use crate::validation::{self, Endpoint, Job, Limits, ValidationError};
 
 /// `POST /v1/images/generations`: OpenAI's images API, `b64_json` only.
 pub async fn openai(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
@@ -25,30 +26,55 @@ pub async fn openai(State(state): State<Arc<AppState>>, body: Result<Bytes, Byte
         Ok(b) => b,
         Err(r) => return answer(&state, Err(r.into())),
     };
-    answer(&state, generate(&state, &body, Endpoint::OpenAi).await.map(|(out, timing)| {
-        let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let data: Vec<serde_json::Value> = out
-            .images
-            .iter()
-            .map(|img| {
-                serde_json::json!({"b64_json": base64::engine::general_purpose::STANDARD.encode(&img.png), "seed": img.seed})
-            })
-            .collect();
-        with_timing(Json(serde_json::json!({"created": created, "data": data})).into_response(), &timing)
-    }))
+    let job = |l: &_, seed: &dyn Fn() -> u64| validation::parse(&body, Endpoint::OpenAi, l, seed);
+    answer(&state, generate(&state, job).await.map(images_json))
 }
 
-/// `POST /generate`: one image, answered as `image/png`.
+/// `POST /v1/images/edits`: OpenAI's edits API (a multipart form with
+/// `image`, optional `mask`, and the generation fields plus `strength`).
+pub async fn edits(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(r) => return answer(&state, Err(ApiError::body(r, super::MAX_EDIT_BODY_BYTES))),
+    };
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let job = |l: &_, seed: &dyn Fn() -> u64| {
+        let parts = multipart::parse(&body, &multipart::boundary(content_type)?)?;
+        validation::edit::from_form(parts, l, seed)
+    };
+    answer(&state, generate(&state, job).await.map(images_json))
+}
+
+/// The OpenAI images answer: `{created, data: [{b64_json, seed}]}`.
+fn images_json((out, timing): (Output, Timing)) -> Response {
+    let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let data: Vec<serde_json::Value> = out
+        .images
+        .iter()
+        .map(|img| {
+            serde_json::json!({"b64_json": base64::engine::general_purpose::STANDARD.encode(&img.bytes), "seed": img.seed})
+        })
+        .collect();
+    with_timing(Json(serde_json::json!({"created": created, "data": data})).into_response(), &timing)
+}
+
+/// `POST /generate`: one image, answered as `image/png` (or the
+/// `output_format` asked for); with an `init_image`, an edit.
 pub async fn png(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
     let body = match body {
         Ok(b) => b,
-        Err(r) => return answer(&state, Err(r.into())),
+        Err(r) => return answer(&state, Err(ApiError::body(r, super::MAX_EDIT_BODY_BYTES))),
     };
+    let job = |l: &_, seed: &dyn Fn() -> u64| validation::parse(&body, Endpoint::Png, l, seed);
     answer(
         &state,
-        generate(&state, &body, Endpoint::Png).await.map(|(mut out, timing)| {
+        generate(&state, job).await.map(|(mut out, timing)| {
             let image = out.images.remove(0);
-            let mut response = ([(header::CONTENT_TYPE, "image/png")], image.png).into_response();
+            let mut response = ([(header::CONTENT_TYPE, out.format.content_type())], image.bytes).into_response();
             response.headers_mut().insert("x-seed", HeaderValue::from(image.seed));
             with_timing(response, &timing)
         }),
@@ -98,7 +124,10 @@ pub fn answered(metrics: &Metrics, result: Result<Response, ApiError>) -> Respon
     response
 }
 
-async fn generate(state: &AppState, body: &[u8], endpoint: Endpoint) -> Result<(Output, Timing), ApiError> {
+async fn generate(
+    state: &AppState,
+    parse: impl FnOnce(&Limits, &dyn Fn() -> u64) -> Result<Job, ValidationError>,
+) -> Result<(Output, Timing), ApiError> {
     let received = Instant::now();
     if state.queue.is_closed() {
         return Err(ApiError::Draining);
@@ -107,11 +136,11 @@ async fn generate(state: &AppState, body: &[u8], endpoint: Endpoint) -> Result<(
         (true, Some((m, l))) => (m.clone(), l),
         _ => return Err(ApiError::NotReady),
     };
-    let job = validation::parse(body, endpoint, limits, || state.next_seed())?;
+    let job = parse(limits, &|| state.next_seed())?;
     // The text encoder reads 77 tokens: a longer prompt is refused (diffusers would cut it
     // off with a warning, drawing part of it), before it takes a place in the queue.
     for (field, text) in [("prompt", &job.params.prompt), ("negative_prompt", &job.params.negative_prompt)] {
-        model.check_prompt(text).map_err(|message| validation::ValidationError { field: field.into(), message })?;
+        model.check_prompt(text).map_err(|message| ValidationError { field: field.into(), message })?;
     }
     let ticket = state.queue.admit()?;
     let admitted = Instant::now();

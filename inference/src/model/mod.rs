@@ -6,12 +6,14 @@
 pub mod clip;
 pub mod configs;
 pub mod device;
+pub mod edit;
 pub mod fields;
 pub mod pipeline;
 pub mod rng;
 pub mod schedulers;
 pub mod tokenizer;
 pub mod unet;
+pub mod vae_encoder;
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +28,7 @@ use self::schedulers::schedule::Spacing;
 use self::schedulers::{SamplerKind, SchedulerConfig};
 use self::tokenizer::{ClipTokenizer, TokenizerError};
 use self::unet::Unet;
+use self::vae_encoder::VaeEncoder;
 
 /// Why a model directory could not be loaded. Every variant names the path.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +119,8 @@ pub struct Model {
     pub unet: Unet,
     /// Latent decoder.
     pub vae: AutoEncoderKL,
+    /// Image encoder for edits (ours: seeded sampling).
+    pub vae_encoder: VaeEncoder,
     /// The VAE's weight type: f32 when the SDXL VAE is upcast under f16.
     pub vae_dtype: DType,
     /// UNet architecture as read.
@@ -217,13 +222,17 @@ impl Model {
             (None, None) => {}
         }
         let latent = vae_spec.config.latent_channels;
-        if unet_spec.in_channels != latent || unet_spec.out_channels != latent {
+        // An inpainting UNet also takes the mask and the masked image's latents.
+        let inputs_ok = unet_spec.in_channels == latent || unet_spec.in_channels == 2 * latent + 1;
+        if !inputs_ok || unet_spec.out_channels != latent {
             return Err(mismatch(
                 &unet_cfg,
                 format!(
-                    "in_channels {} / out_channels {} must both equal the VAE's latent_channels {latent} \
-                     (inpainting UNets are not supported)",
-                    unet_spec.in_channels, unet_spec.out_channels
+                    "in_channels {} / out_channels {} must be {latent} (or {} in, for inpainting) / {latent}, \
+                     from the VAE's latent_channels",
+                    unet_spec.in_channels,
+                    unet_spec.out_channels,
+                    2 * latent + 1
                 ),
             ));
         }
@@ -253,6 +262,9 @@ impl Model {
         let vae = with_weights(&vae_path, vae_dtype, device, |vb| {
             AutoEncoderKL::new(vb, vae_spec.in_channels, vae_spec.out_channels, vae_spec.config.clone())
         })?;
+        let vae_encoder = with_weights(&vae_path, vae_dtype, device, |vb| {
+            VaeEncoder::new(vb, vae_spec.in_channels, &vae_spec.config)
+        })?;
         let zeros_for_empty_negative = second.is_some() && force_zeros_for_empty_prompt(dir);
         Ok(Self {
             tokenizer,
@@ -260,6 +272,7 @@ impl Model {
             second,
             unet,
             vae,
+            vae_encoder,
             vae_dtype,
             unet_spec,
             vae_spec,

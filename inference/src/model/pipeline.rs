@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use candle_core::{D, DType, Device, IndexOp, Tensor};
 
 use super::Model;
+use super::edit::EditInput;
 use super::rng::NoiseRng;
+use super::schedulers::Sampler;
 use super::unet::TextTime;
 
 /// One image's settings, already validated.
@@ -98,6 +100,17 @@ impl Model {
         mut on_step: impl FnMut(StepInfo) -> ControlFlow<()>,
     ) -> Result<Vec<Image>, GenerateError> {
         let Some(p) = ps.first() else { return Ok(Vec::new()) };
+        if self.is_inpainting() {
+            // An inpainting UNet draws from text as an inpainting of everything.
+            return ps
+                .iter()
+                .map(|p| {
+                    let image = Image { width: p.width, height: p.height, rgb: vec![128; p.width * p.height * 3] };
+                    let all = EditInput { image, mask: Some(vec![255; p.width * p.height]), strength: 1.0 };
+                    self.edit(p, &all, &mut on_step)
+                })
+                .collect();
+        }
         if ps.iter().any(|q| {
             (q.width, q.height, q.steps) != (p.width, p.height, p.steps) || q.guidance_scale != p.guidance_scale
         }) {
@@ -171,6 +184,55 @@ impl Model {
         (0..n).map(|b| self.decode(&latents.narrow(0, b, 1)?, p.width, p.height)).collect()
     }
 
+    /// The text conditioning of `p` (negative and positive stacked when guidance is on).
+    pub(super) fn context(&self, p: &Params) -> candle_core::Result<Conditioning> {
+        self.condition(&p.prompt, &p.negative_prompt, p.guidance_scale > 1.0)
+    }
+
+    /// The (guided) UNet output at step `i` for one image's `latents` (any
+    /// dtype; the output has the same). `extra` is concatenated to the scaled
+    /// latents along channels (an inpainting UNet's mask and masked image).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn predict(
+        &self,
+        sampler: &Sampler,
+        latents: &Tensor,
+        i: usize,
+        t: f64,
+        cond: &Conditioning,
+        guidance_scale: f64,
+        extra: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let guided = cond.context.dim(0)? == 2;
+        let input = if guided { Tensor::cat(&[latents, latents], 0)? } else { latents.clone() };
+        let input = sampler.scale_model_input(&input, i)?.to_dtype(self.dtype)?;
+        let input = match extra {
+            Some(e) => Tensor::cat(&[&input, &Tensor::cat(&vec![&e.to_dtype(self.dtype)?; input.dim(0)?], 0)?], 1)?,
+            None => input,
+        };
+        let time_ids = match &cond.pooled {
+            Some(_) => {
+                let (_, _, h, w) = latents.dims4()?;
+                let scale = self.size_multiple() as f32;
+                let (h, w) = (h as f32 * scale, w as f32 * scale);
+                Some(Tensor::new(&[h, w, 0.0, 0.0, h, w], &self.device)?.unsqueeze(0)?.repeat((input.dim(0)?, 1))?)
+            }
+            None => None,
+        };
+        let text_time = match (&cond.pooled, &time_ids) {
+            (Some(text_embeds), Some(time_ids)) => Some(TextTime { text_embeds, time_ids }),
+            _ => None,
+        };
+        let out = self.unet.forward(&input, t, &cond.context, text_time)?.to_dtype(DType::F32)?;
+        let out = if guided {
+            let (uncond, text) = (out.i(0..1)?, out.i(1..2)?);
+            (&uncond + ((text - &uncond)? * guidance_scale)?)?
+        } else {
+            out
+        };
+        out.to_dtype(latents.dtype())
+    }
+
     /// The UNet's text conditioning for a prompt and (when guided) its negative.
     pub fn condition(&self, prompt: &str, negative: &str, guided: bool) -> candle_core::Result<Conditioning> {
         let (ctx, pooled) = self.embed(prompt)?;
@@ -210,7 +272,7 @@ impl Model {
         Ok((context, pooled))
     }
 
-    fn decode(&self, latents: &Tensor, width: usize, height: usize) -> Result<Image, GenerateError> {
+    pub(super) fn decode(&self, latents: &Tensor, width: usize, height: usize) -> Result<Image, GenerateError> {
         let z = (latents / self.vae_spec.scaling_factor)?.to_dtype(self.vae_dtype)?;
         let x = self.vae.decode(&z)?;
         let x = ((x.to_dtype(DType::F32)? / 2.0)? + 0.5)?.clamp(0f32, 1f32)?;

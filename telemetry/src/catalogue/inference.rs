@@ -38,8 +38,11 @@ pub const REJECTED: Metric = Metric::counter("edge_inference_rejected", "Request
 /// Requests answered, by HTTP status.
 pub const REQUESTS: Metric =
     Metric::counter("edge_inference_requests", "Generation requests answered, by HTTP status code");
-/// Images produced.
-pub const IMAGES_GENERATED: Metric = Metric::counter("edge_inference_images_generated", "Images generated");
+/// Images produced, by kind (`generate`: from text, `edit`: img2img or inpainting).
+pub const IMAGES_GENERATED: Metric =
+    Metric::counter("edge_inference_images_generated", "Images generated, by kind (generate or edit)");
+/// Label of [`IMAGES_GENERATED`]: `generate` or `edit`.
+pub const LABEL_KIND: &str = "kind";
 
 /// Whole-request latency: admission to response body.
 pub const REQUEST_DURATION_SECONDS: Histogram = Histogram {

@@ -5,6 +5,7 @@
 //! (the NVML library, neuron-monitor, the kubelet) live in their own places under
 //! `testkit/` and `testdata/`.
 
+pub mod fake_kube;
 pub mod fake_kubelet;
 pub mod fake_nvml;
 pub mod fuzz;
@@ -17,7 +18,7 @@ pub use process::{Proxy, Scaler, ScalerBuilder, SdUpstream, SdUpstreamBuilder, W
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -25,11 +26,14 @@ use edge_telemetry::proto::NodeSnapshot;
 use edge_telemetry::proto::snapshot_feed_client::SnapshotFeedClient;
 
 /// The cargo target profile directory the running test binary lives in
-/// (e.g. `target/debug`), where workspace binaries and cdylibs land.
+/// (e.g. `target/debug`), where workspace binaries and cdylibs land: a test
+/// runs from `target/debug/deps/<test>-<hash>`, a workspace binary (the soak)
+/// from `target/debug/<bin>`.
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    // target/debug/deps/<test>-<hash>
-    exe.parent().and_then(Path::parent).expect("test binary inside target/<profile>/deps").to_owned()
+    let dir = exe.parent().expect("a binary inside target/<profile>");
+    if dir.file_name().is_some_and(|n| n == "deps") { dir.parent().expect("target/<profile>/deps") } else { dir }
+        .to_owned()
 }
 
 /// A workspace artifact built into the target dir; panics with what to run if
@@ -249,6 +253,12 @@ impl Agent {
     /// The child's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Kills the agent at once (SIGKILL: no shutdown of its own) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and waits for the exit status.

@@ -151,6 +151,11 @@ pub struct Scaler {
 }
 
 impl Scaler {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.proc.child.id()
+    }
+
     /// Everything the scaler logged so far.
     pub fn log(&self) -> String {
         self.proc.log()
@@ -237,6 +242,11 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.proc.child.id()
+    }
+
     /// Everything the worker logged so far.
     pub fn log(&self) -> String {
         self.proc.log()

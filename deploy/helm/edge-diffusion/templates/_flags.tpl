@@ -16,6 +16,11 @@ flags); EDGE_* environment variables for what the downward API fills in.
 - --listen=0.0.0.0:{{ $v.agent.port }}
 - --report-socket={{ include "edge-diffusion.reportSocket" .root }}
 - --report-listen=
+- --report-binding={{ $v.agent.reportBinding }}
+- --report-socket-group={{ $v.runAsUser }}
+{{- if not $v.agent.podResources.enabled }}
+- --user={{ $v.runAsUser }}:{{ $v.runAsUser }}
+{{- end }}
 - --interval={{ $v.agent.interval }}
 - --worker-expiry={{ $v.agent.workerExpiry }}
 - --hostname-label={{ $v.agent.hostnameLabel }}
@@ -164,15 +169,17 @@ flags); EDGE_* environment variables for what the downward API fills in.
   valueFrom:
     fieldRef:
       fieldPath: metadata.namespace
-{{- with .workload.nodePort }}
+{{- $nodePort := .workload.nodePort }}
+{{- if or $nodePort .root.Values.scaler.nodeAddresses }}
 # The node's address and the Service's NodePort: what devices connect to, published by the scaler's
-# endpoint inventory. (With a NodePort Kubernetes picks, the chart cannot know it: not advertised.)
+# endpoint inventory. A NodePort Kubernetes picks is unknown here: the worker advertises the
+# Service's port (80) and the scaler, which reads the Services, lists it at the NodePort behind it.
 - name: HOST_IP
   valueFrom:
     fieldRef:
       fieldPath: status.hostIP
 - name: EDGE_INFERENCE_ADVERTISE_URL
-  value: "http://$(HOST_IP):{{ . }}"
+  value: "http://$(HOST_IP):{{ $nodePort | default 80 }}"
 {{- end }}
 {{- if not .spec.proxy.enabled }}
 # candle's CPU thread pool follows the container's CPU limit, not the node's cores.

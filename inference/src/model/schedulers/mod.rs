@@ -239,6 +239,19 @@ impl Sampler {
         }
     }
 
+    /// `original` noised to the level the latents have entering step `i`
+    /// (diffusers' `add_noise`): where an edit starts part-way, and what the
+    /// kept region of a plain-UNet inpainting is reset to after each step.
+    pub fn add_noise(&self, original: &Tensor, noise: &Tensor, i: usize) -> Result<Tensor> {
+        match self.config.kind {
+            SamplerKind::Ddim => {
+                let a = self.alphas_cumprod[self.timesteps[i] as usize];
+                (original * a.sqrt())? + (noise * (1.0 - a).sqrt())?
+            }
+            SamplerKind::Euler | SamplerKind::EulerAncestral => original + (noise * self.sigmas[i])?,
+        }
+    }
+
     fn ddim(&self, output: &Tensor, i: usize, sample: &Tensor) -> Result<Tensor> {
         let t = self.timesteps[i] as usize;
         let prev = t as i64 - (self.config.train_steps / self.steps) as i64;
