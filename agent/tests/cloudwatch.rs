@@ -215,7 +215,7 @@ fn the_agent_publishes_batched_one_second_samples_that_read_back_exactly() {
     assert!(front.stats()["put_gzip_calls"].as_u64().unwrap() >= 1, "no call was large enough to be gzipped");
 
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let client = front.client();
+    let client = front::client(&front);
     let window = (started - started % 60 - 60, now_secs() + 120);
     rt.block_on(async {
         let series = list_series(&client, namespace).await;
@@ -640,7 +640,8 @@ fn gpu_neuron_and_worker_series_read_back_with_the_averages_maxima_and_counts_fe
     assert!(calls <= most_calls, "{calls} calls from 2 nodes in {elapsed:.1} s with a 2 s flush");
 
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let reader = Reader { client: front.client(), namespace, window: (started - started % 60 - 60, now_secs() + 120) };
+    let reader =
+        Reader { client: front::client(&front), namespace, window: (started - started % 60 - 60, now_secs() + 120) };
     rt.block_on(async {
         // Exactly the series each node should publish, under its own node
         // dimensions (AcceleratorType nvidia or neuron), and no other.
@@ -855,7 +856,7 @@ fn an_outage_fills_a_bounded_buffer_drops_the_oldest_and_recovers() {
     let (_, _, samples) = check_limits(&front);
     assert_eq!(samples, totals.published);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let client = front.client();
+    let client = front::client(&front);
     let window = (started - started % 60 - 60, now_secs() + 120);
     let stored = rt.block_on(async {
         let mut stored = 0.0;

@@ -73,7 +73,10 @@ pub enum Endpoint {
 impl Endpoint {
     fn fields(self) -> &'static [&'static str] {
         match self {
-            Self::OpenAi => &[
+            // On edits, `image`, `mask` and `strength` are read by `edit` first; `n`
+            // and `response_format` only matter on the OpenAI routes, which
+            // answer JSON (on `/generate` the first image is sent).
+            Self::OpenAi | Self::Edit => &[
                 "prompt",
                 "negative_prompt",
                 "n",
@@ -97,22 +100,6 @@ impl Endpoint {
                 "init_image",
                 "mask",
                 "strength",
-            ],
-            // `image`, `mask` and `strength` are read by `edit` first; `n`
-            // and `response_format` only matter on the OpenAI route, which
-            // answers JSON (on `/generate` the first image is sent).
-            Self::Edit => &[
-                "prompt",
-                "negative_prompt",
-                "n",
-                "size",
-                "response_format",
-                "seed",
-                "steps",
-                "guidance_scale",
-                "model",
-                "user",
-                "output_format",
             ],
         }
     }

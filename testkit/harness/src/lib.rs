@@ -5,6 +5,7 @@
 //! (the NVML library, neuron-monitor, the kubelet) live in their own places under
 //! `testkit/` and `testdata/`.
 
+pub mod cloudwatch_front;
 pub mod fake_kube;
 pub mod fake_kubelet;
 pub mod fake_nvml;

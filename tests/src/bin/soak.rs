@@ -19,15 +19,14 @@
 #![allow(clippy::print_stdout)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use edge_e2e::keda::{Keda, Pushes, trigger};
+use edge_testkit::cloudwatch_front::Front;
 use edge_testkit::fake_nvml::{CONFIG_ENV, Config};
 use edge_testkit::{AgentBuilder, ScalerBuilder, Worker, WorkerBuilder, artifact, fake_nvml_library, http, sample};
 
@@ -50,8 +49,8 @@ fn main() {
     let nvml_config = dir.path().join("nvml.json");
     let mut gpus = Config::with_gpus(2);
     gpus.write(&nvml_config);
-    let mut front = Front::start(&repo, 0);
-    let front_port = front.addr.port();
+    let mut front = Some(Front::start());
+    let front_port = front.as_ref().map_or(0, |f| f.addr.port());
 
     let agent_builder = AgentBuilder::new(artifact("edge-agent"))
         .flag("nvml-library", fake_nvml_library().display().to_string())
@@ -78,7 +77,9 @@ fn main() {
             let accelerator = ACCELERATORS[i % ACCELERATORS.len()];
             let w = WorkerBuilder::new(artifact("edge-inference"), &model)
                 .flag("agent", report_addr.to_string())
-                .flag("accelerator", accelerator)
+                // The reported type follows the device (cpu here): these CPU workers stand in
+                // for GPU and Neuron ones, as in tests/tests/loop.rs.
+                .flag("simulated-accelerator", accelerator)
                 .flag("deployment", format!("sd-{accelerator}"))
                 .flag("namespace", NS)
                 .flag("worker-id", format!("sd-{accelerator}-{i}"))
@@ -103,7 +104,7 @@ fn main() {
     set_pid("edge-agent", vec![agent.pid()]);
     set_pid("edge-scaler", vec![scaler.pid()]);
     set_pid("edge-inference (16, summed)", workers.iter().map(|(_, w)| w.pid()).collect());
-    set_pid("cloudwatch front (moto)", vec![front.pid()]);
+    set_pid("cloudwatch front (moto)", front.iter().map(Front::pid).collect());
 
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
@@ -188,10 +189,10 @@ fn main() {
                     gpus.gpu(1).found();
                     gpus.write(&nvml_config);
                 }
-                "cloudwatch-down" => drop(std::mem::replace(&mut front, Front::dead())),
+                "cloudwatch-down" => drop(front.take()),
                 "cloudwatch-up" => {
-                    front = Front::start(&repo, front_port);
-                    set_pid("cloudwatch front (moto)", vec![front.pid()]);
+                    front = Some(Front::start_on(front_port));
+                    set_pid("cloudwatch front (moto)", front.iter().map(Front::pid).collect());
                 }
                 "scaler-restart" => {
                     scaler.terminate();
@@ -437,49 +438,6 @@ impl Report {
         println!("\n## timeline");
         for e in &self.events {
             println!("  {e}");
-        }
-    }
-}
-
-/// `testkit/cloudwatch-front` (moto's CloudWatch behind the CBOR front).
-struct Front {
-    child: Option<Child>,
-    addr: SocketAddr,
-}
-
-impl Front {
-    fn start(repo: &Path, port: u16) -> Self {
-        let python = std::env::var_os("EDGE_TEST_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/edge-diffusion/venv/bin/python")
-        });
-        let mut child = Command::new(python)
-            .arg(repo.join("testkit/cloudwatch-front/front.py"))
-            .arg(format!("--port={port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the CloudWatch front (run scripts/install-test-deps first)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let addr = line.trim().strip_prefix("listening on ").and_then(|a| a.parse().ok()).expect("front's port");
-        Self { child: Some(child), addr }
-    }
-
-    fn dead() -> Self {
-        Self { child: None, addr: SocketAddr::from(([127, 0, 0, 1], 0)) }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-}
-
-impl Drop for Front {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.child {
-            let _ = c.kill();
-            let _ = c.wait();
         }
     }
 }
