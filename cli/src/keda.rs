@@ -5,11 +5,8 @@ use std::collections::HashMap;
 
 use tonic::transport::Channel;
 
-/// KEDA's external scaler contract (client side).
-pub mod proto {
-    #![allow(missing_docs, clippy::all)]
-    tonic::include_proto!("externalscaler");
-}
+/// KEDA's external scaler contract, generated once in the telemetry crate.
+pub use edge_telemetry::keda as proto;
 
 pub use proto::external_scaler_client::ExternalScalerClient;
 use proto::{GetMetricsRequest, ScaledObjectRef};

@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -18,6 +18,10 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::children::{Child, stop_all};
 use crate::{keda, paths, status, ui};
+
+mod zero;
+
+use zero::{Zero, wake_pushed};
 
 /// The namespace the local worker reports (and the status line's ScaledObjects live in).
 const NAMESPACE: &str = "default";
@@ -179,153 +183,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     stopped?;
     ui::line("stopped.");
     Ok(())
-}
-
-/// Resolves with the next message of `--zero`'s activation stream; pending
-/// forever without `--zero`.
-async fn wake_pushed(zero: &mut Option<Zero>) -> Result<(), tonic::Status> {
-    match zero {
-        Some(z) => z.next_push().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The worker `--zero` started, with what it is waiting for.
-enum WorkerState {
-    /// Started, not ready yet (the live line says `waking`).
-    Waking { since: Instant },
-    /// Ready; idle since when, if the scaler says inactive.
-    Up { idle_since: Option<Instant> },
-}
-
-/// A worker slot that `up --zero` fills on activation and empties after the cooldown.
-struct Zero {
-    stream: tonic::Streaming<keda::proto::IsActiveResponse>,
-    worker: Option<(Child, WorkerState)>,
-    spawn: WorkerSpawn,
-    api: SocketAddr,
-    cooldown: Duration,
-}
-
-/// What starting the worker takes.
-struct WorkerSpawn {
-    bin: PathBuf,
-    args: Vec<String>,
-    log_dir: PathBuf,
-}
-
-impl Zero {
-    async fn new(
-        args: &UpArgs,
-        model: &Model,
-        log_dir: &Path,
-        worker_bin: &Path,
-        client: &mut keda::Client,
-    ) -> anyhow::Result<Self> {
-        let stream = open_stream(client).await.context("cannot open StreamIsActive on the scaler")?;
-        Ok(Self {
-            stream,
-            worker: None,
-            spawn: WorkerSpawn {
-                bin: worker_bin.to_owned(),
-                args: worker_args(args, model),
-                log_dir: log_dir.to_owned(),
-            },
-            api: args.api,
-            cooldown: Duration::from_secs_f64(args.cooldown),
-        })
-    }
-
-    async fn reopen(&mut self, client: &mut keda::Client) {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        if let Ok(stream) = open_stream(client).await {
-            self.stream = stream;
-        }
-    }
-
-    async fn next_push(&mut self) -> Result<(), tonic::Status> {
-        match self.stream.message().await? {
-            Some(r) if r.result => Ok(()),
-            // `false` is never pushed; an ended stream (scaler stopping) is reopened.
-            _ => Err(tonic::Status::unavailable("activation stream ended")),
-        }
-    }
-
-    /// The scaler pushed `true`: start a worker unless one runs. Returns
-    /// whether it started one.
-    fn wake(&mut self, live: &mut ui::Live) -> anyhow::Result<bool> {
-        if self.worker.is_some() {
-            return Ok(false);
-        }
-        live.finish();
-        ui::line("woken: the scaler says cpu is active (StreamIsActive true); starting a worker…");
-        let s = &self.spawn;
-        let child = Child::spawn("edge-inference", &s.bin, &s.args, &[], &s.log_dir)?;
-        self.worker = Some((child, WorkerState::Waking { since: Instant::now() }));
-        Ok(true)
-    }
-
-    /// Follows the worker on every status tick; true while it is waking.
-    async fn tick(&mut self, readings: &[status::Reading], live: &mut ui::Live) -> anyhow::Result<bool> {
-        let Some((child, state)) = &mut self.worker else { return Ok(false) };
-        if let Some(exit) = child.try_exited() {
-            bail!("the woken worker exited ({exit}): {}", child.last_log_line());
-        }
-        match state {
-            WorkerState::Waking { since } => {
-                let ready = matches!(
-                    crate::http::get(self.api, "/readyz", Duration::from_secs(1)).await,
-                    Ok(r) if r.status == 200
-                );
-                if ready {
-                    live.finish();
-                    ui::line(&format!(
-                        "worker ready after {:.1}s at http://{} (the inventory lists it; the demand clears)",
-                        since.elapsed().as_secs_f64(),
-                        self.api
-                    ));
-                    *state = WorkerState::Up { idle_since: None };
-                    return Ok(false);
-                }
-                Ok(true)
-            }
-            WorkerState::Up { idle_since } => {
-                let active = readings
-                    .iter()
-                    .find(|r| r.accelerator == "cpu")
-                    .is_some_and(|r| r.value.as_ref().map_or(true, |v| v.2));
-                if active {
-                    *idle_since = None;
-                    return Ok(false);
-                }
-                let since = *idle_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= self.cooldown {
-                    live.finish();
-                    ui::line(&format!(
-                        "idle for {:.0}s (--cooldown): stopping the worker, back to zero",
-                        self.cooldown.as_secs_f64()
-                    ));
-                    let (mut child, _) = self.worker.take().expect("a worker");
-                    child.stop(GRACE).await?;
-                    ui::line("no worker: the next pull of the inventory URL wakes one");
-                }
-                Ok(false)
-            }
-        }
-    }
-
-    fn take_worker(&mut self) -> Option<Child> {
-        self.worker.take().map(|(c, _)| c)
-    }
-}
-
-/// The activation stream `--zero` waits on: the CPU Deployment's backlog
-/// trigger, as the chart's ScaledObject declares it.
-async fn open_stream(
-    client: &mut keda::Client,
-) -> Result<tonic::Streaming<keda::proto::IsActiveResponse>, tonic::Status> {
-    let object = keda::trigger(NAMESPACE, &status::deployment("cpu"), "cpu", "backlog");
-    Ok(client.stream_is_active(object).await?.into_inner())
 }
 
 /// Starts agent, scaler and worker in turn, each ready before the next.
@@ -532,28 +389,4 @@ fn print_block(args: &UpArgs, model: &Model, log_dir: &Path) {
 }
 
 #[cfg(test)]
-mod tests {
-    use clap::Parser;
-
-    use super::*;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        up: UpArgs,
-    }
-
-    /// With `--model-dir`, the worker gets no request defaults from `up`: it takes the
-    /// checkout's own (`edge-inference serve` reads them from the model: an SD-Turbo checkout
-    /// runs 1 step without guidance at 512², see inference/tests/family.rs). It computes on the
-    /// CPU and reports as the CPU Deployment's worker.
-    #[test]
-    fn a_real_checkout_gets_its_own_defaults_on_the_cpu() {
-        let args = Cli::parse_from(["up", "--model-dir", "/m/sd-turbo"]).up;
-        let real = worker_args(&args, &Model { dir: "/m/sd-turbo".into(), tiny: false });
-        assert!(!real.iter().any(|a| a.starts_with("--default-")), "{real:?}");
-        assert!(real.contains(&"--device=cpu".to_owned()) && real.contains(&"--accelerator=cpu".to_owned()));
-        let tiny = worker_args(&args, &Model { dir: "/cache/tiny".into(), tiny: true });
-        assert!(tiny.contains(&"--default-size=64x64".to_owned()), "{tiny:?}");
-    }
-}
+mod tests;

@@ -48,12 +48,9 @@ use crate::service::KedaService;
 use crate::sources::Sources;
 use crate::state::Registry;
 
-/// KEDA's external scaler contract, generated from `proto/externalscaler.proto`
-/// (server and client: tests and other tools drive the scaler with it).
-pub mod keda {
-    #![allow(missing_docs, clippy::all)]
-    tonic::include_proto!("externalscaler");
-}
+/// KEDA's external scaler contract (server and client), generated once in the
+/// telemetry crate; re-exported so tests and tools reach it through the scaler.
+pub use edge_telemetry::keda;
 
 /// Why the scaler could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]

@@ -3,6 +3,7 @@
 //! - [`proto`]: the agent's snapshot and its change feed (gRPC), the one
 //!   in-memory and on-wire shape of a node.
 //! - [`podresources`]: the kubelet's PodResources API, which pod holds which device.
+//! - [`keda`]: KEDA's external scaler contract, served by the scaler, called by KEDA and the CLI.
 //! - [`report`]: what an inference worker tells its node's agent.
 //! - [`inventory`]: the scaler's endpoint inventory, what user devices read.
 //! - [`accelerator`]: the accelerator types we scale on.
@@ -32,6 +33,14 @@ pub mod proto {
 pub mod podresources {
     #![allow(missing_docs, clippy::all)]
     tonic::include_proto!("v1");
+}
+
+/// KEDA's external scaler contract (`externalscaler.ExternalScaler`), generated
+/// once from our copy of KEDA's `externalscaler.proto` (identical on the wire):
+/// the scaler serves it; the CLI, the benchmarks and the tests call it as KEDA does.
+pub mod keda {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("externalscaler");
 }
 
 pub use accelerator::AcceleratorType;

@@ -3,4 +3,5 @@
 
 pub mod cloudwatch;
 pub mod prometheus;
+pub mod samples;
 pub mod stream;

@@ -32,7 +32,7 @@ pub use task::spawn;
 
 use edge_telemetry::exposition::to_text_format;
 
-use crate::exporter::prometheus::Samples;
+use crate::exporter::samples::Samples;
 
 /// Checked CloudWatch settings; present only when publishing is on.
 #[derive(Debug, Clone, PartialEq, Eq)]

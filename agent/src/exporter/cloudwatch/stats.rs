@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use edge_telemetry::catalogue::cloudwatch as cw;
 
-use crate::exporter::prometheus::{Labels, Samples};
+use crate::exporter::samples::{Labels, Samples};
 
 /// Why samples were given up on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,12 +1,33 @@
 //! GPU series under dcgm-exporter's names and labels.
 
+use clap::ValueEnum;
 use edge_telemetry::catalogue::{dcgm, edge};
 use edge_telemetry::proto::{Gpu, NodeSnapshot, PodRef};
 
 use super::{Labels, Samples};
-use crate::config::HostnameLabel;
 
 const MIB: u64 = 1024 * 1024;
+
+/// How the dcgm-exporter host label is spelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HostnameLabel {
+    /// `Hostname`, as current dcgm-exporter releases write it.
+    #[value(name = "Hostname")]
+    Hostname,
+    /// `hostname`, as older releases and some dashboards expect.
+    #[value(name = "hostname")]
+    Lowercase,
+}
+
+impl HostnameLabel {
+    /// The label name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hostname => "Hostname",
+            Self::Lowercase => "hostname",
+        }
+    }
+}
 
 /// Adds every GPU of `snapshot`, and every MIG device of a GPU in MIG mode.
 ///
