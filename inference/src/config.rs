@@ -34,7 +34,7 @@ pub enum Command {
         arch: crate::tiny::Arch,
         /// Directory to write (created if needed).
         dir: PathBuf,
-        /// Write a 9-channel inpainting UNet (like SD 1.5-inpainting) instead (default arch only).
+        /// Write a 9-channel inpainting UNet instead (SD 1.5-, SD 2- and SDXL-inpainting's layout).
         #[arg(long)]
         inpainting: bool,
     },

@@ -20,11 +20,8 @@ fn main() -> anyhow::Result<()> {
     edge_telemetry::daemon::init_tracing("EDGE_INFERENCE_LOG", edge_telemetry::daemon::LogFormat::Text);
     match cli.command {
         Command::TinyModel { arch, dir, inpainting } => {
-            if inpainting && arch != edge_inference::tiny::Arch::Default {
-                anyhow::bail!("--inpainting writes the default architecture's inpainting UNet; leave --arch out");
-            }
             let written = if inpainting {
-                edge_inference::tiny::write_inpainting(&dir)
+                edge_inference::tiny::write_inpainting_arch(&dir, arch)
             } else {
                 edge_inference::tiny::write_arch(&dir, arch)
             };

@@ -336,7 +336,14 @@ fn record(dir: &Path, part: &str) -> Result<BTreeMap<String, Wanted>, TinyError>
 /// Writes the tiny model with an inpainting UNet instead (9 input channels:
 /// latents, mask, masked-image latents), as SD 1.5-inpainting is laid out.
 pub fn write_inpainting(dir: &Path) -> Result<(), TinyError> {
-    write(dir)?;
+    write_inpainting_arch(dir, Arch::Default)
+}
+
+/// Writes `arch`'s tiny model with a 9-channel inpainting UNet: the layout of
+/// SD 1.5-inpainting, stable-diffusion-2-inpainting and SDXL's inpainting 0.1
+/// alike (only the UNet's `in_channels` differs from the text-to-image model).
+pub fn write_inpainting_arch(dir: &Path, arch: Arch) -> Result<(), TinyError> {
+    write_arch(dir, arch)?;
     let cfg = dir.join("unet/config.json");
     let text = std::fs::read(&cfg).map_err(|source| TinyError::Write { path: cfg.clone(), source })?;
     // Our own file, just written: it parses.

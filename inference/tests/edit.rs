@@ -1,5 +1,5 @@
 //! img2img and inpainting through the real pipeline, on the tiny model and on
-//! the tiny inpainting model (9-channel UNet), every sampler.
+//! the tiny inpainting models (9-channel UNet; SD 1.5, SD 2 and SDXL layouts), every sampler.
 
 use std::ops::ControlFlow;
 
@@ -133,4 +133,16 @@ fn an_inpainting_unet_loads_and_inpaints_and_img2imgs() {
     let a = t2i(1);
     assert_eq!(a, t2i(1));
     assert_ne!(a, t2i(2));
+}
+
+#[test]
+fn sd2_and_sdxl_inpainting_unets_load_and_inpaint() {
+    use edge_inference::tiny::Arch;
+    for arch in [Arch::Sd21, Arch::Sdxl] {
+        let dir = tempfile::tempdir().unwrap();
+        edge_inference::tiny::write_inpainting_arch(dir.path(), arch).unwrap();
+        let model = load(dir.path(), SamplerKind::Euler);
+        assert!(model.is_inpainting(), "{arch:?}: 9 input channels");
+        check_inpainting(&model, SamplerKind::Euler);
+    }
 }
