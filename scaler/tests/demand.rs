@@ -39,7 +39,7 @@ async fn a_device_pull_at_zero_wakes_its_class_once_until_a_worker_serves_it() {
     report_with(&agent, "c1", "sd-cpu", "cpu", 0, 0, json!({"endpoint": "http://10.0.1.1:30080"}));
     let mut scaler = Scaler::start(&[("agents", agent.addr.to_string())], &[]);
     let mut keda = scaler.client().await;
-    eventually(PATIENCE, "the agent fresh at the scaler", || {
+    edge_testkit::eventually_async(PATIENCE, "the agent fresh at the scaler", || {
         let mut k = keda.clone();
         async move { (get_metric(&mut k, NVIDIA_QUEUE).await.ok() == Some(0.0)).then_some(()) }
     })
@@ -90,7 +90,7 @@ async fn a_device_pull_at_zero_wakes_its_class_once_until_a_worker_serves_it() {
     // The woken worker starts and reports ready: the inventory lists it, the demand clears.
     let gpu = json!({"endpoint": "http://10.0.2.2:30081"});
     report_with(&agent, "g1", "sd-nvidia", "nvidia", 0, 0, gpu);
-    eventually(PATIENCE, "the demand cleared by the ready worker", || {
+    edge_testkit::eventually_async(PATIENCE, "the demand cleared by the ready worker", || {
         let mut k = keda.clone();
         async move { (get_metric(&mut k, NVIDIA_QUEUE).await.ok() == Some(0.0)).then_some(()) }
     })
@@ -148,7 +148,7 @@ async fn a_pull_at_one_replica_wakes_the_stream_keda_holds_on_the_other() {
     let mut a = Scaler::start_at(http_a, &flags, &[]);
     let b = Scaler::start_at(http_b, &flags, &[]);
     for (name, replica) in [("a", &a), ("b", &b)] {
-        eventually(PATIENCE, &format!("the agent fresh at replica {name}"), || async {
+        edge_testkit::eventually_async(PATIENCE, &format!("the agent fresh at replica {name}"), || async {
             (value_at(replica, NVIDIA_QUEUE).await == Some(0.0)).then_some(())
         })
         .await;
@@ -178,7 +178,7 @@ async fn a_pull_at_one_replica_wakes_the_stream_keda_holds_on_the_other() {
     // (the HPA's GetMetrics may reach either).
     inventory(&pull(&a, "?accelerator=nvidia&zone=zone-a&device=phone-2"));
     for (name, replica) in [("a", &a), ("b", &b)] {
-        eventually(PATIENCE, &format!("two devices counted at replica {name}"), || async {
+        edge_testkit::eventually_async(PATIENCE, &format!("two devices counted at replica {name}"), || async {
             (value_at(replica, NVIDIA_QUEUE).await == Some(2.0)).then_some(())
         })
         .await;
@@ -187,7 +187,7 @@ async fn a_pull_at_one_replica_wakes_the_stream_keda_holds_on_the_other() {
     // The woken worker reports ready: the demand clears at both.
     report_with(&agent, "g1", "sd-nvidia", "nvidia", 0, 0, json!({"endpoint": "http://10.0.2.2:30081"}));
     for (name, replica) in [("a", &a), ("b", &b)] {
-        eventually(PATIENCE, &format!("the demand cleared at replica {name}"), || async {
+        edge_testkit::eventually_async(PATIENCE, &format!("the demand cleared at replica {name}"), || async {
             (value_at(replica, NVIDIA_QUEUE).await == Some(0.0)).then_some(())
         })
         .await;
@@ -215,7 +215,7 @@ async fn a_saturated_sibling_spills_over_and_wakes_the_gpu_tier() {
     let scaler = Scaler::start(&[("agents", agent.addr.to_string())], &[]);
     let mut keda = scaler.client().await;
     let spilling = [NVIDIA_QUEUE, &[("spillFrom", "cpu"), ("spillAbove", "4")]].concat();
-    eventually(PATIENCE, "the CPU backlog at the scaler", || {
+    edge_testkit::eventually_async(PATIENCE, "the CPU backlog at the scaler", || {
         let mut k = keda.clone();
         let backlog = [CPU_QUEUE, &[("metric", "backlog")]].concat();
         async move { (get_metric(&mut k, &backlog).await.ok() == Some(4.0)).then_some(()) }
@@ -231,7 +231,7 @@ async fn a_saturated_sibling_spills_over_and_wakes_the_gpu_tier() {
     report(&agent, "c2", "sd-cpu", "cpu", 3, 1);
     let woke = tokio::time::timeout(PATIENCE, stream.message()).await.expect("no spill-over activation");
     assert_eq!(woke.unwrap(), Some(IsActiveResponse { result: true }));
-    eventually(PATIENCE, "the spilled-over backlog", || {
+    edge_testkit::eventually_async(PATIENCE, "the spilled-over backlog", || {
         let mut k = keda.clone();
         let spilling = spilling.clone();
         async move { (get_metric(&mut k, &spilling).await.ok() == Some(5.0)).then_some(()) }
@@ -243,7 +243,7 @@ async fn a_saturated_sibling_spills_over_and_wakes_the_gpu_tier() {
 
     // The backlog falls: the GPU tier follows its own (empty) queue again.
     report(&agent, "c1", "sd-cpu", "cpu", 1, 1);
-    eventually(PATIENCE, "the spill-over gone", || {
+    edge_testkit::eventually_async(PATIENCE, "the spill-over gone", || {
         let mut k = keda.clone();
         let spilling = spilling.clone();
         async move { (get_metric(&mut k, &spilling).await.ok() == Some(0.0)).then_some(()) }

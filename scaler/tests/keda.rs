@@ -32,7 +32,7 @@ async fn every_rpc_answers_from_the_agents_reports() {
     assert_eq!((spec.metric_specs[0].target_size, spec.metric_specs[0].target_size_float), (4, 4.0));
 
     // Totals across both nodes, per accelerator type.
-    eventually(PATIENCE, "the queue total of both agents", || {
+    edge_testkit::eventually_async(PATIENCE, "the queue total of both agents", || {
         let mut k = keda.clone();
         async move { (get_metric(&mut k, CPU_QUEUE).await.ok() == Some(5.0)).then_some(()) }
     })
@@ -69,7 +69,7 @@ async fn every_rpc_answers_from_the_agents_reports() {
     assert!(keda.is_active(object(&not_batch)).await.unwrap().into_inner().result);
 
     // CPU utilisation and memory come from the agents' real /proc readings.
-    let util = eventually(PATIENCE, "node CPU utilisation", || {
+    let util = edge_testkit::eventually_async(PATIENCE, "node CPU utilisation", || {
         let mut k = keda.clone();
         let pairs = with(&[("metric", "utilization")]);
         async move { get_metric(&mut k, &pairs).await.ok() }
@@ -112,7 +112,7 @@ async fn a_waking_queue_pushes_exactly_one_true_and_shutdown_ends_the_stream_ok(
     let value = move |q: f64| {
         let keda = poller.clone();
         async move {
-            eventually(PATIENCE, &format!("queue {q} at the scaler"), || {
+            edge_testkit::eventually_async(PATIENCE, &format!("queue {q} at the scaler"), || {
                 let mut k = keda.clone();
                 async move { (get_metric(&mut k, CPU_QUEUE).await.ok() == Some(q)).then_some(()) }
             })
@@ -156,7 +156,7 @@ async fn a_stream_opened_while_active_is_pushed_true_at_once() {
     report(&agent, "w1", "sd-cpu", "cpu", 3, 1);
     let scaler = Scaler::start(&[agents_flag(&[&agent])], &[]);
     let keda = scaler.client().await;
-    eventually(PATIENCE, "the queue at the scaler", || {
+    edge_testkit::eventually_async(PATIENCE, "the queue at the scaler", || {
         let mut k = keda.clone();
         async move { (get_metric(&mut k, CPU_QUEUE).await.ok() == Some(3.0)).then_some(()) }
     })
@@ -181,14 +181,14 @@ async fn a_killed_agent_goes_stale_then_errors_and_recovers_when_back() {
     let scaler =
         Scaler::start(&[agents_flag(&[&agent]), ("stale-after", "1s".into()), ("reconnect-max", "300ms".into())], &[]);
     let mut keda = scaler.client().await;
-    eventually(PATIENCE, "the agent's queue", || {
+    edge_testkit::eventually_async(PATIENCE, "the agent's queue", || {
         let mut k = keda.clone();
         async move { (get_metric(&mut k, CPU_QUEUE).await.ok() == Some(2.0)).then_some(()) }
     })
     .await;
 
     drop(agent); // SIGKILL: no goodbye, just silence.
-    let err = eventually(PATIENCE, "an error once the agent is stale", || {
+    let err = edge_testkit::eventually_async(PATIENCE, "an error once the agent is stale", || {
         let mut k = keda.clone();
         async move { get_metric(&mut k, CPU_QUEUE).await.err() }
     })
@@ -205,7 +205,7 @@ async fn a_killed_agent_goes_stale_then_errors_and_recovers_when_back() {
     // The agent comes back at the same address: the scaler reconnects on its own.
     let agent = agent_builder("zone-a").flag("listen", agent_addr.to_string()).start();
     report(&agent, "w1", "sd-cpu", "cpu", 4, 0);
-    eventually(PATIENCE, "the restarted agent's queue", || {
+    edge_testkit::eventually_async(PATIENCE, "the restarted agent's queue", || {
         let mut k = keda.clone();
         async move { (get_metric(&mut k, CPU_QUEUE).await.ok() == Some(4.0)).then_some(()) }
     })

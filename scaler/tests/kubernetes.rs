@@ -67,7 +67,7 @@ const CPU: &[(&str, &str)] = &[("acceleratorType", "cpu"), ("deployment", "sd-cp
 
 async fn wait_for(scaler: &Scaler, want: Option<f64>, what: &str) -> Result<f64, tonic::Status> {
     let keda = scaler.client().await;
-    eventually(PATIENCE, what, || {
+    edge_testkit::eventually_async(PATIENCE, what, || {
         let mut k = keda.clone();
         async move {
             let got = get_metric(&mut k, CPU).await;
@@ -115,7 +115,7 @@ async fn endpoint_slices_add_and_drop_agents_without_restart() {
     // The first node goes away: its agent is dropped (after its data is stale).
     api.apply("DELETED", "edge-agent-a", slice("edge-agent-a", a.addr.port(), &[]));
     wait_for(&scaler, Some(3.0), "only the second agent").await.unwrap();
-    eventually(PATIENCE, "one agent followed", || async {
+    edge_testkit::eventually_async(PATIENCE, "one agent followed", || async {
         (sample(&scaler.metrics(), "edge_scaler_agents") == Some(1.0)).then_some(())
     })
     .await;

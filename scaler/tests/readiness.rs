@@ -86,7 +86,7 @@ async fn grpc_health_follows_readiness_and_the_agents_freshness() {
     assert_eq!(health(&scaler, KEDA).await, ServingStatus::NotServing);
 
     let agent = agent_builder("zone-a").flag("listen", agent_addr.to_string()).start();
-    eventually(PATIENCE, "both SERVING once the agent is heard from", || async {
+    edge_testkit::eventually_async(PATIENCE, "both SERVING once the agent is heard from", || async {
         (health(&scaler, "").await == ServingStatus::Serving && health(&scaler, KEDA).await == ServingStatus::Serving)
             .then_some(())
     })
@@ -94,7 +94,7 @@ async fn grpc_health_follows_readiness_and_the_agents_freshness() {
 
     // The only agent goes silent: the KEDA service stops serving, the server stays Ready.
     agent.terminate();
-    eventually(PATIENCE, "the KEDA service NOT_SERVING with every agent stale", || async {
+    edge_testkit::eventually_async(PATIENCE, "the KEDA service NOT_SERVING with every agent stale", || async {
         (health(&scaler, KEDA).await == ServingStatus::NotServing).then_some(())
     })
     .await;

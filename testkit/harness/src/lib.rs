@@ -109,6 +109,24 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> O
     }
 }
 
+/// [`eventually`] for checks that await (a gRPC call, an async client): polls
+/// `check` every 20 ms on the tokio timer until it returns `Some`, or panics
+/// after `timeout` with `what` in the message.
+pub async fn eventually_async<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Builds an `edge-agent` command line with loopback ports and every device
 /// collector off unless a test turns it on. Clone it before `start` to
 /// restart the same agent (same ports, flags and environment) later.

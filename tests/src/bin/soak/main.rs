@@ -18,17 +18,23 @@
 // The report on stdout is what the soak is for; progress goes to stderr.
 #![allow(clippy::print_stdout)]
 
+mod counts;
+mod report;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use edge_e2e::keda::{Keda, Pushes, trigger};
 use edge_testkit::cloudwatch_front::Front;
 use edge_testkit::fake_nvml::{CONFIG_ENV, Config};
-use edge_testkit::{AgentBuilder, ScalerBuilder, Worker, WorkerBuilder, artifact, fake_nvml_library, http, sample};
+use edge_testkit::{AgentBuilder, ScalerBuilder, Worker, WorkerBuilder, artifact, fake_nvml_library, sample};
+
+use counts::Counts;
+use report::Report;
 
 const ACCELERATORS: [&str; 3] = ["cpu", "nvidia", "neuron"];
 const NS: &str = "soak";
@@ -312,132 +318,4 @@ fn rss_kib(pid: u32) -> u64 {
         })
         .flatten()
         .unwrap_or(0)
-}
-
-/// Generations sent and how each ended.
-#[derive(Clone, Default)]
-struct Counts {
-    sent: Arc<AtomicU32>,
-    answered: Arc<AtomicU32>,
-    refused: Arc<AtomicU32>,
-    failed: Arc<Mutex<Vec<String>>>,
-}
-
-#[derive(Debug, Clone)]
-struct CountsSnapshot {
-    sent: u32,
-    answered: u32,
-    refused: u32,
-    failed: Vec<String>,
-}
-
-impl CountsSnapshot {
-    /// Sent and not refused at the door (429: queue full, or 503 while draining).
-    fn accepted(&self) -> u32 {
-        self.sent - self.refused
-    }
-}
-
-impl Counts {
-    fn generate(&self, addr: SocketAddr, seed: u32) {
-        self.sent.fetch_add(1, Ordering::Relaxed);
-        let body = format!(r#"{{"prompt": "a soak test", "steps": 20, "seed": {seed}}}"#);
-        match http::post_json_timeout(addr, "/generate", &body, Duration::from_secs(120)) {
-            Ok((200, _)) => self.answered.fetch_add(1, Ordering::Relaxed),
-            Ok((429 | 503, _)) => self.refused.fetch_add(1, Ordering::Relaxed),
-            Ok((status, body)) => {
-                self.failed.lock().unwrap().push(format!("{addr}: {status} {body}"));
-                0
-            }
-            Err(e) => {
-                self.failed.lock().unwrap().push(format!("{addr}: {e}"));
-                0
-            }
-        };
-    }
-
-    fn snapshot(&self) -> CountsSnapshot {
-        CountsSnapshot {
-            sent: self.sent.load(Ordering::Relaxed),
-            answered: self.answered.load(Ordering::Relaxed),
-            refused: self.refused.load(Ordering::Relaxed),
-            failed: self.failed.lock().unwrap().clone(),
-        }
-    }
-}
-
-struct Report {
-    minutes: f64,
-    rss: Vec<(f64, BTreeMap<String, u64>)>,
-    counts: CountsSnapshot,
-    wakes: (u32, u32),
-    keda_ok: u64,
-    keda_failed: u64,
-    collector_errors: Vec<(String, f64)>,
-    cloudwatch: Vec<String>,
-    cloudwatch_before_kill: Vec<String>,
-    events: Vec<String>,
-}
-
-impl Report {
-    fn print(&self) {
-        println!("# soak: {} min on loopback, {WORKERS} workers", self.minutes);
-        println!("\n## RSS (MiB), sampled every 5 s");
-        let names: Vec<String> = self.rss.first().map(|(_, r)| r.keys().cloned().collect()).unwrap_or_default();
-        let minute = |from: f64, to: f64, name: &str| {
-            let v: Vec<f64> = self
-                .rss
-                .iter()
-                .filter(|(t, _)| *t >= from && *t < to)
-                .filter_map(|(_, r)| r.get(name).map(|k| *k as f64 / 1024.0))
-                .filter(|v| *v > 0.0)
-                .collect();
-            if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 }
-        };
-        let end = self.rss.last().map_or(0.0, |(t, _)| *t);
-        println!("| process | first minute | last minute | last / first | max |");
-        println!("|---|---|---|---|---|");
-        for name in &names {
-            let (first, last) = (minute(0.0, 60.0, name), minute(end - 60.0, end + 1.0, name));
-            let max = self.rss.iter().filter_map(|(_, r)| r.get(name)).max().copied().unwrap_or(0) as f64 / 1024.0;
-            println!("| {name} | {first:.1} | {last:.1} | {:.2} | {max:.1} |", last / first);
-        }
-        println!("\nper minute:");
-        let mut t = 0.0;
-        while t < end {
-            let row: Vec<String> = names.iter().map(|n| format!("{n}={:.1}", minute(t, t + 60.0, n))).collect();
-            println!("  {:>3.0}-{:<3.0}s {}", t, t + 60.0, row.join("  "));
-            t += 60.0;
-        }
-        let c = &self.counts;
-        println!("\n## requests");
-        println!(
-            "sent {}, refused at the door (429/503) {}, accepted {}, answered {}, lost {}",
-            c.sent,
-            c.refused,
-            c.accepted(),
-            c.answered,
-            c.accepted() - c.answered
-        );
-        for f in c.failed.iter().take(10) {
-            println!("  failed: {f}");
-        }
-        println!("\n## wakes");
-        println!("bursts {}, StreamIsActive wakes missed {}", self.wakes.0, self.wakes.1);
-        println!("\n## errors counted");
-        println!("KEDA calls ok {}, failed {} (the scaler restart)", self.keda_ok, self.keda_failed);
-        for (c, e) in &self.collector_errors {
-            println!("agent collector {c}: {e} errors (since its last start)");
-        }
-        for l in &self.cloudwatch_before_kill {
-            println!("agent before its kill: {l}");
-        }
-        for l in &self.cloudwatch {
-            println!("agent since its restart: {l}");
-        }
-        println!("\n## timeline");
-        for e in &self.events {
-            println!("  {e}");
-        }
-    }
 }
