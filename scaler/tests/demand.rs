@@ -37,7 +37,7 @@ async fn a_device_pull_at_zero_wakes_its_class_once_until_a_worker_serves_it() {
     let agent = start_agent("zone-a");
     // Only a CPU worker exists; nothing of nvidia, anywhere.
     report_with(&agent, "c1", "sd-cpu", "cpu", 0, 0, json!({"endpoint": "http://10.0.1.1:30080"}));
-    let mut scaler = Scaler::start(&[("agents", agent.addr.to_string())], &[]);
+    let mut scaler = start_scaler(&[("agents", agent.addr.to_string())], &[]);
     let mut keda = scaler.client().await;
     edge_testkit::eventually_async(PATIENCE, "the agent fresh at the scaler", || {
         let mut k = keda.clone();
@@ -145,8 +145,8 @@ async fn a_pull_at_one_replica_wakes_the_stream_keda_holds_on_the_other() {
     // Both list both addresses, themselves among them, as a headless Service's name resolves.
     let peers = format!("{http_a},{http_b}");
     let flags = [("agents", agent.addr.to_string()), ("peers", peers)];
-    let mut a = Scaler::start_at(http_a, &flags, &[]);
-    let b = Scaler::start_at(http_b, &flags, &[]);
+    let mut a = start_scaler_at(http_a, &flags, &[]);
+    let b = start_scaler_at(http_b, &flags, &[]);
     for (name, replica) in [("a", &a), ("b", &b)] {
         edge_testkit::eventually_async(PATIENCE, &format!("the agent fresh at replica {name}"), || async {
             (value_at(replica, NVIDIA_QUEUE).await == Some(0.0)).then_some(())
@@ -212,7 +212,7 @@ async fn a_saturated_sibling_spills_over_and_wakes_the_gpu_tier() {
     let agent = start_agent("zone-a");
     report(&agent, "c1", "sd-cpu", "cpu", 2, 1);
     report(&agent, "c2", "sd-cpu", "cpu", 1, 0);
-    let scaler = Scaler::start(&[("agents", agent.addr.to_string())], &[]);
+    let scaler = start_scaler(&[("agents", agent.addr.to_string())], &[]);
     let mut keda = scaler.client().await;
     let spilling = [NVIDIA_QUEUE, &[("spillFrom", "cpu"), ("spillAbove", "4")]].concat();
     edge_testkit::eventually_async(PATIENCE, "the CPU backlog at the scaler", || {
@@ -295,7 +295,7 @@ fn flood(scaler: &Scaler, prefix: &str, n: usize, threads: usize) {
 fn a_hundred_thousand_distinct_devices_keep_the_scaler_bounded() {
     let agent = start_agent("zone-a");
     let cap = 10_000;
-    let scaler = Scaler::start(
+    let scaler = start_scaler(
         &[("agents", agent.addr.to_string()), ("demand-max-requesters", cap.to_string())],
         &[("EDGE_SCALER_LOG", "warn".to_owned())],
     );

@@ -28,7 +28,7 @@ fn lists_advertised_workers_of_fresh_agents_least_loaded_first() {
     report(&a, "w2", "sd-cpu", "cpu", 0, 0); // serves, but advertises no endpoint
     report_with(&b, "w3", "sd-nvidia", "nvidia", 0, 1, json!({"endpoint": "http://10.0.4.9:30081"}));
     let agents = format!("{},{}", a.addr, b.addr);
-    let scaler = Scaler::start(&[("agents", agents), ("stale-after", "1s".into())], &[]);
+    let scaler = start_scaler(&[("agents", agents), ("stale-after", "1s".into())], &[]);
 
     edge_testkit::eventually(PATIENCE, "both advertised workers in the inventory", || {
         (urls(&scaler, "") == ["http://10.0.4.9:30081", "http://10.0.3.7:30080"]).then_some(())
@@ -87,7 +87,7 @@ fn lists_advertised_workers_of_fresh_agents_least_loaded_first() {
 fn one_address_pulling_too_fast_gets_429_and_a_long_query_400() {
     let agent = start_agent("zone-a");
     report_with(&agent, "w1", "sd-cpu", "cpu", 0, 0, json!({"endpoint": "http://10.0.3.7:30080"}));
-    let scaler = Scaler::start(&[("agents", agent.addr.to_string()), ("inventory-rate", "1".into())], &[]);
+    let scaler = start_scaler(&[("agents", agent.addr.to_string()), ("inventory-rate", "1".into())], &[]);
     let path = format!("{INVENTORY_PATH}?accelerator=cpu");
     // A burst of twice the rate, then 429 naming no parameter, with Retry-After.
     let answers: Vec<http::Response> =

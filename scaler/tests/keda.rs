@@ -23,7 +23,7 @@ async fn every_rpc_answers_from_the_agents_reports() {
     report_with(&a, "w1", "sd-cpu", "cpu", 2, 1, serde_json::json!({"labels": {"app": "sd", "tier": "gold"}}));
     report_with(&b, "w2", "sd-cpu", "cpu", 3, 0, serde_json::json!({"labels": {"app": "sd", "tier": "batch"}}));
     report(&b, "w3", "sd-nvidia", "nvidia", 7, 1);
-    let scaler = Scaler::start(&[agents_flag(&[&a, &b])], &[]);
+    let scaler = start_scaler(&[agents_flag(&[&a, &b])], &[]);
     let mut keda = scaler.client().await;
 
     let spec = keda.get_metric_spec(object(CPU_QUEUE)).await.unwrap().into_inner();
@@ -106,7 +106,7 @@ async fn every_rpc_answers_from_the_agents_reports() {
 async fn a_waking_queue_pushes_exactly_one_true_and_shutdown_ends_the_stream_ok() {
     let agent = start_agent("zone-a");
     report(&agent, "w1", "sd-cpu", "cpu", 0, 0);
-    let mut scaler = Scaler::start(&[agents_flag(&[&agent])], &[]);
+    let mut scaler = start_scaler(&[agents_flag(&[&agent])], &[]);
     let mut keda = scaler.client().await;
     let poller = keda.clone();
     let value = move |q: f64| {
@@ -154,7 +154,7 @@ async fn a_waking_queue_pushes_exactly_one_true_and_shutdown_ends_the_stream_ok(
 async fn a_stream_opened_while_active_is_pushed_true_at_once() {
     let agent = start_agent("zone-a");
     report(&agent, "w1", "sd-cpu", "cpu", 3, 1);
-    let scaler = Scaler::start(&[agents_flag(&[&agent])], &[]);
+    let scaler = start_scaler(&[agents_flag(&[&agent])], &[]);
     let keda = scaler.client().await;
     edge_testkit::eventually_async(PATIENCE, "the queue at the scaler", || {
         let mut k = keda.clone();
@@ -179,7 +179,7 @@ async fn a_killed_agent_goes_stale_then_errors_and_recovers_when_back() {
     let agent_addr = agent.addr;
     report(&agent, "w1", "sd-cpu", "cpu", 2, 0);
     let scaler =
-        Scaler::start(&[agents_flag(&[&agent]), ("stale-after", "1s".into()), ("reconnect-max", "300ms".into())], &[]);
+        start_scaler(&[agents_flag(&[&agent]), ("stale-after", "1s".into()), ("reconnect-max", "300ms".into())], &[]);
     let mut keda = scaler.client().await;
     edge_testkit::eventually_async(PATIENCE, "the agent's queue", || {
         let mut k = keda.clone();
@@ -215,7 +215,7 @@ async fn a_killed_agent_goes_stale_then_errors_and_recovers_when_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_metric_spec_sends_what_get_metric_spec_answers_and_ends_ok_on_shutdown() {
     let agent = start_agent("zone-a");
-    let mut scaler = Scaler::start(&[agents_flag(&[&agent])], &[]);
+    let mut scaler = start_scaler(&[agents_flag(&[&agent])], &[]);
     let mut keda = scaler.client().await;
     let pairs = [CPU_QUEUE, &[("targetValue", "2.5")]].concat();
     let mut stream = keda.stream_metric_spec(object(&pairs)).await.unwrap().into_inner();
@@ -241,7 +241,7 @@ type Case = (&'static [(&'static str, &'static str)], &'static str, &'static str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_metadata_is_invalid_argument_naming_the_key_on_every_rpc() {
     let agent = start_agent("zone-a");
-    let scaler = Scaler::start(&[agents_flag(&[&agent])], &[]);
+    let scaler = start_scaler(&[agents_flag(&[&agent])], &[]);
     let mut keda = scaler.client().await;
     let cases: &[Case] = &[
         (

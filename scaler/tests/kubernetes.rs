@@ -95,7 +95,7 @@ async fn endpoint_slices_add_and_drop_agents_without_restart() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let scaler = Scaler::start(
+    let scaler = start_scaler(
         &[("agent-service", "edge-agent".into()), ("agent-port", "http".into()), ("stale-after", "1s".into())],
         &[("KUBECONFIG", kubeconfig(dir.path(), api_addr))],
     );
@@ -176,7 +176,7 @@ async fn endpoints_are_listed_at_the_address_a_device_can_reach() {
         apis.nodes.apply("ADDED", name, node(name, ips[i], external));
     }
     let dir = tempfile::tempdir().unwrap();
-    let scaler = Scaler::start(
+    let scaler = start_scaler(
         &[
             ("agent-service", "edge-agent".into()),
             ("agent-port", "http".into()),

@@ -12,7 +12,7 @@ use edge_testkit::http;
 fn metrics_speak_the_format_their_content_type_names() {
     let agent = start_agent("zone-a");
     report(&agent, "w1", "sd-cpu", "cpu", 1, 0);
-    let scaler = Scaler::start(&[("agents", agent.addr.to_string())], &[]);
+    let scaler = start_scaler(&[("agents", agent.addr.to_string())], &[]);
     edge_testkit::eventually(PATIENCE, "the agent followed", || {
         (edge_testkit::sample(&scaler.metrics(), "edge_scaler_snapshots_total")? >= 1.0).then_some(())
     });

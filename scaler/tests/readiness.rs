@@ -22,7 +22,7 @@ fn readyz(scaler: &Scaler) -> (u16, String) {
 fn a_new_replica_is_ready_only_once_it_has_heard_from_every_agent() {
     // The agent's address is known, but nothing answers there yet.
     let agent_addr = loopback(free_port());
-    let scaler = Scaler::start(&[("agents", agent_addr.to_string()), ("ready-timeout", "10m".into())], &[]);
+    let scaler = start_scaler(&[("agents", agent_addr.to_string()), ("ready-timeout", "10m".into())], &[]);
     let (status, body) = readyz(&scaler);
     assert_eq!(status, 503, "{body}");
     assert!(body.starts_with("waiting for 1 of 1 agents' first snapshot; ready anyway in"), "{body}");
@@ -47,7 +47,7 @@ fn a_silent_agent_counts_as_stale_and_the_replica_is_ready_after_its_timeout() {
     let agent = start_agent("zone-a");
     let silent = loopback(free_port());
     let flags = [("agents", format!("{},{silent}", agent.addr)), ("ready-timeout", "5s".into())];
-    let scaler = Scaler::start(&flags, &[]);
+    let scaler = start_scaler(&flags, &[]);
     let (status, body) = readyz(&scaler);
     assert_eq!(status, 503, "not ready within its first 5 s while an agent is silent: {body}");
     let body = edge_testkit::eventually(PATIENCE, "the replica Ready after --ready-timeout", || {
@@ -81,7 +81,7 @@ async fn health(scaler: &Scaler, service: &str) -> ServingStatus {
 async fn grpc_health_follows_readiness_and_the_agents_freshness() {
     let agent_addr = loopback(free_port());
     let flags = [("agents", agent_addr.to_string()), ("ready-timeout", "10m".into()), ("stale-after", "1s".into())];
-    let scaler = Scaler::start(&flags, &[]);
+    let scaler = start_scaler(&flags, &[]);
     assert_eq!(health(&scaler, "").await, ServingStatus::NotServing, "not Ready before the agent's first snapshot");
     assert_eq!(health(&scaler, KEDA).await, ServingStatus::NotServing);
 

@@ -81,7 +81,7 @@ const CPU: &[(&str, &str)] = &[("acceleratorType", "cpu"), ("deployment", "sd-cp
 async fn server_tls_serves_keda_over_tls_only() {
     let pki = pki();
     let dir = tempfile::tempdir().unwrap();
-    let scaler = Scaler::start(
+    let scaler = start_scaler(
         &[
             ("agents", "127.0.0.1:1".into()),
             ("tls-cert", write(dir.path(), "tls.crt", &pki.server.0)),
@@ -98,7 +98,7 @@ async fn server_tls_serves_keda_over_tls_only() {
 async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     let pki = pki();
     let dir = tempfile::tempdir().unwrap();
-    let scaler = Scaler::start(
+    let scaler = start_scaler(
         &[
             ("agents", "127.0.0.1:1".into()),
             ("tls-cert", write(dir.path(), "tls.crt", &pki.server.0)),

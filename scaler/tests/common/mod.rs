@@ -5,14 +5,12 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use edge_scaler::keda::external_scaler_client::ExternalScalerClient;
 use edge_scaler::keda::{GetMetricsRequest, ScaledObjectRef};
-use edge_testkit::{Agent, AgentBuilder, free_port, http};
+use edge_testkit::{Agent, AgentBuilder, ScalerBuilder, free_port};
 use tonic::transport::Channel;
 
 /// Generous bound for anything that crosses processes on a loaded machine.
@@ -71,98 +69,26 @@ pub fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-/// A running `edge-scaler`; killed on drop.
-pub struct Scaler {
-    child: Child,
-    /// The KEDA gRPC address.
-    pub addr: SocketAddr,
-    /// The /metrics address.
-    pub metrics_addr: SocketAddr,
-    log: tempfile::NamedTempFile,
+pub use edge_testkit::Scaler;
+
+/// Starts the scaler with `flags` (plus loopback --listen/--metrics-listen)
+/// and waits until both ports answer.
+pub fn start_scaler(flags: &[(&str, String)], env: &[(&str, String)]) -> Scaler {
+    start_scaler_at(loopback(free_port()), flags, env)
 }
 
-impl Scaler {
-    /// Starts the scaler with `flags` (plus loopback --listen/--metrics-listen)
-    /// and waits until both ports answer.
-    pub fn start(flags: &[(&str, String)], env: &[(&str, String)]) -> Scaler {
-        Self::start_at(loopback(free_port()), flags, env)
+/// [`start_scaler`] with its HTTP port at `metrics_addr` (known before it
+/// starts, as peers need).
+pub fn start_scaler_at(metrics_addr: SocketAddr, flags: &[(&str, String)], env: &[(&str, String)]) -> Scaler {
+    let mut scaler =
+        ScalerBuilder::new(env!("CARGO_BIN_EXE_edge-scaler")).flag("metrics-listen", metrics_addr.to_string());
+    for (k, v) in flags {
+        scaler = scaler.flag(k, v.clone());
     }
-
-    /// [`Scaler::start`] with its HTTP port at `metrics_addr` (known before
-    /// it starts, as peers need).
-    pub fn start_at(metrics_addr: SocketAddr, flags: &[(&str, String)], env: &[(&str, String)]) -> Scaler {
-        let addr = loopback(free_port());
-        let log = tempfile::NamedTempFile::new().expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-scaler"));
-        cmd.arg(format!("--listen={addr}")).arg(format!("--metrics-listen={metrics_addr}"));
-        for (k, v) in flags {
-            cmd.arg(format!("--{k}={v}"));
-        }
-        cmd.envs(env.iter().map(|(k, v)| (k, v)))
-            .env("EDGE_SCALER_LOG", "info,edge_scaler=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log.reopen().expect("reopen log"));
-        let child = cmd.spawn().expect("spawn edge-scaler");
-        let mut scaler = Scaler { child, addr, metrics_addr, log };
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = scaler.child.try_wait().expect("try_wait") {
-                panic!("edge-scaler exited with {status}; its log:\n{}", scaler.log());
-            }
-            if matches!(http::get(metrics_addr, "/healthz"), Ok((200, _)))
-                && std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
-            {
-                return scaler;
-            }
-            assert!(Instant::now() < deadline, "edge-scaler not up; its log:\n{}", scaler.log());
-            std::thread::sleep(Duration::from_millis(25));
-        }
+    for (k, v) in env {
+        scaler = scaler.env(k, v.clone());
     }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Everything the scaler logged so far.
-    pub fn log(&self) -> String {
-        let mut s = String::new();
-        let _ = std::fs::File::open(self.log.path()).and_then(|mut f| f.read_to_string(&mut s));
-        s
-    }
-
-    /// `GET /metrics`.
-    pub fn metrics(&self) -> String {
-        let (status, body) = http::get(self.metrics_addr, "/metrics").expect("GET /metrics");
-        assert_eq!(status, 200, "{body}");
-        body
-    }
-
-    /// A KEDA client over plain HTTP/2.
-    pub async fn client(&self) -> ExternalScalerClient<Channel> {
-        ExternalScalerClient::connect(format!("http://{}", self.addr)).await.expect("connect to the scaler")
-    }
-
-    /// SIGTERM, then the exit status.
-    pub fn terminate(&mut self) -> ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "edge-scaler did not exit after SIGTERM; log:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Scaler {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    scaler.start()
 }
 
 /// Trigger metadata as KEDA sends it (with its own `scalerAddress`).

@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use edge_telemetry::keda::external_scaler_client::ExternalScalerClient;
+use tonic::transport::Channel;
+
 use crate::{free_port, http};
 
 /// How long a child may take to start or stop on a loaded machine.
@@ -171,6 +174,11 @@ impl Scaler {
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
         self.proc.terminate()
+    }
+
+    /// A KEDA client (generated from the project's `externalscaler.proto`) over plain HTTP/2.
+    pub async fn client(&self) -> ExternalScalerClient<Channel> {
+        ExternalScalerClient::connect(format!("http://{}", self.addr)).await.expect("connect to the scaler")
     }
 }
 
