@@ -1,11 +1,13 @@
-//! Command line and environment: every flag also reads `EDGE_INFERENCE_*`.
+//! The flags the subcommands share (model, queue, reports, limits) and the
+//! `serve` and `generate` flags built from them; every flag also reads
+//! `EDGE_INFERENCE_*`. The command line itself is [`crate::cli`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::Args;
 use edge_telemetry::{AcceleratorType, WorkerReport};
 
 use crate::model::device::DeviceRequest;
@@ -15,50 +17,6 @@ use crate::validation::Limits;
 
 mod error;
 pub use error::ConfigError;
-
-/// The Stable Diffusion worker.
-#[derive(Debug, Parser)]
-#[command(name = "edge-inference", version, about)]
-pub struct Cli {
-    /// What to do.
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// Subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Serve the HTTP API on a model directory.
-    Serve(Box<ServeArgs>),
-    /// Write a small random model in the diffusers layout (for tests and local runs).
-    TinyModel {
-        /// Which architecture of the SD family, at toy widths.
-        #[arg(long, value_enum, default_value = "default")]
-        arch: crate::tiny::Arch,
-        /// Directory to write (created if needed).
-        dir: PathBuf,
-        /// Write a 9-channel inpainting UNet (like SD 1.5-inpainting) instead (default arch only).
-        #[arg(long)]
-        inpainting: bool,
-    },
-    /// Write a full-size model with random weights (f16) in the diffusers layout, loadable by
-    /// this worker and by diffusers: real per-step cost without downloading a checkpoint.
-    RandomModel {
-        /// Which published architecture.
-        #[arg(long, value_enum)]
-        preset: crate::random_model::Preset,
-        /// Directory to write (created if needed).
-        dir: PathBuf,
-    },
-    /// Generate one image to a PNG file, without a server.
-    Generate(GenerateArgs),
-    /// Time generations over sizes, batch sizes and step counts (per step, whole image,
-    /// images/s, cold start, peak RSS): what scripts/bench-gpu and bench-cpu-diffusers run.
-    Bench(Box<crate::bench::BenchArgs>),
-    /// Run in front of another Stable Diffusion server (A1111, ComfyUI, sd-server, a
-    /// torch-neuronx server…): own its bounded queue and report it to the node agent.
-    Proxy(Box<ProxyArgs>),
-}
 
 /// Model loading flags shared by `serve` and `generate`.
 #[derive(Debug, Args, Clone)]
@@ -155,42 +113,6 @@ pub struct ReportArgs {
     /// Unset or empty: not in the inventory.
     #[arg(long, env = "EDGE_INFERENCE_ADVERTISE_URL", value_parser = parse_advertise_url)]
     pub advertise_url: Option<String>,
-}
-
-/// `proxy` flags.
-#[derive(Debug, Args)]
-pub struct ProxyArgs {
-    /// The server behind the proxy, http://HOST:PORT[/BASE] (in a pod: on loopback).
-    #[arg(long, env = "EDGE_INFERENCE_UPSTREAM", value_parser = crate::proxy::Upstream::parse)]
-    pub upstream: crate::proxy::Upstream,
-    /// The upstream's health URL: a path on --upstream, or a whole http:// URL. A 2xx answer
-    /// means up; until then, and after a failed request until it answers again, generations
-    /// get 502 and the endpoint is withdrawn from the inventory.
-    #[arg(long, env = "EDGE_INFERENCE_UPSTREAM_HEALTH", default_value = "/")]
-    pub upstream_health: String,
-    /// How long the upstream may take to start answering a request (a generation's whole
-    /// compute time, for servers that answer only at the end); past it: 502, marked down.
-    #[arg(long, env = "EDGE_INFERENCE_UPSTREAM_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
-    pub upstream_timeout: Duration,
-    /// How often the health URL is asked.
-    #[arg(long, env = "EDGE_INFERENCE_HEALTH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
-    pub health_interval: Duration,
-    /// Paths that are generations (queued, counted, reported), comma-separated: an exact
-    /// path, or a prefix ending in /*. Every other path passes straight through.
-    #[arg(
-        long = "route",
-        env = "EDGE_INFERENCE_ROUTES",
-        value_delimiter = ',',
-        default_value = crate::proxy::routes::DEFAULT,
-        value_parser = crate::proxy::routes::Route::parse
-    )]
-    pub routes: Vec<crate::proxy::routes::Route>,
-    /// Listener, queue and drain (--concurrency: requests the upstream may run at once).
-    #[command(flatten)]
-    pub queue: QueueArgs,
-    /// Who reports to the node agent, and where.
-    #[command(flatten)]
-    pub report: ReportArgs,
 }
 
 /// Request bounds and defaults.

@@ -12,6 +12,7 @@
 //! - [`daemon`]: listener, reports and drain, shared by `serve` and `proxy`.
 
 pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod engine;

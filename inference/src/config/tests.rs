@@ -1,4 +1,6 @@
 use super::*;
+use crate::cli::{Cli, Command};
+use clap::Parser;
 
 #[test]
 fn labels_parse_as_kubernetes_labels() {
