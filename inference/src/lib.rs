@@ -24,6 +24,7 @@ pub mod proxy;
 pub mod queue;
 pub mod random_model;
 pub mod report;
+pub mod request_error;
 pub mod serve;
 pub mod threads;
 pub mod tiny;
