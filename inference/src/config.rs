@@ -1,11 +1,13 @@
-//! Command line and environment: every flag also reads `EDGE_INFERENCE_*`.
+//! The flags the subcommands share (model, queue, reports, limits) and the
+//! `serve` and `generate` flags built from them; every flag also reads
+//! `EDGE_INFERENCE_*`. The command line itself is [`crate::cli`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::Args;
 use edge_telemetry::{AcceleratorType, WorkerReport};
 
 use crate::model::device::DeviceRequest;
@@ -13,49 +15,8 @@ use crate::model::schedulers::SamplerKind;
 use crate::report::AgentAddr;
 use crate::validation::Limits;
 
-/// The Stable Diffusion worker.
-#[derive(Debug, Parser)]
-#[command(name = "edge-inference", version, about)]
-pub struct Cli {
-    /// What to do.
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// Subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Serve the HTTP API on a model directory.
-    Serve(Box<ServeArgs>),
-    /// Write a small random model in the diffusers layout (for tests and local runs).
-    TinyModel {
-        /// Which architecture of the SD family, at toy widths.
-        #[arg(long, value_enum, default_value = "default")]
-        arch: crate::tiny::Arch,
-        /// Directory to write (created if needed).
-        dir: PathBuf,
-        /// Write a 9-channel inpainting UNet instead (SD 1.5-, SD 2- and SDXL-inpainting's layout).
-        #[arg(long)]
-        inpainting: bool,
-    },
-    /// Write a full-size model with random weights (f16) in the diffusers layout, loadable by
-    /// this worker and by diffusers: real per-step cost without downloading a checkpoint.
-    RandomModel {
-        /// Which published architecture.
-        #[arg(long, value_enum)]
-        preset: crate::random_model::Preset,
-        /// Directory to write (created if needed).
-        dir: PathBuf,
-    },
-    /// Generate one image to a PNG file, without a server.
-    Generate(GenerateArgs),
-    /// Time generations over sizes, batch sizes and step counts (per step, whole image,
-    /// images/s, cold start, peak RSS): what scripts/bench-gpu and bench-cpu-diffusers run.
-    Bench(Box<crate::bench::BenchArgs>),
-    /// Run in front of another Stable Diffusion server (A1111, ComfyUI, sd-server, a
-    /// torch-neuronx server…): own its bounded queue and report it to the node agent.
-    Proxy(Box<ProxyArgs>),
-}
+mod error;
+pub use error::ConfigError;
 
 /// Model loading flags shared by `serve` and `generate`.
 #[derive(Debug, Args, Clone)]
@@ -152,42 +113,6 @@ pub struct ReportArgs {
     /// Unset or empty: not in the inventory.
     #[arg(long, env = "EDGE_INFERENCE_ADVERTISE_URL", value_parser = parse_advertise_url)]
     pub advertise_url: Option<String>,
-}
-
-/// `proxy` flags.
-#[derive(Debug, Args)]
-pub struct ProxyArgs {
-    /// The server behind the proxy, http://HOST:PORT[/BASE] (in a pod: on loopback).
-    #[arg(long, env = "EDGE_INFERENCE_UPSTREAM", value_parser = crate::proxy::Upstream::parse)]
-    pub upstream: crate::proxy::Upstream,
-    /// The upstream's health URL: a path on --upstream, or a whole http:// URL. A 2xx answer
-    /// means up; until then, and after a failed request until it answers again, generations
-    /// get 502 and the endpoint is withdrawn from the inventory.
-    #[arg(long, env = "EDGE_INFERENCE_UPSTREAM_HEALTH", default_value = "/")]
-    pub upstream_health: String,
-    /// How long the upstream may take to start answering a request (a generation's whole
-    /// compute time, for servers that answer only at the end); past it: 502, marked down.
-    #[arg(long, env = "EDGE_INFERENCE_UPSTREAM_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
-    pub upstream_timeout: Duration,
-    /// How often the health URL is asked.
-    #[arg(long, env = "EDGE_INFERENCE_HEALTH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
-    pub health_interval: Duration,
-    /// Paths that are generations (queued, counted, reported), comma-separated: an exact
-    /// path, or a prefix ending in /*. Every other path passes straight through.
-    #[arg(
-        long = "route",
-        env = "EDGE_INFERENCE_ROUTES",
-        value_delimiter = ',',
-        default_value = crate::proxy::routes::DEFAULT,
-        value_parser = crate::proxy::routes::Route::parse
-    )]
-    pub routes: Vec<crate::proxy::routes::Route>,
-    /// Listener, queue and drain (--concurrency: requests the upstream may run at once).
-    #[command(flatten)]
-    pub queue: QueueArgs,
-    /// Who reports to the node agent, and where.
-    #[command(flatten)]
-    pub report: ReportArgs,
 }
 
 /// Request bounds and defaults.
@@ -304,9 +229,9 @@ pub fn parse_size(s: &str) -> Option<(usize, usize)> {
 impl LimitArgs {
     /// Checks the flags against each other and the model's size multiple;
     /// `model` supplies the defaults the flags leave unset (kept within the bounds).
-    pub fn limits(&self, multiple: usize, model: &crate::model::Recommended) -> Result<Limits, String> {
+    pub fn limits(&self, multiple: usize, model: &crate::model::Recommended) -> Result<Limits, ConfigError> {
         let default_size = match &self.default_size {
-            Some(s) => parse_size(s).ok_or_else(|| format!("--default-size {s:?}: expected WIDTHxHEIGHT"))?,
+            Some(s) => parse_size(s).ok_or_else(|| ConfigError::DefaultSizeShape { value: s.clone() })?,
             None => {
                 let fit = |side: usize| side.clamp(self.min_side, self.max_side.max(self.min_side));
                 (fit(model.size.0), fit(model.size.1))
@@ -328,29 +253,21 @@ impl LimitArgs {
             || !l.max_side.is_multiple_of(multiple)
             || l.min_side > l.max_side
         {
-            return Err(format!(
-                "--min-side {} / --max-side {}: both must be multiples of {multiple} (the model's VAE factor), min <= max",
-                l.min_side, l.max_side
-            ));
+            return Err(ConfigError::SideBounds { min: l.min_side, max: l.max_side, multiple });
         }
         for (flag, side) in [("width", default_size.0), ("height", default_size.1)] {
             if side < l.min_side || side > l.max_side || !side.is_multiple_of(multiple) {
-                return Err(format!(
-                    "--default-size {flag} {side}: must be within --min-side..=--max-side and a multiple of {multiple}"
-                ));
+                return Err(ConfigError::DefaultSizeSide { flag, side, multiple });
             }
         }
         if l.max_steps == 0 || !(1..=l.max_steps).contains(&l.default_steps) {
-            return Err(format!(
-                "--default-steps {}: must be within 1..=--max-steps ({})",
-                l.default_steps, l.max_steps
-            ));
+            return Err(ConfigError::DefaultSteps { steps: l.default_steps, max: l.max_steps });
         }
         if l.max_n == 0 {
-            return Err("--max-images: must be at least 1".into());
+            return Err(ConfigError::MaxImages);
         }
         if !(0.0..=l.max_guidance).contains(&l.default_guidance) {
-            return Err(format!("--default-guidance {}: must be within 0..={}", l.default_guidance, l.max_guidance));
+            return Err(ConfigError::DefaultGuidance { value: l.default_guidance, max: l.max_guidance });
         }
         Ok(l)
     }
@@ -360,14 +277,11 @@ impl ReportArgs {
     /// The identity part of every report, checked as the agent would check
     /// it. `accelerator` is used when `--accelerator` is not given; `None`
     /// makes the flag required. `capacity` is the queue's.
-    pub fn template(&self, accelerator: Option<AcceleratorType>, capacity: u32) -> Result<WorkerReport, String> {
+    pub fn template(&self, accelerator: Option<AcceleratorType>, capacity: u32) -> Result<WorkerReport, ConfigError> {
         let worker_id = self.worker_id.clone().unwrap_or_else(|| {
             if self.pod.is_empty() { format!("edge-inference-{}", std::process::id()) } else { self.pod.clone() }
         });
-        let accelerator = self.accelerator.or(accelerator).ok_or_else(|| {
-            "--accelerator (EDGE_INFERENCE_ACCELERATOR): required, the type the scaler selects on; allowed: nvidia, neuron, cpu"
-                .to_owned()
-        })?;
+        let accelerator = self.accelerator.or(accelerator).ok_or(ConfigError::AcceleratorRequired)?;
         let template = WorkerReport {
             worker_id,
             pod: self.pod.clone(),
@@ -392,7 +306,7 @@ impl ReportArgs {
                 "endpoint" => "--advertise-url",
                 _ => "--queue-capacity",
             };
-            format!("{flag}: {}", e.reason)
+            ConfigError::Report { flag, reason: e.reason }
         })?;
         Ok(template)
     }
@@ -403,7 +317,7 @@ impl ServeArgs {
     /// worker computes on ([`crate::model::device::accelerator_of`]); `--accelerator`, when
     /// given (the chart sets it), must agree. `None`: nothing to report (no `--agent`, on a
     /// device that is no reportable type).
-    pub fn report_template(&self, device: &candle_core::Device) -> Result<Option<WorkerReport>, String> {
+    pub fn report_template(&self, device: &candle_core::Device) -> Result<Option<WorkerReport>, ConfigError> {
         let own = match self.simulated_accelerator {
             Some(a) => Ok(a),
             None => crate::model::device::accelerator_of(device),
@@ -412,106 +326,21 @@ impl ServeArgs {
             Ok(a) => a,
             // A Metal worker serves locally, unreported.
             Err(_) if self.report.agent.is_none() => return Ok(None),
-            Err(reason) => return Err(reason),
+            Err(reason) => return Err(ConfigError::Device(reason)),
         };
         if let Some(given) = self.report.accelerator
             && given != accelerator
         {
-            return Err(format!(
-                "--accelerator {given} (EDGE_INFERENCE_ACCELERATOR): this worker computes on {} (--device={}), \
-                 which reports as {accelerator}; the reported type follows the device, so the scaler never sends \
-                 {given} work to it. Fix --device (cuda for nvidia) or --accelerator",
-                crate::model::device::name(device),
-                self.model.device
-            ));
+            return Err(ConfigError::AcceleratorMismatch {
+                given,
+                device: crate::model::device::name(device),
+                request: self.model.device.to_string(),
+                accelerator,
+            });
         }
         self.report.template(Some(accelerator), self.queue.queue_capacity).map(Some)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn labels_parse_as_kubernetes_labels() {
-        let l = parse_labels(" app.kubernetes.io/name=sd, tier=gold ,canary=").unwrap();
-        let pairs: Vec<_> = l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        assert_eq!(pairs, [("app.kubernetes.io/name", "sd"), ("canary", ""), ("tier", "gold")]);
-        assert!(parse_labels("").unwrap().is_empty(), "the chart may pass an empty list");
-        let too_many = (0..17).map(|i| format!("k{i}=v")).collect::<Vec<_>>().join(",");
-        for (bad, needle) in [
-            ("tier", "KEY=VALUE"),
-            ("tier=a b", "not a label value"),
-            ("-x=y", "not a label key"),
-            ("a=1,a=2", "twice"),
-            ("a=1,,b=2", "KEY=VALUE"),
-            (too_many.as_str(), "at most 16"),
-        ] {
-            let err = parse_labels(bad).unwrap_err();
-            assert!(err.contains(needle), "{bad}: {err}");
-        }
-    }
-
-    #[test]
-    fn labels_go_into_every_report() {
-        let cli = Cli::try_parse_from([
-            "edge-inference",
-            "serve",
-            "--model-dir",
-            "/m",
-            "--deployment",
-            "sd-cpu",
-            "--labels",
-            "app=sd,tier=gold",
-        ])
-        .unwrap();
-        let Command::Serve(args) = cli.command else { panic!("serve") };
-        let report = args.report_template(&candle_core::Device::Cpu).unwrap().unwrap();
-        assert_eq!(report.labels.get("tier").map(String::as_str), Some("gold"));
-        assert_eq!(report.labels.len(), 2);
-        let err =
-            Cli::try_parse_from(["edge-inference", "serve", "--model-dir", "/m", "--labels", "x=a b"]).unwrap_err();
-        assert!(err.to_string().contains("--labels"), "{err}");
-    }
-
-    #[test]
-    fn the_advertised_url_is_checked_and_an_ipv6_host_bracketed() {
-        assert_eq!(parse_advertise_url("http://10.0.3.7:30080").unwrap(), "http://10.0.3.7:30080");
-        // What $(HOST_IP) gives on an IPv6 cluster.
-        assert_eq!(parse_advertise_url("http://fd00:ec2::7:30080").unwrap(), "http://[fd00:ec2::7]:30080");
-        assert_eq!(parse_advertise_url("http://[fd00::7]:30080/sd").unwrap(), "http://[fd00::7]:30080/sd");
-        assert_eq!(parse_advertise_url("").unwrap(), "", "empty: not advertised");
-        for bad in ["10.0.3.7:30080", "http://10.0.3.7", "http://:30080"] {
-            assert!(parse_advertise_url(bad).unwrap_err().contains("expected an http"), "{bad}");
-        }
-        let serve = |url: &str| {
-            let cli = Cli::try_parse_from(["edge-inference", "serve", "--model-dir", "/m", "--advertise-url", url]);
-            let Command::Serve(args) = cli.unwrap().command else { panic!("serve") };
-            args.report_template(&candle_core::Device::Cpu).unwrap().unwrap().endpoint
-        };
-        assert_eq!(serve("http://10.0.3.7:30080").as_deref(), Some("http://10.0.3.7:30080"));
-        assert_eq!(serve(""), None);
-    }
-
-    #[test]
-    fn the_reported_accelerator_follows_the_device() {
-        let serve = |extra: &[&str]| {
-            let mut argv = vec!["edge-inference", "serve", "--model-dir", "/m"];
-            argv.extend_from_slice(extra);
-            let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command else { panic!("serve") };
-            args.report_template(&candle_core::Device::Cpu)
-        };
-        assert_eq!(serve(&[]).unwrap().unwrap().accelerator, AcceleratorType::Cpu);
-        assert_eq!(serve(&["--accelerator", "cpu"]).unwrap().unwrap().accelerator, AcceleratorType::Cpu);
-        // The chart's GPU pod on a CPU: refused, naming both sides.
-        let err = serve(&["--accelerator", "nvidia"]).unwrap_err();
-        assert!(err.contains("--accelerator nvidia") && err.contains("computes on cpu"), "{err}");
-        assert!(!err.contains('\n'), "{err}");
-        let sim = serve(&["--simulated-accelerator", "neuron"]).unwrap().unwrap();
-        assert_eq!(sim.accelerator, AcceleratorType::Neuron);
-        let cli = Cli::try_parse_from(["edge-inference", "serve", "--model-dir", "/m"]).unwrap();
-        let Command::Serve(args) = cli.command else { panic!("serve") };
-        assert_eq!(args.model.device, DeviceRequest::Auto, "local runs pick the device");
-    }
-}
+mod tests;

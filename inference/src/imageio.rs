@@ -7,7 +7,7 @@ use std::io::Cursor;
 use image::{DynamicImage, ImageFormat, ImageReader};
 
 use crate::model::pipeline::Image;
-use crate::validation::ValidationError;
+use crate::request_error::ValidationError;
 
 /// The formats an upload may be in.
 pub const INPUT_FORMATS: &str = "PNG, JPEG or WebP";

@@ -12,6 +12,7 @@
 //! - [`daemon`]: listener, reports and drain, shared by `serve` and `proxy`.
 
 pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod engine;
@@ -23,6 +24,7 @@ pub mod proxy;
 pub mod queue;
 pub mod random_model;
 pub mod report;
+pub mod request_error;
 pub mod serve;
 pub mod threads;
 pub mod tiny;

@@ -4,7 +4,7 @@ use std::ops::ControlFlow;
 
 use anyhow::Context;
 use clap::Parser;
-use edge_inference::config::{Cli, Command};
+use edge_inference::cli::{Cli, Command};
 use edge_inference::model::Model;
 use edge_inference::model::pipeline::Params;
 

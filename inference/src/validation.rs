@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::imageio::OutputFormat;
 use crate::model::edit::EditInput;
 use crate::model::pipeline::Params;
+pub use crate::request_error::ValidationError;
 
 /// Bounds and defaults for requests, set by flags.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,16 +104,6 @@ impl Endpoint {
             ],
         }
     }
-}
-
-/// A field that is wrong, and what would be right.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct ValidationError {
-    /// The JSON field, or `body` for the document.
-    pub field: String,
-    /// What is wrong and what is allowed.
-    pub message: String,
 }
 
 fn err(field: &str, message: impl Into<String>) -> ValidationError {

@@ -22,19 +22,9 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 
 use super::Model;
+pub use super::pipeline::EditInput;
 use super::pipeline::{GenerateError, Image, Params, StepInfo};
 use super::rng::NoiseRng;
-
-/// What an edit starts from, already validated against the request's size.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EditInput {
-    /// The image to edit, at the request's size.
-    pub image: Image,
-    /// Repaint where 128 or more (one byte a pixel, same size); `None`: img2img.
-    pub mask: Option<Vec<u8>>,
-    /// How much to change, in (0, 1].
-    pub strength: f64,
-}
 
 /// Steps an edit really runs: `⌊steps × strength⌋`, as diffusers counts them.
 pub fn steps_run(steps: usize, strength: f64) -> usize {

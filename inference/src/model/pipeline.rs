@@ -8,10 +8,20 @@ use std::time::{Duration, Instant};
 use candle_core::{D, DType, Device, IndexOp, Tensor};
 
 use super::Model;
-use super::edit::EditInput;
 use super::rng::NoiseRng;
 use super::schedulers::Sampler;
 use super::unet::TextTime;
+
+/// What an edit starts from, already validated against the request's size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EditInput {
+    /// The image to edit, at the request's size.
+    pub image: Image,
+    /// Repaint where 128 or more (one byte a pixel, same size); `None`: img2img.
+    pub mask: Option<Vec<u8>>,
+    /// How much to change, in (0, 1].
+    pub strength: f64,
+}
 
 /// One image's settings, already validated.
 #[derive(Debug, Clone, PartialEq)]

@@ -24,10 +24,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 pub use upstream::Upstream;
 
-use crate::config::ProxyArgs;
+use crate::config::{QueueArgs, ReportArgs};
 use crate::daemon::Daemon;
 use crate::metrics::Metrics;
 use crate::queue::Queue;
+use clap::Args;
 
 /// The pooled HTTP/1 client to the upstream.
 pub type Client = hyper_util::client::legacy::Client<HttpConnector, axum::body::Body>;
@@ -112,4 +113,40 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     let drained = daemon.drain_on_signal(|| {}).await;
     watcher.abort();
     drained
+}
+
+/// `proxy` flags.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// The server behind the proxy, http://HOST:PORT[/BASE] (in a pod: on loopback).
+    #[arg(long, env = "EDGE_INFERENCE_UPSTREAM", value_parser = Upstream::parse)]
+    pub upstream: Upstream,
+    /// The upstream's health URL: a path on --upstream, or a whole http:// URL. A 2xx answer
+    /// means up; until then, and after a failed request until it answers again, generations
+    /// get 502 and the endpoint is withdrawn from the inventory.
+    #[arg(long, env = "EDGE_INFERENCE_UPSTREAM_HEALTH", default_value = "/")]
+    pub upstream_health: String,
+    /// How long the upstream may take to start answering a request (a generation's whole
+    /// compute time, for servers that answer only at the end); past it: 502, marked down.
+    #[arg(long, env = "EDGE_INFERENCE_UPSTREAM_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub upstream_timeout: Duration,
+    /// How often the health URL is asked.
+    #[arg(long, env = "EDGE_INFERENCE_HEALTH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub health_interval: Duration,
+    /// Paths that are generations (queued, counted, reported), comma-separated: an exact
+    /// path, or a prefix ending in /*. Every other path passes straight through.
+    #[arg(
+        long = "route",
+        env = "EDGE_INFERENCE_ROUTES",
+        value_delimiter = ',',
+        default_value = routes::DEFAULT,
+        value_parser = routes::Route::parse
+    )]
+    pub routes: Vec<routes::Route>,
+    /// Listener, queue and drain (--concurrency: requests the upstream may run at once).
+    #[command(flatten)]
+    pub queue: QueueArgs,
+    /// Who reports to the node agent, and where.
+    #[command(flatten)]
+    pub report: ReportArgs,
 }
