@@ -150,7 +150,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     out,
                     "size {width}x{height} batch {batch} steps {steps}: step {step:.1} ms, whole {whole:.1} ms, {ips:.3} images/s"
                 )?;
-                table.push(format!("| {width}×{height} | {batch} | {steps} | {step:.1} | {whole:.1} | {ips:.2} |"));
+                table.push(format!(
+                    "| generate | {width}×{height} | {batch} | {steps} | {step:.1} | {whole:.1} | {ips:.2} |"
+                ));
                 if let Some(f) = json.as_mut() {
                     let line = serde_json::json!({
                         "model": args.model.model_dir.display().to_string(), "device": device, "dtype": dtype,
@@ -162,11 +164,26 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     });
                     writeln!(f, "{line}")?;
                 }
+                // Edits beside generation at the same size: one image, as the edit route runs them.
+                if batch == 1 {
+                    for (kind, mask) in [("img2img", false), ("inpaint", true)] {
+                        let (step, whole) = time_edit(&model, &params[0], mask, runs, !args.no_warmup)?;
+                        let kind = if mask && !model.is_inpainting() { "inpaint (latent blend)" } else { kind };
+                        writeln!(
+                            out,
+                            "size {width}x{height} {kind} steps {steps}: step {step:.1} ms, whole {whole:.1} ms"
+                        )?;
+                        table.push(format!(
+                            "| {kind} | {width}×{height} | 1 | {steps} | {step:.1} | {whole:.1} | {:.2} |",
+                            1e3 / whole
+                        ));
+                    }
+                }
             }
         }
     }
-    writeln!(out, "\n| size | batch | steps | per step (ms) | whole batch (ms) | images/s |")?;
-    writeln!(out, "|---|---|---|---|---|---|")?;
+    writeln!(out, "\n| kind | size | batch | steps | per step (ms) | whole batch (ms) | images/s |")?;
+    writeln!(out, "|---|---|---|---|---|---|---|")?;
     for row in &table {
         writeln!(out, "{row}")?;
     }
@@ -177,4 +194,34 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         peak_rss_mib().unwrap_or(f64::NAN)
     )?;
     Ok(())
+}
+
+/// Strength of the benchmarked edits: diffusers' img2img default, so a fifth of the steps skip.
+const EDIT_STRENGTH: f64 = 0.8;
+
+/// Median (per-step, whole) milliseconds of an img2img (or, with `mask`, an inpainting: left
+/// half repainted) of a gradient image at `p`'s size and steps.
+fn time_edit(model: &Model, p: &Params, mask: bool, runs: usize, warmup: bool) -> anyhow::Result<(f64, f64)> {
+    let (w, h) = (p.width, p.height);
+    let rgb = (0..w * h).flat_map(|i| [(i % w * 255 / w) as u8, (i / w * 255 / h) as u8, 128]).collect();
+    let input = crate::model::edit::EditInput {
+        image: crate::model::pipeline::Image { width: w, height: h, rgb },
+        mask: mask.then(|| (0..w * h).map(|i| if i % w < w / 2 { 255 } else { 0 }).collect()),
+        strength: EDIT_STRENGTH,
+    };
+    let (mut step_ms, mut whole_ms) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        let mut steps_this = Vec::new();
+        let t = Instant::now();
+        model.edit(p, &input, |s| {
+            steps_this.push(s.elapsed);
+            ControlFlow::Continue(())
+        })?;
+        if run == 0 && warmup {
+            continue;
+        }
+        whole_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        step_ms.extend(steps_this.iter().map(|d: &Duration| d.as_secs_f64() * 1e3));
+    }
+    Ok((median(&mut step_ms), median(&mut whole_ms)))
 }

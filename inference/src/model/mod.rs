@@ -7,6 +7,7 @@ pub mod clip;
 pub mod configs;
 pub mod device;
 pub mod edit;
+pub mod embed_cache;
 pub mod fields;
 pub mod pipeline;
 pub mod rng;
@@ -134,6 +135,8 @@ pub struct Model {
     /// SDXL: an empty negative prompt is all zeros, not the encoding of "" (model_index.json
     /// `force_zeros_for_empty_prompt`, diffusers' default true).
     pub zeros_for_empty_negative: bool,
+    /// Text conditionings of recent (prompt, negative) pairs.
+    pub embed_cache: embed_cache::EmbedCache,
     /// Compute device.
     pub device: Device,
     /// Compute type.
@@ -280,6 +283,7 @@ impl Model {
             vae_spec,
             scheduler,
             zeros_for_empty_negative,
+            embed_cache: Default::default(),
             device: device.clone(),
             dtype,
             notes,

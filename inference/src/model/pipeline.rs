@@ -76,6 +76,7 @@ pub struct StepInfo {
 }
 
 /// A prompt pair's text conditioning, ready for the UNet.
+#[derive(Clone)]
 pub struct Conditioning {
     /// `(batch, seq, cross_attention_dim)`: [negative; positive] when guided.
     pub context: Tensor,
@@ -245,6 +246,11 @@ impl Model {
 
     /// The UNet's text conditioning for a prompt and (when guided) its negative.
     pub fn condition(&self, prompt: &str, negative: &str, guided: bool) -> candle_core::Result<Conditioning> {
+        self.embed_cache.get_or_try(prompt, negative, guided, || self.encode_condition(prompt, negative, guided))
+    }
+
+    /// [`Self::condition`] without the cache.
+    fn encode_condition(&self, prompt: &str, negative: &str, guided: bool) -> candle_core::Result<Conditioning> {
         let (ctx, pooled) = self.embed(prompt)?;
         if !guided {
             return Ok(Conditioning { context: ctx, pooled });
