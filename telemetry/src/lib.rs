@@ -11,6 +11,7 @@
 //! - [`catalogue`]: every metric name the project exposes, in one place.
 //! - [`http1`]: the one small JSON POST its processes send each other.
 //! - [`exposition`]: which text format a `/metrics` scrape gets.
+//! - [`view`]: what exporters and the scaler read from a snapshot, computed once.
 
 pub mod accelerator;
 pub mod catalogue;
@@ -20,6 +21,7 @@ pub mod http1;
 pub mod inventory;
 pub mod labels;
 pub mod report;
+pub mod view;
 
 /// Generated from `proto/edge/agent/v1/snapshot.proto`.
 pub mod proto {

@@ -2,23 +2,14 @@
 //! `/metrics`: its queue, its latencies, its output. `edge_inference_` prefix,
 //! base units, bounded labels (a reason or a status code, never a prompt).
 
+/// Re-exported: the inference worker names its histograms `inference::Histogram`.
+pub use super::Histogram;
 use super::Metric;
 
 /// Label: why a request was turned away (`full`, `draining`, `not_ready`, `too_large`, `upstream_down`).
 pub const LABEL_REASON: &str = "reason";
 /// Label: the HTTP status code answered.
 pub const LABEL_STATUS: &str = "status";
-
-/// A histogram family: name, help, and bucket bounds in the metric's unit.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Histogram {
-    /// The family name (no `_bucket`/`_sum`/`_count`).
-    pub name: &'static str,
-    /// One sentence for `# HELP`.
-    pub help: &'static str,
-    /// Upper bounds of the buckets.
-    pub buckets: &'static [f64],
-}
 
 /// Requests accepted and waiting for a generation slot.
 pub const QUEUE_DEPTH: Metric = Metric::gauge("edge_inference_queue_depth", "Requests accepted and waiting to start");

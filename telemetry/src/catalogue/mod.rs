@@ -57,6 +57,20 @@ impl Metric {
     }
 }
 
+/// A histogram family: name, help, and bucket bounds in the metric's unit.
+///
+/// One type for every crate's histograms (the scaler's and the inference
+/// worker's), so a consumer reads them all the same way.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Histogram {
+    /// The family name (no `_bucket`/`_sum`/`_count`; prometheus-client adds them).
+    pub name: &'static str,
+    /// One sentence for `# HELP`.
+    pub help: &'static str,
+    /// Upper bounds of the buckets.
+    pub buckets: &'static [f64],
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

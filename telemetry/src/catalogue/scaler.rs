@@ -1,7 +1,7 @@
 //! The scaler's own series (`edge-scaler`'s /metrics): how many agents it
 //! follows, how fresh they are, and how it answers KEDA.
 
-use super::Metric;
+use super::{Histogram, Metric};
 
 /// Label: a KEDA RPC, e.g. `GetMetrics`.
 pub const LABEL_METHOD: &str = "method";
@@ -70,17 +70,6 @@ pub const PEER_DEMAND_DROPPED: Metric = Metric::counter(
     "edge_scaler_peer_demand_dropped",
     "Device demand records not sent to a peer because its buffer was full",
 );
-
-/// A histogram family: name, help and bucket bounds.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Histogram {
-    /// The family name (no `_seconds_bucket` etc. added by hand).
-    pub name: &'static str,
-    /// One sentence for `# HELP`.
-    pub help: &'static str,
-    /// Upper bucket bounds.
-    pub buckets: &'static [f64],
-}
 
 /// How long KEDA calls take, by method (unary calls; StreamIsActive until it is set up).
 pub const GRPC_REQUEST_DURATION_SECONDS: Histogram = Histogram {

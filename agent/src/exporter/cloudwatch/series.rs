@@ -5,11 +5,10 @@
 //! empty, at most 1024 characters) so that nothing later can be refused for
 //! them. A value a device does not support is left out, never sent as 0.
 
-use std::collections::BTreeMap;
-
 use edge_telemetry::AcceleratorType;
 use edge_telemetry::catalogue::cloudwatch::{self as cw, CloudWatchMetric};
 use edge_telemetry::proto::{CollectorState, NodeSnapshot, PodRef};
+use edge_telemetry::view::worker_totals;
 
 use crate::collector::{neuron, nvml};
 
@@ -206,29 +205,11 @@ fn neuron(out: &mut Out, snapshot: &NodeSnapshot, node_dims: &[(&'static str, St
     out.opt(cw::NODE_NEURONCORE_UTILIZATION, node_dims, &[], (n > 0).then(|| sum / f64::from(n)));
 }
 
-#[derive(Default)]
-struct Totals {
-    workers: u32,
-    queue_depth: u64,
-    in_flight: u64,
-    capacity: u64,
-    p50: Option<f64>,
-    p99: Option<f64>,
-}
-
 /// Summed per (accelerator, namespace, deployment), like `/metrics`: a worker
 /// dimension would make a new (billed) metric for every pod.
 fn workers(out: &mut Out, snapshot: &NodeSnapshot, base: impl Fn(&str) -> Vec<(&'static str, String)>) {
-    let mut totals: BTreeMap<(&str, &str, &str), Totals> = BTreeMap::new();
-    for w in &snapshot.workers {
-        let t = totals.entry((&w.accelerator, &w.namespace, &w.deployment)).or_default();
-        t.workers += 1;
-        t.queue_depth += u64::from(w.queue_depth);
-        t.in_flight += u64::from(w.in_flight);
-        t.capacity += u64::from(w.capacity);
-        t.p50 = max_opt(t.p50, w.latency_p50_seconds);
-        t.p99 = max_opt(t.p99, w.latency_p99_seconds);
-    }
+    let totals =
+        worker_totals(snapshot, |w| Some((w.accelerator.as_str(), w.namespace.as_str(), w.deployment.as_str())));
     for ((accelerator, namespace, deployment), t) in totals {
         let dims = base(accelerator);
         let extra =
@@ -237,16 +218,8 @@ fn workers(out: &mut Out, snapshot: &NodeSnapshot, base: impl Fn(&str) -> Vec<(&
         out.opt(cw::WORKER_QUEUE_DEPTH, &dims, &extra, Some(t.queue_depth as f64));
         out.opt(cw::WORKER_IN_FLIGHT, &dims, &extra, Some(t.in_flight as f64));
         out.opt(cw::WORKER_CAPACITY, &dims, &extra, Some(t.capacity as f64));
-        out.opt(cw::WORKER_LATENCY_P50_SECONDS, &dims, &extra, t.p50);
-        out.opt(cw::WORKER_LATENCY_P99_SECONDS, &dims, &extra, t.p99);
-    }
-}
-
-fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    match (a, b) {
-        (Some(x), Some(y)) => Some(x.max(y)),
-        (x, None) => x,
-        (None, y) => y,
+        out.opt(cw::WORKER_LATENCY_P50_SECONDS, &dims, &extra, t.latency_p50_seconds);
+        out.opt(cw::WORKER_LATENCY_P99_SECONDS, &dims, &extra, t.latency_p99_seconds);
     }
 }
 

@@ -1,22 +1,11 @@
 //! Our own `edge_` series: worker queues per Deployment, collector health,
 //! the node and the agent itself.
 
-use std::collections::BTreeMap;
-
 use edge_telemetry::catalogue::edge;
 use edge_telemetry::proto::{CollectorState, NodeSnapshot};
+use edge_telemetry::view::worker_totals;
 
 use super::{Labels, Samples};
-
-#[derive(Default)]
-struct DeploymentTotals {
-    workers: u32,
-    queue_depth: u64,
-    in_flight: u64,
-    capacity: u64,
-    p50: Option<f64>,
-    p99: Option<f64>,
-}
 
 /// Adds worker, collector, host and agent series.
 pub fn add(samples: &mut Samples, snapshot: &NodeSnapshot) {
@@ -59,16 +48,8 @@ pub fn add(samples: &mut Samples, snapshot: &NodeSnapshot) {
 /// Sums per (accelerator, namespace, deployment): a per-worker label would be
 /// unbounded as pods come and go.
 fn add_workers(samples: &mut Samples, snapshot: &NodeSnapshot) {
-    let mut totals: BTreeMap<(&str, &str, &str), DeploymentTotals> = BTreeMap::new();
-    for w in &snapshot.workers {
-        let t = totals.entry((&w.accelerator, &w.namespace, &w.deployment)).or_default();
-        t.workers += 1;
-        t.queue_depth += u64::from(w.queue_depth);
-        t.in_flight += u64::from(w.in_flight);
-        t.capacity += u64::from(w.capacity);
-        t.p50 = max_opt(t.p50, w.latency_p50_seconds);
-        t.p99 = max_opt(t.p99, w.latency_p99_seconds);
-    }
+    let totals =
+        worker_totals(snapshot, |w| Some((w.accelerator.as_str(), w.namespace.as_str(), w.deployment.as_str())));
     for ((accelerator, namespace, deployment), t) in totals {
         let labels: Labels = vec![
             (edge::LABEL_ACCELERATOR, accelerator.to_owned()),
@@ -79,16 +60,8 @@ fn add_workers(samples: &mut Samples, snapshot: &NodeSnapshot) {
         samples.add(edge::WORKER_QUEUE_DEPTH, labels.clone(), t.queue_depth as f64);
         samples.add(edge::WORKER_IN_FLIGHT, labels.clone(), t.in_flight as f64);
         samples.add(edge::WORKER_CAPACITY, labels.clone(), t.capacity as f64);
-        samples.add_opt(edge::WORKER_LATENCY_P50_SECONDS, &labels, t.p50);
-        samples.add_opt(edge::WORKER_LATENCY_P99_SECONDS, &labels, t.p99);
-    }
-}
-
-fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    match (a, b) {
-        (Some(x), Some(y)) => Some(x.max(y)),
-        (x, None) => x,
-        (None, y) => y,
+        samples.add_opt(edge::WORKER_LATENCY_P50_SECONDS, &labels, t.latency_p50_seconds);
+        samples.add_opt(edge::WORKER_LATENCY_P99_SECONDS, &labels, t.latency_p99_seconds);
     }
 }
 

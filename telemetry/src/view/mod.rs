@@ -1,0 +1,6 @@
+//! The shared reading of a [`NodeSnapshot`]: what every exporter and the
+//! scaler derive from a node, computed here once so they cannot disagree.
+
+pub mod workers;
+
+pub use workers::{WorkerTotals, worker_totals};
