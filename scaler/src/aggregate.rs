@@ -7,30 +7,15 @@
 //! error, so KEDA applies the ScaledObject's `fallback` instead of a 0 that
 //! would scale a busy Deployment to zero.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use edge_telemetry::AcceleratorType;
 use edge_telemetry::inventory::{AddressRule, Endpoint, Reachability, split_host};
 use edge_telemetry::proto::{NodeSnapshot, PodRef};
 
+pub use crate::class::WorkerClass;
 use crate::trigger::{MetricKind, Trigger};
-
-/// Workers that no trigger can tell apart: same accelerator type, namespace,
-/// Deployment and labels. A node's workers are summed per class; a trigger
-/// counts the classes its selector picks. Ordered by these fields so the
-/// classes of one Deployment (or one namespace) are a contiguous range.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct WorkerClass {
-    /// The workers' accelerator type.
-    pub accelerator: AcceleratorType,
-    /// Their namespace (empty outside Kubernetes).
-    pub namespace: String,
-    /// Their Deployment.
-    pub deployment: String,
-    /// Their labels (empty when they report none).
-    pub labels: BTreeMap<String, String>,
-}
 
 /// The workers of one class on one node, summed.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -441,6 +426,8 @@ pub fn evaluate<'a>(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use edge_telemetry::proto::{Gpu, Host, MigInstance, NeuronCore, Node, Worker};
 
     use super::*;

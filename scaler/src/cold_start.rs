@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use edge_telemetry::AcceleratorType;
 use edge_telemetry::proto::NodeSnapshot;
 
-use crate::aggregate::WorkerClass;
+use crate::class::WorkerClass;
 use crate::trigger::GroupKey;
 
 /// A wake still waiting for its first worker this long is dropped unmeasured.

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+pub use crate::values::{STALE_AFTER_RANGE, parse_duration};
+
 /// The KEDA external scaler of edge-diffusion.
 ///
 /// Follows the change stream of every edge-agent (found through the agents'
@@ -220,9 +222,6 @@ pub struct Settings {
     pub advertise_host: std::collections::BTreeMap<String, String>,
 }
 
-/// Bounds of --stale-after (and of a trigger's `staleAfter`).
-pub const STALE_AFTER_RANGE: std::ops::RangeInclusive<Duration> = Duration::from_millis(200)..=Duration::from_secs(600);
-
 impl Config {
     /// Checks every value; reads the TLS files so a bad path fails at start.
     pub fn validate(self) -> Result<Settings, ConfigError> {
@@ -382,7 +381,7 @@ fn parse_advertise_host(list: &str) -> Result<std::collections::BTreeMap<String,
                 format!("{item:?} is not ZONE=HOST, e.g. us-west-2-lax-1a=sd-lax.example.com"),
             ));
         };
-        if !crate::trigger::is_name(zone) {
+        if !crate::values::is_name(zone) {
             return Err(err("advertise-host", format!("{zone:?} is not a zone name")));
         }
         let bracketed = host.starts_with('[')
@@ -434,11 +433,6 @@ fn read_pem(flag: &'static str, path: &str) -> Result<Vec<u8>, ConfigError> {
 fn non_empty(s: &str) -> Option<&str> {
     let s = s.trim();
     (!s.is_empty()).then_some(s)
-}
-
-/// Parses `1s`, `500ms`, … for flags and trigger metadata.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e}; expected a duration such as 6s or 500ms"))
 }
 
 #[cfg(test)]

@@ -81,7 +81,7 @@ impl Query {
         let device = get(PARAM_DEVICE).map(check_device).transpose()?;
         let zone = get(PARAM_ZONE)
             .map(|v| {
-                if crate::trigger::is_name(v) {
+                if crate::values::is_name(v) {
                     Ok(v.to_owned())
                 } else {
                     Err(refuse(PARAM_ZONE, "not a zone name (letters, digits, '-', '.', '_'; at most 253)"))

@@ -2,24 +2,29 @@
 //!
 //! - [`discovery`] finds the agents (static list or Kubernetes EndpointSlices);
 //! - [`sources`] keeps one change stream per agent and feeds [`state`];
-//! - [`aggregate`] turns the agents' contributions and a [`trigger`] (its
-//!   workers picked by Deployment or by a [`selector`]) into a value;
+//! - [`aggregate`] turns the agents' contributions, summed per worker
+//!   [`class`], and a [`trigger`] (its workers picked by Deployment or by a
+//!   [`selector`]) into a value; [`values`] is the syntax flags and trigger
+//!   metadata share;
 //! - [`demand`] holds device pulls for classes with no ready endpoint, which
 //!   wake triggers at zero like a queue does; [`cold_start`] times those wakes;
 //! - [`service`] answers KEDA (`externalscaler.ExternalScaler`, module [`keda`]);
-//! - [`metrics`] is the scaler's own /metrics, next to the endpoint
-//!   [`inventory`] devices read, at the [`addresses`] they can reach;
+//! - [`http`] serves the scaler's own /metrics (the series of [`metrics`])
+//!   next to the endpoint [`inventory`] devices read, at the [`addresses`]
+//!   they can reach;
 //! - [`peers`] shares device demand between the scaler's replicas;
 //!   [`readiness`] says when a replica may take KEDA's calls, on `/readyz`
 //!   and through gRPC [`health`].
 
 pub mod addresses;
 pub mod aggregate;
+pub mod class;
 pub mod cold_start;
 pub mod config;
 pub mod demand;
 pub mod discovery;
 pub mod health;
+pub mod http;
 pub mod inventory;
 pub mod metrics;
 pub mod peers;
@@ -30,6 +35,7 @@ pub mod service;
 pub mod sources;
 pub mod state;
 pub mod trigger;
+pub mod values;
 
 use std::sync::Arc;
 use tonic::transport::server::TcpIncoming;
@@ -156,7 +162,7 @@ pub async fn run(
     health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
     let health_task =
         tokio::spawn(health::run(health_reporter, Arc::clone(&registry), Arc::clone(&readiness), stop_rx.clone()));
-    let http = metrics::Http {
+    let http = http::Http {
         registry: Arc::clone(&registry),
         metrics: Arc::clone(&metrics),
         peers,
@@ -164,7 +170,7 @@ pub async fn run(
         rate_limit: Arc::new(RateLimit::new(settings.inventory_rate)),
         addresses,
     };
-    let metrics_task = metrics_listener.map(|listener| tokio::spawn(metrics::serve(listener, http, stop_rx.clone())));
+    let metrics_task = metrics_listener.map(|listener| tokio::spawn(http::serve(listener, http, stop_rx.clone())));
 
     let local = grpc_listener.local_addr().ok();
     tracing::info!(addr = ?local, tls = settings.tls.is_some(), "KEDA external scaler listening");

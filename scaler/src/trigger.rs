@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use edge_telemetry::AcceleratorType;
 
-use crate::aggregate::WorkerClass;
-use crate::config::{STALE_AFTER_RANGE, parse_duration};
+use crate::class::WorkerClass;
 use crate::selector::LabelSelector;
+use crate::values::{STALE_AFTER_RANGE, is_name, parse_duration};
 
 /// Metadata key: `nvidia`, `neuron` or `cpu` (required).
 pub const ACCELERATOR_TYPE: &str = "acceleratorType";
@@ -387,12 +387,6 @@ fn number(key: &str, v: &str) -> Result<f64, TriggerError> {
         Ok(n) if n.is_finite() => Ok(n),
         _ => Err(bad(key, format!("{v:?} is not a number; e.g. 4 or 0.5"))),
     }
-}
-
-/// Whether `v` is a name of a Kubernetes object or a zone: letters, digits,
-/// '-', '.', '_', at most 253 bytes. The inventory's `zone` is checked alike.
-pub fn is_name(v: &str) -> bool {
-    v.len() <= 253 && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
 }
 
 /// Names of Kubernetes objects and zones: printable, no spaces, at most 253.
