@@ -19,12 +19,12 @@ use tonic::server::NamedService;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::agents::AgentTable;
 use crate::keda::external_scaler_server::ExternalScalerServer;
 use crate::readiness::Readiness;
 use crate::service::KedaService;
-use crate::state::Registry;
 
-/// How often the statuses follow the registry.
+/// How often the statuses follow the table.
 pub const EVERY: Duration = Duration::from_millis(500);
 
 /// The KEDA service's name as health checks ask for it.
@@ -39,14 +39,14 @@ pub fn statuses(ready: bool, any_fresh_agent: bool) -> (ServingStatus, ServingSt
 /// Keeps `reporter` up to date until `stop`.
 pub async fn run(
     reporter: HealthReporter,
-    registry: Arc<Registry>,
+    table: Arc<AgentTable>,
     readiness: Arc<Readiness>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut last = None;
     loop {
-        let ready = readiness.check(&registry).ready;
-        let stats = registry.stats();
+        let ready = readiness.check(&table).ready;
+        let stats = table.stats();
         let now = statuses(ready, stats.agents > stats.stale);
         if last != Some(now) {
             tracing::debug!(server = ?now.0, keda = ?now.1, "gRPC health");

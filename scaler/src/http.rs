@@ -23,12 +23,12 @@ use edge_telemetry::inventory::{
 use tokio::sync::watch;
 
 use crate::addresses::Addresses;
+use crate::agents::AgentTable;
 use crate::demand::DemandClass;
 use crate::inventory;
 use crate::peers::{self, DemandRecord, Peers, Refusal, SyncRequest};
 use crate::rate_limit::RateLimit;
 use crate::readiness::Readiness;
-use crate::state::Registry;
 
 use crate::metrics::ScalerMetrics;
 
@@ -39,7 +39,7 @@ pub const DEFAULT_RETRY_AFTER_SECONDS: u64 = 30;
 #[derive(Clone)]
 pub struct Http {
     /// The cluster as the scaler sees it.
-    pub registry: Arc<Registry>,
+    pub table: Arc<AgentTable>,
     /// The scaler's own series.
     pub metrics: Arc<ScalerMetrics>,
     /// The other replicas' side of the demand sync.
@@ -116,27 +116,27 @@ async fn endpoints(
         Ok(q) => q,
         Err(e) => return refused(&state.metrics, e),
     };
-    let registry = &state.registry;
+    let table = &state.table;
     // Unknown zones are refused: they would be classes nothing can serve,
     // and a flood of made-up ones must not grow the demand table.
     if let Some(zone) = &q.zone
-        && !registry.knows_zone(zone)
+        && !table.knows_zone(zone)
     {
-        let known = registry.zones();
+        let known = table.zones();
         let known = if known.is_empty() { "none yet".to_owned() } else { known.join(", ") };
         return refused(
             &state.metrics,
             InventoryError { error: format!("unknown zone {zone:?}; known: {known}"), param: PARAM_ZONE.to_owned() },
         );
     }
-    let endpoints = registry.endpoints(&q);
+    let endpoints = table.endpoints(&q);
     let Some(accelerator) = q.accelerator.filter(|_| endpoints.is_empty()) else {
         return inventory_answer(&state, endpoints, Vec::new());
     };
     // Demand: the class asked for has no ready endpoint.
     let class = DemandClass { accelerator, zone: q.zone.clone() };
     let requester = q.device.clone().unwrap_or_else(|| peer.ip().to_string());
-    let demand = registry.demand();
+    let demand = table.demand();
     if demand.enabled() {
         state.peers.forward(DemandRecord { accelerator, zone: q.zone.clone(), requester: requester.clone() });
     }
@@ -146,9 +146,9 @@ async fn endpoints(
     }
     let waking = if demand.enabled() { demand.waking(&class) } else { Vec::new() };
     let wakes = !waking.is_empty();
-    let mut response = inventory_answer(&state, registry.fallback_endpoints(&q), waking);
+    let mut response = inventory_answer(&state, table.fallback_endpoints(&q), waking);
     if wakes {
-        let seconds = registry
+        let seconds = table
             .cold_starts()
             .last_report(accelerator)
             .map_or(DEFAULT_RETRY_AFTER_SECONDS, |d| d.as_secs_f64().ceil() as u64)
@@ -173,7 +173,7 @@ async fn sync(State(state): State<Http>, request: Result<Json<SyncRequest>, Json
         Ok(Json(r)) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, e.body_text()).into_response(),
     };
-    match state.peers.receive(&state.registry, request) {
+    match state.peers.receive(&state.table, request) {
         Ok(answer) => Json(answer).into_response(),
         Err(Refusal::Myself) => (StatusCode::CONFLICT, "this is the sender itself\n").into_response(),
         Err(Refusal::Invalid(why)) => (StatusCode::BAD_REQUEST, why).into_response(),
@@ -181,13 +181,13 @@ async fn sync(State(state): State<Http>, request: Result<Json<SyncRequest>, Json
 }
 
 async fn ready(State(state): State<Http>) -> Response {
-    let status = state.readiness.check(&state.registry);
+    let status = state.readiness.check(&state.table);
     let code = if status.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, format!("{}\n", status.reason)).into_response()
 }
 
 async fn render(State(state): State<Http>, headers: HeaderMap) -> impl IntoResponse {
-    let openmetrics = state.metrics.render(state.registry.stats(), &state.registry.agent_ages());
+    let openmetrics = state.metrics.render(state.table.stats(), &state.table.agent_ages());
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let (content_type, body) = exposition::negotiate(accept, openmetrics);
     ([(header::CONTENT_TYPE, content_type)], body)

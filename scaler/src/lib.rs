@@ -1,7 +1,7 @@
 //! edge-scaler: a KEDA external scaler that sees every node.
 //!
 //! - [`discovery`] finds the agents (static list or Kubernetes EndpointSlices);
-//! - [`sources`] keeps one change stream per agent and feeds [`state`];
+//! - [`sources`] keeps one change stream per agent and feeds [`agents`];
 //! - [`aggregate`] turns the agents' contributions, summed per worker
 //!   [`class`], and a [`trigger`] (its workers picked by Deployment or by a
 //!   [`selector`]) into a value; [`values`] is the syntax flags and trigger
@@ -17,6 +17,7 @@
 //!   and through gRPC [`health`].
 
 pub mod addresses;
+pub mod agents;
 pub mod aggregate;
 pub mod class;
 pub mod cold_start;
@@ -33,7 +34,6 @@ pub mod readiness;
 pub mod selector;
 pub mod service;
 pub mod sources;
-pub mod state;
 pub mod trigger;
 pub mod values;
 
@@ -44,6 +44,7 @@ use tokio::sync::watch;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::addresses::Addresses;
+use crate::agents::AgentTable;
 use crate::config::{Discovery, Settings, TlsFiles};
 use crate::demand::Demand;
 use crate::metrics::ScalerMetrics;
@@ -52,7 +53,6 @@ use crate::rate_limit::RateLimit;
 use crate::readiness::Readiness;
 use crate::service::KedaService;
 use crate::sources::Sources;
-use crate::state::Registry;
 
 /// KEDA's external scaler contract (server and client), generated once in the
 /// telemetry crate; re-exported so tests and tools reach it through the scaler.
@@ -104,7 +104,7 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let demand = Demand::new(settings.demand_ttl, settings.demand_max_requesters);
-    let registry = Arc::new(Registry::with_demand(settings.stale_after, demand));
+    let table = Arc::new(AgentTable::with_demand(settings.stale_after, demand));
     let metrics = Arc::new(ScalerMetrics::new());
 
     // `tcp_nodelay` on the builder only applies to listeners tonic binds
@@ -120,7 +120,7 @@ pub async fn run(
         Some(addr) => Some(bind("metrics-listen", addr).await?),
         None => None,
     };
-    let sources = Sources::new(Arc::clone(&registry), Arc::clone(&metrics), settings.reconnect_max, stop_rx.clone());
+    let sources = Sources::new(Arc::clone(&table), Arc::clone(&metrics), settings.reconnect_max, stop_rx.clone());
     let discovery_stop = stop_rx.clone();
     let addresses = Arc::new(Addresses::new(settings.advertise_host.clone()));
     let mut nodes_task = None;
@@ -141,7 +141,7 @@ pub async fn run(
         }
     };
 
-    let purge_registry = Arc::clone(&registry);
+    let purge_registry = Arc::clone(&table);
     let mut purge_stop = stop_rx.clone();
     let purge_every = (settings.stale_after / 2).max(std::time::Duration::from_millis(100));
     let purge_task = tokio::spawn(async move {
@@ -153,7 +153,7 @@ pub async fn run(
         }
     });
 
-    let peers = Peers::new(Arc::clone(registry.demand()), Arc::clone(&metrics));
+    let peers = Peers::new(Arc::clone(table.demand()), Arc::clone(&metrics));
     let peers_task = (!settings.peers.is_empty())
         .then(|| tokio::spawn(Arc::clone(&peers).run(settings.peers.clone(), stop_rx.clone())));
     let readiness = Arc::new(Readiness::new(settings.ready_timeout));
@@ -161,9 +161,9 @@ pub async fn run(
     let (health_reporter, health_server) = tonic_health::server::health_reporter();
     health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
     let health_task =
-        tokio::spawn(health::run(health_reporter, Arc::clone(&registry), Arc::clone(&readiness), stop_rx.clone()));
+        tokio::spawn(health::run(health_reporter, Arc::clone(&table), Arc::clone(&readiness), stop_rx.clone()));
     let http = http::Http {
-        registry: Arc::clone(&registry),
+        table: Arc::clone(&table),
         metrics: Arc::clone(&metrics),
         peers,
         readiness: Arc::clone(&readiness),
@@ -179,7 +179,7 @@ pub async fn run(
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     });
-    let service = KedaService::new(Arc::clone(&registry), Arc::clone(&metrics), stop_rx.clone());
+    let service = KedaService::new(Arc::clone(&table), Arc::clone(&metrics), stop_rx.clone());
     let mut serve_stop = stop_rx.clone();
     let result = server
         .add_service(service.into_server())

@@ -1,5 +1,5 @@
 //! The scaler's own series: counters and histograms updated where things
-//! happen, and the agent gauges read from the registry at scrape time, so
+//! happen, and the agent gauges read from the agent table at scrape time, so
 //! they are never out of date. [`crate::http`] serves them on `/metrics`.
 
 use std::sync::atomic::AtomicU64;
@@ -12,8 +12,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry as PromRegistry;
 
+use crate::agents::Stats;
 use crate::cold_start::Sample;
-use crate::state::Stats;
 
 type Labels = Vec<(&'static str, &'static str)>;
 type OwnedLabels = Vec<(&'static str, String)>;

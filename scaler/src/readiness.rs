@@ -13,7 +13,7 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::state::Registry;
+use crate::agents::AgentTable;
 
 /// Whether this replica is Ready, and why not.
 pub struct Readiness {
@@ -39,12 +39,12 @@ impl Readiness {
     }
 
     /// Checks now; the first `true` is kept, with its reason.
-    pub fn check(&self, registry: &Registry) -> Status {
+    pub fn check(&self, table: &AgentTable) -> Status {
         if let Some(reason) = self.ready.get() {
             return Status { ready: true, reason: reason.clone() };
         }
-        let (heard, agents) = registry.first_snapshots();
-        let discovered = registry.listed();
+        let (heard, agents) = table.first_snapshots();
+        let discovered = table.listed();
         let elapsed = self.started.elapsed();
         let reason = if discovered && heard == agents {
             format!("ready: every agent ({agents}) sent its first snapshot")
@@ -79,44 +79,44 @@ mod tests {
 
     #[test]
     fn ready_once_every_discovered_agent_has_sent_a_snapshot() {
-        let registry = Registry::new(Duration::from_secs(6));
+        let table = AgentTable::new(Duration::from_secs(6));
         let r = Readiness::new(Duration::from_secs(60));
-        let status = r.check(&registry);
+        let status = r.check(&table);
         assert!(!status.ready);
         assert!(status.reason.starts_with("waiting for discovery"), "{}", status.reason);
-        let (a, b) = (registry.add_agent("a:1"), registry.add_agent("b:1"));
-        registry.mark_listed();
-        registry.apply(a, &NodeSnapshot { sequence: 1, ..Default::default() });
-        let status = r.check(&registry);
+        let (a, b) = (table.add_agent("a:1"), table.add_agent("b:1"));
+        table.mark_listed();
+        table.apply(a, &NodeSnapshot { sequence: 1, ..Default::default() });
+        let status = r.check(&table);
         assert!(!status.ready);
         assert!(status.reason.starts_with("waiting for 1 of 2 agents' first snapshot"), "{}", status.reason);
-        registry.apply(b, &NodeSnapshot { sequence: 1, ..Default::default() });
-        let status = r.check(&registry);
+        table.apply(b, &NodeSnapshot { sequence: 1, ..Default::default() });
+        let status = r.check(&table);
         assert!(status.ready);
         assert_eq!(status.reason, "ready: every agent (2) sent its first snapshot");
     }
 
     #[test]
     fn ready_after_the_timeout_with_silent_agents_and_stays_ready() {
-        let registry = Registry::new(Duration::from_secs(6));
+        let table = AgentTable::new(Duration::from_secs(6));
         let r = Readiness::new(Duration::from_millis(50));
-        registry.add_agent("silent:1");
-        registry.mark_listed();
-        assert!(!r.check(&registry).ready);
+        table.add_agent("silent:1");
+        table.mark_listed();
+        assert!(!r.check(&table).ready);
         std::thread::sleep(Duration::from_millis(60));
-        let status = r.check(&registry);
+        let status = r.check(&table);
         assert!(status.ready);
         assert!(status.reason.contains("1 of 1 agents not heard from"), "{}", status.reason);
-        assert_eq!(registry.stats().stale, 1, "a silent agent counts as stale");
-        registry.add_agent("new:1");
-        assert!(r.check(&registry).ready, "a new agent later does not take readiness back");
+        assert_eq!(table.stats().stale, 1, "a silent agent counts as stale");
+        table.add_agent("new:1");
+        assert!(r.check(&table).ready, "a new agent later does not take readiness back");
     }
 
     #[test]
     fn an_empty_cluster_is_ready_once_listed() {
-        let registry = Registry::new(Duration::from_secs(6));
+        let table = AgentTable::new(Duration::from_secs(6));
         let r = Readiness::new(Duration::from_secs(60));
-        registry.mark_listed();
-        assert!(r.check(&registry).ready);
+        table.mark_listed();
+        assert!(r.check(&table).ready);
     }
 }

@@ -1,7 +1,7 @@
 //! KEDA's `externalscaler.ExternalScaler` service.
 //!
 //! Every call parses the trigger metadata KEDA sends along and reads the
-//! shared [`Registry`]; nothing here waits on the network. A trigger's
+//! shared [`AgentTable`]; nothing here waits on the network. A trigger's
 //! reading is its workers' value with the wake signals folded in
 //! ([`aggregate::with_wake`]: device demand, spill-over). `StreamIsActive`
 //! sleeps on the channels of its workers, its spill-over sibling and its
@@ -17,6 +17,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::agents::AgentTable;
 use crate::aggregate::{self, EvalError, Reading};
 use crate::demand::ListenGuard;
 use crate::keda::external_scaler_server::{ExternalScaler, ExternalScalerServer};
@@ -25,7 +26,6 @@ use crate::keda::{
     ScaledObjectRef,
 };
 use crate::metrics::{Method, ScalerMetrics};
-use crate::state::Registry;
 use crate::trigger::{Trigger, TriggerError, WorkerSelector};
 
 /// The one mapping from the scaler's errors to gRPC statuses.
@@ -41,15 +41,15 @@ fn eval_status(e: EvalError) -> Status {
 /// The gRPC service.
 #[derive(Clone)]
 pub struct KedaService {
-    registry: Arc<Registry>,
+    table: Arc<AgentTable>,
     metrics: Arc<ScalerMetrics>,
     shutdown: watch::Receiver<bool>,
 }
 
 impl KedaService {
-    /// A service over `registry`; open streams end with OK once `shutdown` is true.
-    pub fn new(registry: Arc<Registry>, metrics: Arc<ScalerMetrics>, shutdown: watch::Receiver<bool>) -> Self {
-        Self { registry, metrics, shutdown }
+    /// A service over `table`; open streams end with OK once `shutdown` is true.
+    pub fn new(table: Arc<AgentTable>, metrics: Arc<ScalerMetrics>, shutdown: watch::Receiver<bool>) -> Self {
+        Self { table, metrics, shutdown }
     }
 
     /// The tonic server wrapping this service.
@@ -74,8 +74,8 @@ fn parse(r: &ScaledObjectRef) -> Result<Trigger, Status> {
 }
 
 /// A trigger's reading: its workers' value with the wake signals folded in.
-fn read(registry: &Registry, trigger: &Trigger) -> Result<Reading, EvalError> {
-    aggregate::with_wake(trigger, registry.evaluate(trigger), registry.wake(trigger))
+fn read(table: &AgentTable, trigger: &Trigger) -> Result<Reading, EvalError> {
+    aggregate::with_wake(trigger, table.evaluate(trigger), table.wake(trigger))
 }
 
 /// The one spec of a trigger, for `GetMetricSpec` and `StreamMetricSpec` alike.
@@ -101,7 +101,7 @@ impl ExternalScaler for KedaService {
     async fn is_active(&self, request: Request<ScaledObjectRef>) -> Result<Response<IsActiveResponse>, Status> {
         self.timed(Method::IsActive, || {
             let trigger = parse(request.get_ref())?;
-            let reading = read(&self.registry, &trigger).map_err(eval_status)?;
+            let reading = read(&self.table, &trigger).map_err(eval_status)?;
             Ok(IsActiveResponse { result: reading.active })
         })
     }
@@ -157,7 +157,7 @@ impl ExternalScaler for KedaService {
                     req.metric_name
                 )));
             }
-            let value = read(&self.registry, &trigger).map_err(eval_status)?.value;
+            let value = read(&self.table, &trigger).map_err(eval_status)?.value;
             Ok(GetMetricsResponse {
                 metric_values: vec![MetricValue {
                     metric_name: name,
@@ -181,7 +181,7 @@ impl ExternalScaler for KedaService {
             }
         };
         let (tx, rx) = mpsc::channel(4);
-        let demand = self.registry.demand();
+        let demand = self.table.demand();
         let listening = trigger.activate_on_demand.then(|| {
             // KEDA names the ScaledObject; a Deployment selector names the Deployment itself.
             let deployment = match &trigger.key.selector {
@@ -191,13 +191,13 @@ impl ExternalScaler for KedaService {
             demand.listen(trigger.key.accelerator, trigger.zone.as_deref(), &trigger.key.namespace, deployment)
         });
         let watcher = ActivationWatch {
-            changes: self.registry.subscribe(&trigger.key),
-            sibling: trigger.spill.as_ref().map(|s| self.registry.subscribe(&s.key)),
+            changes: self.table.subscribe(&trigger.key),
+            sibling: trigger.spill.as_ref().map(|s| self.table.subscribe(&s.key)),
             demand: demand.subscribe(trigger.key.accelerator),
             _listening: listening,
-            recheck: (trigger.stale_after.unwrap_or(self.registry.stale_after()) / 2).max(Duration::from_millis(100)),
+            recheck: (trigger.stale_after.unwrap_or(self.table.stale_after()) / 2).max(Duration::from_millis(100)),
             trigger,
-            registry: Arc::clone(&self.registry),
+            table: Arc::clone(&self.table),
             metrics: Arc::clone(&self.metrics),
             shutdown: self.shutdown.clone(),
             tx,
@@ -220,7 +220,7 @@ struct ActivationWatch {
     _listening: Option<ListenGuard>,
     /// Staleness changes with time alone, so the state is also re-read on a timer.
     recheck: Duration,
-    registry: Arc<Registry>,
+    table: Arc<AgentTable>,
     metrics: Arc<ScalerMetrics>,
     shutdown: watch::Receiver<bool>,
     tx: mpsc::Sender<Result<IsActiveResponse, Status>>,
@@ -229,7 +229,7 @@ struct ActivationWatch {
 impl ActivationWatch {
     fn active(&self) -> bool {
         // No trustworthy value counts as inactive: a later real activation is then pushed.
-        read(&self.registry, &self.trigger).is_ok_and(|r| r.active)
+        read(&self.table, &self.trigger).is_ok_and(|r| r.active)
     }
 
     /// Resolves when the spill-over sibling's data changes; never without one.
@@ -270,12 +270,12 @@ impl ActivationWatch {
                 changed = self.changes.changed() => {
                     if changed.is_err() {
                         // The group was dropped and made anew: follow the new one.
-                        self.changes = self.registry.subscribe(&self.trigger.key);
+                        self.changes = self.table.subscribe(&self.trigger.key);
                     }
                 }
                 changed = Self::sibling_changed(&mut self.sibling) => {
                     if changed.is_err() && let Some(spill) = &self.trigger.spill {
-                        self.sibling = Some(self.registry.subscribe(&spill.key));
+                        self.sibling = Some(self.table.subscribe(&spill.key));
                     }
                 }
                 _ = self.demand.changed() => {}
@@ -284,9 +284,9 @@ impl ActivationWatch {
             let active = self.active();
             if active && !was_active {
                 // Woken with no worker to serve it: a cold start begins.
-                if !self.registry.has_fresh_workers(&self.trigger.key, self.trigger.zone.as_deref()) {
+                if !self.table.has_fresh_workers(&self.trigger.key, self.trigger.zone.as_deref()) {
                     let zone = self.trigger.zone.as_deref().unwrap_or("");
-                    self.registry.cold_starts().activated(&self.trigger.key, zone);
+                    self.table.cold_starts().activated(&self.trigger.key, zone);
                 }
                 if self.tx.send(Ok(IsActiveResponse { result: true })).await.is_err() {
                     break;

@@ -1,5 +1,5 @@
 //! One change-stream subscription per agent (`edge.agent.v1.SnapshotFeed/Watch`),
-//! reconnecting with back-off, feeding the [`Registry`].
+//! reconnecting with back-off, feeding the [`AgentTable`].
 //!
 //! [`Sources`] is what discovery drives: given the set of agent addresses it
 //! wants followed, it starts the missing subscriptions and stops the extra ones.
@@ -14,8 +14,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::Endpoint;
 
+use crate::agents::{AgentId, AgentTable};
 use crate::metrics::ScalerMetrics;
-use crate::state::{AgentId, Registry};
 
 /// First wait before reconnecting; doubles up to the configured maximum.
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -79,7 +79,7 @@ impl Backoff {
 async fn follow(
     id: AgentId,
     addr: String,
-    registry: Arc<Registry>,
+    table: Arc<AgentTable>,
     metrics: Arc<ScalerMetrics>,
     reconnect_max: Duration,
     mut stop: watch::Receiver<bool>,
@@ -87,10 +87,10 @@ async fn follow(
     let mut backoff = Backoff::new(reconnect_max, id);
     loop {
         let result = tokio::select! {
-            r = subscribe(id, &addr, &registry, &metrics, &mut backoff) => r,
+            r = subscribe(id, &addr, &table, &metrics, &mut backoff) => r,
             _ = stop.wait_for(|s| *s) => return,
         };
-        registry.set_connected(id, false);
+        table.set_connected(id, false);
         metrics.disconnects.inc();
         match result {
             Ok(()) => tracing::info!(agent = %addr, "agent ended its stream; reconnecting"),
@@ -107,7 +107,7 @@ async fn follow(
 async fn subscribe(
     id: AgentId,
     addr: &str,
-    registry: &Registry,
+    table: &AgentTable,
     metrics: &ScalerMetrics,
     backoff: &mut Backoff,
 ) -> Result<(), SourceError> {
@@ -121,12 +121,11 @@ async fn subscribe(
     let channel = endpoint.connect().await.map_err(SourceError::Connect)?;
     let mut stream =
         SnapshotFeedClient::new(channel).watch(WatchRequest {}).await.map_err(SourceError::Stream)?.into_inner();
-    registry.set_connected(id, true);
+    table.set_connected(id, true);
     tracing::debug!(agent = %addr, "agent stream open");
     let mut first = true;
     while let Some(snapshot) = stream.message().await.map_err(SourceError::Stream)? {
-        let samples =
-            if std::mem::take(&mut first) { registry.apply(id, &snapshot) } else { registry.ingest(id, &snapshot) };
+        let samples = if std::mem::take(&mut first) { table.apply(id, &snapshot) } else { table.ingest(id, &snapshot) };
         metrics.observe_cold_starts(&samples);
         metrics.snapshots.inc();
         backoff.reset();
@@ -136,7 +135,7 @@ async fn subscribe(
 
 /// The running subscriptions, keyed by agent address.
 pub struct Sources {
-    registry: Arc<Registry>,
+    table: Arc<AgentTable>,
     metrics: Arc<ScalerMetrics>,
     reconnect_max: Duration,
     stop: watch::Receiver<bool>,
@@ -146,17 +145,17 @@ pub struct Sources {
 impl Sources {
     /// No subscriptions yet.
     pub fn new(
-        registry: Arc<Registry>,
+        table: Arc<AgentTable>,
         metrics: Arc<ScalerMetrics>,
         reconnect_max: Duration,
         stop: watch::Receiver<bool>,
     ) -> Self {
-        Self { registry, metrics, reconnect_max, stop, running: HashMap::new() }
+        Self { table, metrics, reconnect_max, stop, running: HashMap::new() }
     }
 
     /// Discovery's listing is complete (also when it changed nothing).
     pub fn listed(&self) {
-        self.registry.mark_listed();
+        self.table.mark_listed();
     }
 
     /// Follows exactly `desired`: starts new agents, drops gone ones (their
@@ -166,7 +165,7 @@ impl Sources {
         for addr in gone {
             if let Some((id, task)) = self.running.remove(&addr) {
                 task.abort();
-                self.registry.remove_agent(id);
+                self.table.remove_agent(id);
                 tracing::info!(agent = %addr, "agent dropped");
             }
         }
@@ -174,11 +173,11 @@ impl Sources {
             if self.running.contains_key(addr) {
                 continue;
             }
-            let id = self.registry.add_agent(addr);
+            let id = self.table.add_agent(addr);
             let task = tokio::spawn(follow(
                 id,
                 addr.clone(),
-                Arc::clone(&self.registry),
+                Arc::clone(&self.table),
                 Arc::clone(&self.metrics),
                 self.reconnect_max,
                 self.stop.clone(),

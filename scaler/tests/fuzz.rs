@@ -10,12 +10,12 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
+use edge_scaler::agents::AgentTable;
 use edge_scaler::demand::Demand;
 use edge_scaler::inventory::Query;
 use edge_scaler::metrics::ScalerMetrics;
 use edge_scaler::peers::{Peers, SyncRequest};
 use edge_scaler::selector::LabelSelector;
-use edge_scaler::state::Registry;
 use edge_scaler::trigger::{KEDA_KEYS, KEYS, Trigger};
 use edge_telemetry::inventory::PARAMS;
 use proptest::prelude::*;
@@ -134,11 +134,11 @@ proptest! {
 
     #[test]
     fn a_peers_sync_of_any_shape_is_taken_or_refused(body in sync_body()) {
-        let registry = Registry::with_demand(Duration::from_secs(6), Demand::new(Duration::from_secs(60), 100));
-        let peers = Peers::new(std::sync::Arc::clone(registry.demand()), std::sync::Arc::new(ScalerMetrics::new()));
+        let table = AgentTable::with_demand(Duration::from_secs(6), Demand::new(Duration::from_secs(60), 100));
+        let peers = Peers::new(std::sync::Arc::clone(table.demand()), std::sync::Arc::new(ScalerMetrics::new()));
         if let Ok(request) = serde_json::from_slice::<SyncRequest>(&body) {
-            let _ = peers.receive(&registry, request);
-            prop_assert!(registry.demand().requesters() <= 100 * 12, "bounded per class");
+            let _ = peers.receive(&table, request);
+            prop_assert!(table.demand().requesters() <= 100 * 12, "bounded per class");
         }
     }
 }
