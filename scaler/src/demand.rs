@@ -27,6 +27,9 @@ use edge_telemetry::AcceleratorType;
 use edge_telemetry::inventory::Waking;
 use tokio::sync::watch;
 
+mod requesters;
+use requesters::Requesters;
+
 /// What a pull asked for: an accelerator type, in one zone or any.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DemandClass {
@@ -42,57 +45,6 @@ pub fn zones_match(class_zone: Option<&str>, trigger_zone: Option<&str>) -> bool
     match (class_zone, trigger_zone) {
         (Some(c), Some(t)) => c == t,
         _ => true,
-    }
-}
-
-/// The requesters of one class, oldest first.
-#[derive(Default)]
-struct Requesters {
-    /// Requester → its last pull's stamp.
-    by_id: HashMap<String, Stamp>,
-    /// Stamp → requester: the oldest is the first key.
-    by_age: BTreeMap<Stamp, String>,
-}
-
-/// Milliseconds since the epoch, then a sequence number to keep stamps distinct.
-type Stamp = (u64, u64);
-
-impl Requesters {
-    fn touch(&mut self, requester: &str, stamp: Stamp, max: usize) {
-        if let Some(old) = self.by_id.get_mut(requester) {
-            self.by_age.remove(old);
-            *old = stamp;
-            self.by_age.insert(stamp, requester.to_owned());
-            return;
-        }
-        while self.by_id.len() >= max {
-            let Some((_, oldest)) = self.by_age.pop_first() else { break };
-            self.by_id.remove(&oldest);
-        }
-        self.by_id.insert(requester.to_owned(), stamp);
-        self.by_age.insert(stamp, requester.to_owned());
-    }
-
-    /// Forgets requesters whose last pull is older than `cutoff_ms`.
-    fn expire(&mut self, cutoff_ms: u64) {
-        while let Some(entry) = self.by_age.first_entry() {
-            if entry.key().0 >= cutoff_ms {
-                break;
-            }
-            let requester = entry.remove();
-            self.by_id.remove(&requester);
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.by_id.len()
-    }
-
-    /// Requesters whose last pull is at or after `cutoff_ms`, without
-    /// forgetting the others: the read path. The expired are the oldest and
-    /// few (the purge forgets them every half `--stale-after`), so this walks only them.
-    fn live(&self, cutoff_ms: u64) -> usize {
-        self.by_id.len() - self.by_age.range(..(cutoff_ms, 0)).count()
     }
 }
 
