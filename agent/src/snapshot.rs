@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use edge_telemetry::proto::{CollectorHealth, Node, NodeSnapshot};
+use edge_telemetry::view::CollectorName;
 use tokio::sync::watch;
 
 /// The collectors, in the order they appear in a snapshot.
-pub const COLLECTORS: [&str; 5] = ["nvml", "neuron", "procfs", "workers", "pod_resources"];
+pub const COLLECTORS: [CollectorName; 5] = CollectorName::ALL;
 
 /// Shared, cloneable handle to the node's snapshot.
 #[derive(Clone)]
@@ -31,7 +32,7 @@ impl SnapshotStore {
             updated_at_unix_ms: unix_ms(),
             collectors: COLLECTORS
                 .iter()
-                .map(|c| CollectorHealth { collector: (*c).to_owned(), ..Default::default() })
+                .map(|c| CollectorHealth { collector: c.as_str().to_owned(), ..Default::default() })
                 .collect(),
             ..Default::default()
         };
@@ -127,6 +128,6 @@ mod tests {
     fn every_collector_is_listed_from_the_start() {
         let snap = store().latest();
         let names: Vec<_> = snap.collectors.iter().map(|c| c.collector.as_str()).collect();
-        assert_eq!(names, COLLECTORS);
+        assert_eq!(names, COLLECTORS.map(CollectorName::as_str));
     }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use edge_telemetry::AcceleratorType;
 use edge_telemetry::inventory::{AddressRule, Endpoint, Reachability, split_host};
 use edge_telemetry::proto::{NodeSnapshot, PodRef};
+use edge_telemetry::view;
 
 pub use crate::class::WorkerClass;
 use crate::trigger::{MetricKind, Trigger};
@@ -67,7 +68,6 @@ pub struct NodeContribution {
 /// agent).
 pub fn contribution(snapshot: &NodeSnapshot) -> NodeContribution {
     let (node, zone) = snapshot.node.as_ref().map(|n| (n.name.as_str(), n.zone.as_str())).unwrap_or_default();
-    let mut groups: HashMap<WorkerClass, WorkerTotals> = HashMap::new();
     let mut endpoints = Vec::new();
     for w in &snapshot.workers {
         let Ok(accelerator) = w.accelerator.parse::<AcceleratorType>() else { continue };
@@ -90,18 +90,28 @@ pub fn contribution(snapshot: &NodeSnapshot) -> NodeContribution {
                     .map_or(Reachability::Public, |(_, h, _)| Reachability::of_host(h)),
             });
         }
-        let key = WorkerClass {
-            accelerator,
+    }
+    // The same per-Deployment sum the agent's exporters use, keyed by class.
+    let mut groups: HashMap<WorkerClass, WorkerTotals> = view::worker_totals(snapshot, |w| {
+        Some(WorkerClass {
+            accelerator: w.accelerator.parse::<AcceleratorType>().ok()?,
             namespace: w.namespace.clone(),
             deployment: w.deployment.clone(),
             labels: w.labels.clone(),
+        })
+    })
+    .into_iter()
+    .map(|(class, t)| {
+        let totals = WorkerTotals {
+            workers: t.workers,
+            queue_depth: t.queue_depth,
+            in_flight: t.in_flight,
+            capacity: t.capacity,
+            held: NodeUsage::default(),
         };
-        let t = groups.entry(key).or_default();
-        t.workers += 1;
-        t.queue_depth += u64::from(w.queue_depth);
-        t.in_flight += u64::from(w.in_flight);
-        t.capacity += u64::from(w.capacity);
-    }
+        (class, totals)
+    })
+    .collect();
     let mut usage = NodeUsage::default();
     let mut held = Holders::new(snapshot, &mut groups);
     for gpu in snapshot.gpus.iter().filter(|g| g.healthy) {

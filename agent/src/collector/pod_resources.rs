@@ -39,7 +39,7 @@ use tonic::transport::{Channel, Endpoint};
 use super::{Reading, health};
 
 /// The collector's name in the snapshot's health list.
-pub const NAME: &str = "pod_resources";
+pub const NAME: &str = edge_telemetry::view::CollectorName::PodResources.as_str();
 
 /// The kubelet's socket where the kubelet puts it.
 pub const DEFAULT_SOCKET: &str = "/var/lib/kubelet/pod-resources/kubelet.sock";

@@ -10,7 +10,7 @@ use procfs::{FromRead, FromReadSI};
 
 use super::{Reading, health};
 
-const NAME: &str = "procfs";
+const NAME: &str = edge_telemetry::view::CollectorName::Procfs.as_str();
 
 /// Reads /proc once per tick.
 pub struct ProcCollector {

@@ -33,7 +33,7 @@ use tokio::sync::watch;
 use crate::binding::Binder;
 use crate::snapshot::{SnapshotStore, collector_health};
 
-const NAME: &str = "workers";
+const NAME: &str = edge_telemetry::view::CollectorName::Workers.as_str();
 
 /// The most `--max-workers` may be: that many reports at their size limit
 /// encode to 2 MiB, half of tonic's default 4 MiB decode limit at the scaler

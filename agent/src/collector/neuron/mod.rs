@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 use super::{Reading, health};
 
 /// The collector's name in health entries and metrics.
-pub const NAME: &str = "neuron";
+pub const NAME: &str = edge_telemetry::view::CollectorName::Neuron.as_str();
 
 /// What the latest neuron-monitor report says.
 #[derive(Debug, Clone, Default, PartialEq)]

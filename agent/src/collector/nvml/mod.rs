@@ -34,7 +34,7 @@ use self::device::Identity;
 use super::{Reading, health};
 
 /// The collector's name in the snapshot's health list.
-pub const NAME: &str = "nvml";
+pub const NAME: &str = edge_telemetry::view::CollectorName::Nvml.as_str();
 
 /// How long to wait before trying to load a library that failed to load.
 pub const LOAD_RETRY_INTERVAL: Duration = Duration::from_secs(60);

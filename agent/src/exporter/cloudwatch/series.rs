@@ -5,12 +5,9 @@
 //! empty, at most 1024 characters) so that nothing later can be refused for
 //! them. A value a device does not support is left out, never sent as 0.
 
-use edge_telemetry::AcceleratorType;
 use edge_telemetry::catalogue::cloudwatch::{self as cw, CloudWatchMetric};
 use edge_telemetry::proto::{CollectorState, NodeSnapshot, PodRef};
-use edge_telemetry::view::worker_totals;
-
-use crate::collector::{neuron, nvml};
+use edge_telemetry::view::{self, worker_totals};
 
 /// CloudWatch refuses empty dimension values; a node run without
 /// `--instance-type` or `--zone` publishes this instead.
@@ -54,7 +51,7 @@ pub fn sample(snapshot: &NodeSnapshot, dims: &NodeDimensions) -> Vec<(SeriesKey,
             (cw::DIM_ZONE, dimension_value(&node.zone)),
         ]
     };
-    let node_dims = base(node_accelerator(snapshot).as_str());
+    let node_dims = base(view::node_accelerator(snapshot).as_str());
     let mut out = Out(Vec::new());
     gpus(&mut out, snapshot, &node_dims, dims.pods);
     neuron(&mut out, snapshot, &node_dims, dims.pods);
@@ -78,28 +75,6 @@ pub fn sample(snapshot: &NodeSnapshot, dims: &NodeDimensions) -> Vec<(SeriesKey,
 /// count, and one more billed series per node.
 pub fn collected(snapshot: &NodeSnapshot) -> bool {
     snapshot.collectors.iter().all(|c| c.state() != CollectorState::Unspecified)
-}
-
-/// A node with GPUs, or whose NVML found a driver, is `nvidia`; one with
-/// Neuron devices, or a neuron-monitor running, is `neuron`; anything else
-/// `cpu`. Device data alone is not enough: neuron-monitor lists only the
-/// NeuronCores a model runs on (an idle inf2 node has none), its first report
-/// comes a period after the start, and a restart drops its data for a while.
-/// The type of a node must not change with its load.
-pub fn node_accelerator(snapshot: &NodeSnapshot) -> AcceleratorType {
-    let present = |name: &str| {
-        snapshot
-            .collectors
-            .iter()
-            .any(|c| c.collector == name && matches!(c.state(), CollectorState::Ok | CollectorState::Failing))
-    };
-    if !snapshot.gpus.is_empty() || present(nvml::NAME) {
-        AcceleratorType::Nvidia
-    } else if !snapshot.neuron_cores.is_empty() || !snapshot.neuron_devices.is_empty() || present(neuron::NAME) {
-        AcceleratorType::Neuron
-    } else {
-        AcceleratorType::Cpu
-    }
 }
 
 struct Out(Vec<(SeriesKey, f64)>);
