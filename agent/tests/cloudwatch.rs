@@ -372,10 +372,11 @@ impl GpuLoad {
         self.used_bytes() as f64 / (GPU_TOTAL_MIB * MIB) as f64 * 100.0
     }
 
-    /// The node's memory utilisation over `gpus`: all bytes used over all bytes.
+    /// The node's memory utilisation over `gpus`, as `edge_telemetry::view`
+    /// defines it: the mean of the GPUs' percentages, summed in index order
+    /// (on same-size GPUs, as here, all bytes used over all bytes).
     fn node_memory_percent(gpus: &[GpuLoad]) -> f64 {
-        let used: u64 = gpus.iter().map(|g| g.used_bytes()).sum();
-        used as f64 / (GPU_TOTAL_MIB * MIB * gpus.len() as u64) as f64 * 100.0
+        gpus.iter().map(|g| g.memory_percent()).sum::<f64>() / gpus.len() as f64
     }
 }
 

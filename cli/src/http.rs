@@ -1,93 +1,44 @@
-//! A minimal HTTP/1.1 client over tokio (one request per connection): enough
-//! for readiness checks, prompts, worker reports and Prometheus queries,
-//! without pulling a full HTTP client into the CLI.
+//! HTTP calls of the CLI over tokio (readiness checks, prompts, worker
+//! reports, Prometheus queries): the project's one HTTP/1.1 client,
+//! [`edge_telemetry::http1`], with a connect and a deadline around it.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use edge_telemetry::http1::Request;
 
-/// A response: status and body bytes.
-pub struct Response {
-    /// HTTP status code.
-    pub status: u16,
-    /// The (de-chunked) body.
-    pub body: Vec<u8>,
-}
+/// A response: status, headers and body bytes.
+pub use edge_telemetry::http1::Answer as Response;
 
-impl Response {
-    /// The body as text.
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
+/// The most of an answer read (a batch of images as base64 JSON fits).
+const MAX_ANSWER: u64 = 512 << 20;
 
 /// `GET path`.
 pub async fn get(addr: SocketAddr, path: &str, timeout: Duration) -> anyhow::Result<Response> {
-    request(addr, "GET", path, None, timeout).await
+    let host = addr.to_string();
+    exchange(addr, Request::get(&host, path), timeout).await
 }
 
 /// `POST path` with a JSON body.
 pub async fn post_json(addr: SocketAddr, path: &str, body: &str, timeout: Duration) -> anyhow::Result<Response> {
-    request(addr, "POST", path, Some(body), timeout).await
+    let host = addr.to_string();
+    exchange(addr, Request::post_json(&host, path, body.as_bytes()), timeout).await
 }
 
-async fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-    timeout: Duration,
-) -> anyhow::Result<Response> {
+async fn exchange(addr: SocketAddr, request: Request<'_>, timeout: Duration) -> anyhow::Result<Response> {
     let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connect to {addr}"))?;
+        let stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connect to {addr}"))?;
         stream.set_nodelay(true)?;
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-        if let Some(body) = body {
-            req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()));
-        } else {
-            req.push_str("\r\n");
-        }
-        stream.write_all(req.as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        parse(&raw)
+        request
+            .send(stream, MAX_ANSWER)
+            .await
+            .with_context(|| format!("{} http://{addr}{}", request.method, request.path))
     };
     match tokio::time::timeout(timeout, exchange).await {
         Ok(result) => result,
-        Err(_) => bail!("{method} http://{addr}{path}: no answer within {timeout:?}"),
+        Err(_) => bail!("{} http://{addr}{}: no answer within {timeout:?}", request.method, request.path),
     }
-}
-
-fn parse(raw: &[u8]) -> anyhow::Result<Response> {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").context("HTTP answer without a header end")?;
-    let head = String::from_utf8_lossy(&raw[..split]);
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("no HTTP status in {:?}", head.lines().next().unwrap_or_default()))?;
-    let chunked = head.lines().any(|l| {
-        l.split_once(':').is_some_and(|(k, v)| {
-            k.trim().eq_ignore_ascii_case("transfer-encoding") && v.trim().eq_ignore_ascii_case("chunked")
-        })
-    });
-    let body = &raw[split + 4..];
-    Ok(Response { status, body: if chunked { dechunk(body) } else { body.to_vec() } })
-}
-
-fn dechunk(mut body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(eol) = body.windows(2).position(|w| w == b"\r\n") {
-        let Ok(n) = usize::from_str_radix(String::from_utf8_lossy(&body[..eol]).trim(), 16) else { break };
-        if n == 0 || body.len() < eol + 2 + n {
-            break;
-        }
-        out.extend_from_slice(&body[eol + 2..eol + 2 + n]);
-        body = &body[(eol + 4 + n).min(body.len())..];
-    }
-    out
 }
 
 /// Splits `http://host:port[/prefix]` into a socket address and the path
@@ -109,16 +60,6 @@ pub async fn parse_url(url: &str) -> anyhow::Result<(SocketAddr, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn chunked_and_plain_bodies_are_read() {
-        let r =
-            parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap();
-        assert_eq!((r.status, r.text().as_str()), (200, "abcde"));
-        let r = parse(b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 2\r\n\r\nno").unwrap();
-        assert_eq!((r.status, r.text().as_str()), (429, "no"));
-        assert!(parse(b"garbage").is_err());
-    }
 
     #[tokio::test]
     async fn urls_give_an_address_and_a_prefix() {

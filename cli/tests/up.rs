@@ -333,10 +333,10 @@ fn up_zero_wakes_a_worker_on_the_first_inventory_pull_and_stops_it_after_the_coo
 
     // A device's first pull: nothing is ready, a worker is being woken.
     let first = http::get_response(scaler_http, &inventory_path).unwrap();
-    assert_eq!(first.status, 200, "{}", first.body);
-    let answer: serde_json::Value = serde_json::from_str(&first.body).unwrap();
-    assert_eq!(answer["endpoints"], serde_json::json!([]), "{}", first.body);
-    assert_eq!(answer["waking"][0]["deployment"], "sd-cpu", "{}", first.body);
+    assert_eq!(first.status, 200, "{}", first.text());
+    let answer: serde_json::Value = serde_json::from_str(&first.text()).unwrap();
+    assert_eq!(answer["endpoints"], serde_json::json!([]), "{}", first.text());
+    assert_eq!(answer["waking"][0]["deployment"], "sd-cpu", "{}", first.text());
     assert!(first.header("retry-after").is_some(), "{:?}", first.headers);
 
     read_until(&rx, &mut seen, "the wake", |l| l.starts_with("woken:"));

@@ -16,6 +16,10 @@ mod common;
 use std::ops::ControlFlow;
 use std::time::Instant;
 
+use edge_testkit::http::ResponseExt;
+use edge_testkit::http::{self, Request};
+use edge_testkit::process::GENERATION_PATIENCE as PATIENCE;
+
 use edge_inference::http::multipart::{self, Part};
 use edge_inference::imageio::OutputFormat;
 use edge_inference::model::edit::EditInput;
@@ -122,14 +126,14 @@ fn edits_beside_generation(model: &Model) {
 }
 
 /// Sequential `/v1/images/edits` (inpainting) beside `/generate`, 64×64, 2 steps.
-fn server_edits(w: &common::Worker) {
+fn server_edits(w: &edge_testkit::Worker) {
     let image = OutputFormat::Png.encode(&gradient(64));
     let text = |n: &str, v: String| Part { name: n.into(), filename: None, data: v.into_bytes() };
     let (mut gen_t, mut edit_t) = (Vec::new(), Vec::new());
     for i in 0..20u64 {
         let body = serde_json::json!({"prompt": "a red car", "steps": 2, "size": "64x64", "seed": i}).to_string();
         let t = Instant::now();
-        assert_eq!(common::request(w.addr, "POST", "/generate", &body).unwrap().status, 200);
+        assert_eq!(http::post_response(w.addr, "/generate", &body, PATIENCE).unwrap().status, 200);
         gen_t.push(t.elapsed().as_secs_f64());
         let form = multipart::encode(
             "bench",
@@ -142,7 +146,10 @@ fn server_edits(w: &common::Worker) {
         );
         let t = Instant::now();
         let ct = "multipart/form-data; boundary=bench";
-        let r = common::receive(common::send_bytes(w.addr, "POST", "/v1/images/edits", ct, &form).unwrap()).unwrap();
+        let host = w.addr.to_string();
+        let edit =
+            Request { method: "POST", host: &host, path: "/v1/images/edits", body: Some((ct, &form)), headers: &[] };
+        let r = http::exchange(w.addr, &edit, PATIENCE).unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
         edit_t.push(t.elapsed().as_secs_f64());
     }
@@ -158,7 +165,7 @@ fn server_edits(w: &common::Worker) {
 }
 
 /// A Server-Timing duration in seconds (NaN when missing).
-fn timing(r: &common::Response, key: &str) -> f64 {
+fn timing(r: &http::Response, key: &str) -> f64 {
     r.server_timing(key).unwrap_or(f64::NAN) / 1e3
 }
 
@@ -178,14 +185,13 @@ fn main() {
     drop(model);
 
     println!("== server (HTTP + queue + model), 64x64, 1 step, --concurrency 1");
-    let w =
-        common::WorkerBuilder::new(dir.path()).arg("queue-capacity", "64").env("RAYON_NUM_THREADS", threads).start();
+    let w = common::worker(dir.path()).flag("queue-capacity", "64").env("RAYON_NUM_THREADS", threads).start();
     let body = |seed: u64| {
         serde_json::json!({"prompt": "a rusty robot holding a candle", "steps": 1, "size": "64x64", "seed": seed})
             .to_string()
     };
     for i in 0..5 {
-        common::request(w.addr, "POST", "/generate", &body(i)).unwrap();
+        http::post_response(w.addr, "/generate", &body(i), PATIENCE).unwrap();
     }
     server_edits(&w);
     // The baseline: the same client's round trip on a fresh connection to an
@@ -198,7 +204,7 @@ fn main() {
             .map(|_| {
                 std::thread::sleep(pause);
                 let t = Instant::now();
-                let r = common::request(w.addr, "GET", "/healthz", "").unwrap();
+                let r = http::get_response(w.addr, "/healthz").unwrap();
                 assert_eq!(r.status, 200);
                 t.elapsed().as_secs_f64()
             })
@@ -221,7 +227,7 @@ fn main() {
     let (mut overhead, mut worker, mut model_t) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..60 {
         let t = Instant::now();
-        let r = common::request(w.addr, "POST", "/generate", &body(i)).unwrap();
+        let r = http::post_response(w.addr, "/generate", &body(i), PATIENCE).unwrap();
         let total = t.elapsed().as_secs_f64();
         assert_eq!(r.status, 200);
         model_t.push(timing(&r, "model"));
@@ -255,7 +261,7 @@ fn main() {
                         let body =
                             serde_json::json!({"prompt": "load", "steps": 1, "size": "64x64", "seed": c * 100 + i})
                                 .to_string();
-                        let r = common::request(addr, "POST", "/generate", &body).unwrap();
+                        let r = http::post_response(addr, "/generate", &body, PATIENCE).unwrap();
                         assert_eq!(r.status, 200, "{}", r.text());
                         v.push((
                             t.elapsed().as_secs_f64(),

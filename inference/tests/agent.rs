@@ -6,7 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{WorkerBuilder, tiny_model};
+use common::{tiny_model, worker};
+use edge_testkit::http;
 use edge_testkit::{AgentBuilder, artifact, eventually};
 use serde_json::json;
 
@@ -16,12 +17,12 @@ fn slow() -> String {
     json!({"prompt": "keep the queue busy", "steps": 800, "size": "64x64"}).to_string()
 }
 
-fn queue_depth_reaches(agent: &edge_testkit::Agent, w: &common::Worker) {
+fn queue_depth_reaches(agent: &edge_testkit::Agent, w: &edge_testkit::Worker) {
     let series = "edge_worker_queue_depth{accelerator=\"cpu\",namespace=\"edge-test\",deployment=\"sd-tiny\"";
     eventually(LONG, "the idle worker to appear at the agent", || {
         (edge_testkit::sample(&agent.metrics(), series) == Some(0.0)).then_some(())
     });
-    let _clients: Vec<_> = (0..3).map(|_| common::send(w.addr, "POST", "/generate", &slow()).unwrap()).collect();
+    let _clients: Vec<_> = (0..3).map(|_| http::send_json(w.addr, "/generate", &slow()).unwrap()).collect();
     eventually(LONG, "queue depth 2 at the agent", || {
         (edge_testkit::sample(&agent.metrics(), series) == Some(2.0)).then_some(())
     });
@@ -33,11 +34,11 @@ fn queue_depth_reaches(agent: &edge_testkit::Agent, w: &common::Worker) {
 fn queue_depth_reaches_a_running_agent_over_tcp() {
     let agent = AgentBuilder::new(artifact("edge-agent")).start();
     let model = tiny_model();
-    let w = WorkerBuilder::new(model.path())
-        .arg("agent", agent.report_addr.unwrap().to_string())
-        .arg("deployment", "sd-tiny")
-        .arg("queue-capacity", "4")
-        .arg("max-steps", "1000")
+    let w = worker(model.path())
+        .flag("agent", agent.report_addr.unwrap().to_string())
+        .flag("deployment", "sd-tiny")
+        .flag("queue-capacity", "4")
+        .flag("max-steps", "1000")
         .env("POD_NAME", "sd-tiny-abc12")
         .env("POD_NAMESPACE", "edge-test")
         .env("EDGE_INFERENCE_ACCELERATOR", "cpu")
@@ -64,12 +65,12 @@ fn queue_depth_reaches_a_running_agent_over_a_unix_socket() {
     let socket = dir.path().join("agent.sock");
     let agent = AgentBuilder::new(artifact("edge-agent")).flag("report-socket", socket.display().to_string()).start();
     let model = tiny_model();
-    let w = WorkerBuilder::new(model.path())
+    let w = worker(model.path())
         .env("EDGE_INFERENCE_AGENT", socket.display().to_string())
         .env("EDGE_INFERENCE_DEPLOYMENT", "sd-tiny")
         .env("POD_NAMESPACE", "edge-test")
-        .arg("queue-capacity", "4")
-        .arg("max-steps", "1000")
+        .flag("queue-capacity", "4")
+        .flag("max-steps", "1000")
         .start();
     queue_depth_reaches(&agent, &w);
 }
@@ -78,10 +79,7 @@ fn queue_depth_reaches_a_running_agent_over_a_unix_socket() {
 fn an_unreachable_agent_is_logged_once_and_serving_goes_on() {
     let model = tiny_model();
     let port = edge_testkit::free_port();
-    let w = WorkerBuilder::new(model.path())
-        .arg("agent", format!("127.0.0.1:{port}"))
-        .arg("report-interval", "100ms")
-        .start();
+    let w = worker(model.path()).flag("agent", format!("127.0.0.1:{port}")).flag("report-interval", "100ms").start();
     eventually(LONG, "the warning", || w.log().contains("cannot report to the node agent").then_some(()));
     // Every request changes the queue three times, each a report attempt.
     for seed in 0..3 {

@@ -6,7 +6,8 @@
 
 mod common;
 
-use common::{BIN, WorkerBuilder, decode_png};
+use common::{BIN, decode_png, worker};
+use edge_testkit::http::ResponseExt;
 use serde_json::json;
 
 fn tiny(arch: &str) -> tempfile::TempDir {
@@ -23,7 +24,7 @@ fn serves(arch: &str, default_steps: usize) {
             assert!(model.path().join(part).is_file(), "{arch}: {part}");
         }
     }
-    let w = WorkerBuilder::new(model.path()).start();
+    let w = worker(model.path()).start();
     let log = w.log();
     let defaults = log.lines().find(|l| l.contains("request defaults")).unwrap_or_else(|| panic!("{log}"));
     assert!(defaults.contains(&format!("steps={default_steps} ")), "{arch}: {defaults}");

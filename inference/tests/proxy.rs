@@ -41,10 +41,10 @@ fn bodies_pass_unchanged_both_ways_and_concurrency_bounds_the_upstream() {
     let body = format!(r#"{{"prompt": "repaint", "seed": 5, "init_images": ["{init}"]}}"#);
     let through = http::post_response(p.addr, "/sdapi/v1/img2img", &body, LONG).unwrap();
     let direct = http::post_response(upstream.addr, "/sdapi/v1/img2img", &body, LONG).unwrap();
-    assert_eq!(through.status, 200, "{}", &through.body[..through.body.len().min(300)]);
+    assert_eq!(through.status, 200, "{}", String::from_utf8_lossy(&through.body[..through.body.len().min(300)]));
     assert!(through.body.len() > 4_000_000, "the image came back whole: {} bytes", through.body.len());
     assert!(through.body == direct.body, "the proxied answer differs from the upstream's own");
-    let info: serde_json::Value = serde_json::from_str(&through.body).unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&through.body).unwrap();
     let info: serde_json::Value = serde_json::from_str(info["info"].as_str().unwrap()).unwrap();
     assert_eq!(info["received_bytes"].as_u64(), Some(body.len() as u64));
 
@@ -87,9 +87,9 @@ fn a_client_that_hangs_up_frees_its_slot_but_not_the_busy_upstream() {
     let p = proxy(&builder).flag("queue-capacity", "2").start();
     ready(&p);
     let body = r#"{"prompt": "x"}"#;
-    let running = common::send(p.addr, "POST", "/sdapi/v1/txt2img", body).unwrap();
+    let running = http::send_json(p.addr, "/sdapi/v1/txt2img", body).unwrap();
     eventually(LONG, "the first at the upstream", || (upstream.stats()["active"] == 1).then_some(()));
-    let queued = common::send(p.addr, "POST", "/sdapi/v1/txt2img", body).unwrap();
+    let queued = http::send_json(p.addr, "/sdapi/v1/txt2img", body).unwrap();
     eventually(LONG, "the second queued", || {
         (sample(&p.metrics(), "edge_inference_queue_depth")? == 1.0).then_some(())
     });
@@ -101,7 +101,7 @@ fn a_client_that_hangs_up_frees_its_slot_but_not_the_busy_upstream() {
     // The running client leaves; the next request still waits for the upstream.
     drop(running);
     let next = http::post_response(p.addr, "/sdapi/v1/txt2img", body, LONG).unwrap();
-    assert_eq!(next.status, 200, "{}", next.body);
+    assert_eq!(next.status, 200, "{}", next.text());
     let stats = upstream.stats();
     assert_eq!((stats["max_active"].as_u64(), stats["served"].as_u64()), (Some(1), Some(2)), "{stats}");
 }
@@ -113,12 +113,12 @@ fn an_upstream_that_does_not_answer_in_time_gets_502_and_is_marked_down() {
     let p = proxy(&builder).flag("upstream-timeout", "300ms").flag("health-interval", "1h").start();
     ready(&p);
     let r = http::post_response(p.addr, "/v1/images/generations", r#"{"prompt": "slow"}"#, LONG).unwrap();
-    assert_eq!(r.status, 502, "{}", r.body);
-    assert!(r.body.contains("--upstream-timeout 300ms"), "{}", r.body);
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("--upstream-timeout 300ms"), "{}", r.text());
     // Marked down (the next health check is an hour away): refused at once, not queued.
     assert_eq!(http::get(p.addr, "/readyz").unwrap().0, 503);
     let again = http::post_response(p.addr, "/v1/images/generations", r#"{"prompt": "x"}"#, LONG).unwrap();
-    assert!(again.status == 502 && again.body.contains("is down"), "{}", again.body);
+    assert!(again.status == 502 && again.text().contains("is down"), "{}", again.text());
 }
 
 #[test]
@@ -150,7 +150,7 @@ fn sigterm_drains_every_accepted_request() {
     });
     for (i, c) in clients.into_iter().enumerate() {
         let r = c.join().unwrap().unwrap_or_else(|e| panic!("request {i} lost: {e}"));
-        assert_eq!(r.status, 200, "request {i}: {}", r.body);
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
     }
     assert!(p.wait().success(), "{}", p.log());
     assert!(p.log().contains("drained"), "{}", p.log());

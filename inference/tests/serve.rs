@@ -6,8 +6,10 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::{WorkerBuilder, decode_png, request, tiny_model};
+use common::{decode_png, tiny_model, worker};
 use edge_testkit::eventually;
+use edge_testkit::http;
+use edge_testkit::http::ResponseExt;
 use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(60);
@@ -15,9 +17,9 @@ const LONG: Duration = Duration::from_secs(60);
 #[test]
 fn serves_pngs_that_a_seed_reproduces_and_answers_probes() {
     let model = tiny_model();
-    let w = WorkerBuilder::new(model.path()).start();
-    assert_eq!(request(w.addr, "GET", "/healthz", "").unwrap().status, 200);
-    assert_eq!(request(w.addr, "GET", "/readyz", "").unwrap().status, 200);
+    let w = worker(model.path()).start();
+    assert_eq!(http::get_response(w.addr, "/healthz").unwrap().status, 200);
+    assert_eq!(http::get_response(w.addr, "/readyz").unwrap().status, 200);
 
     let body = json!({"prompt": "a red robot", "seed": 7, "steps": 2, "size": "64x64"});
     let a = w.post("/generate", &body);
@@ -57,7 +59,7 @@ fn serves_pngs_that_a_seed_reproduces_and_answers_probes() {
 #[test]
 fn every_invalid_field_is_a_400_naming_it_and_its_range() {
     let model = tiny_model();
-    let w = WorkerBuilder::new(model.path()).arg("max-steps", "30").arg("max-side", "256").start();
+    let w = worker(model.path()).flag("max-steps", "30").flag("max-side", "256").start();
     let cases: &[(&str, serde_json::Value, &str, &str)] = &[
         ("/generate", json!({"prompt": ""}), "prompt", "non-empty"),
         ("/generate", json!({"steps": 2}), "prompt", "non-empty"),
@@ -82,7 +84,7 @@ fn every_invalid_field_is_a_400_naming_it_and_its_range() {
         let msg = v["error"]["message"].as_str().unwrap();
         assert!(msg.contains(needle) && msg.starts_with(field), "{path} {body}: {msg}");
     }
-    let r = request(w.addr, "POST", "/generate", "{not json").unwrap();
+    let r = http::post_response(w.addr, "/generate", "{not json", LONG).unwrap();
     assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some("body")));
     assert_eq!(w.metric("edge_inference_requests_total{status=\"400\""), Some(cases.len() as f64 + 1.0));
 }
@@ -95,8 +97,8 @@ fn slow() -> String {
 #[test]
 fn a_full_queue_answers_429_with_retry_after() {
     let model = tiny_model();
-    let w = WorkerBuilder::new(model.path()).arg("queue-capacity", "2").arg("max-steps", "1000").start();
-    let _held: Vec<_> = (0..2).map(|_| common::send(w.addr, "POST", "/generate", &slow()).unwrap()).collect();
+    let w = worker(model.path()).flag("queue-capacity", "2").flag("max-steps", "1000").start();
+    let _held: Vec<_> = (0..2).map(|_| http::send_json(w.addr, "/generate", &slow()).unwrap()).collect();
     eventually(LONG, "one running and one queued", || {
         let m = w.metrics();
         (edge_testkit::sample(&m, "edge_inference_in_flight") == Some(1.0)
@@ -114,9 +116,9 @@ fn a_full_queue_answers_429_with_retry_after() {
 #[test]
 fn a_client_that_goes_away_frees_its_slot() {
     let model = tiny_model();
-    let w = WorkerBuilder::new(model.path()).arg("queue-capacity", "2").arg("max-steps", "1000").start();
-    let running = common::send(w.addr, "POST", "/generate", &slow()).unwrap();
-    let queued = common::send(w.addr, "POST", "/generate", &slow()).unwrap();
+    let w = worker(model.path()).flag("queue-capacity", "2").flag("max-steps", "1000").start();
+    let running = http::send_json(w.addr, "/generate", &slow()).unwrap();
+    let queued = http::send_json(w.addr, "/generate", &slow()).unwrap();
     eventually(LONG, "the queue to fill", || (w.metric("edge_inference_queue_depth") == Some(1.0)).then_some(()));
     assert_eq!(w.post("/generate", &json!({"prompt": "x", "steps": 1})).status, 429);
 
@@ -125,7 +127,7 @@ fn a_client_that_goes_away_frees_its_slot() {
     eventually(LONG, "the abandoned request to leave the queue", || {
         (w.metric("edge_inference_queue_depth") == Some(0.0)).then_some(())
     });
-    let third = common::send(w.addr, "POST", "/generate", &json!({"prompt": "x", "steps": 1}).to_string()).unwrap();
+    let third = http::send_json(w.addr, "/generate", &json!({"prompt": "x", "steps": 1}).to_string()).unwrap();
     eventually(LONG, "the new request to be queued", || {
         (w.metric("edge_inference_queue_depth") == Some(1.0)).then_some(())
     });
@@ -133,7 +135,7 @@ fn a_client_that_goes_away_frees_its_slot() {
     // The running client hangs up too: its generation stops at the next step
     // (no image counted), and the queued request runs and succeeds.
     drop(running);
-    let r = common::receive(third).unwrap();
+    let r = http::receive(third).unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         w.metric(r#"edge_inference_images_generated_total{kind="generate"}"#),
@@ -145,35 +147,35 @@ fn a_client_that_goes_away_frees_its_slot() {
 #[test]
 fn sigterm_under_load_loses_no_accepted_request() {
     let model = tiny_model();
-    let mut w = WorkerBuilder::new(model.path())
-        .arg("queue-capacity", "5")
-        .arg("max-steps", "1000")
-        .arg("drain-timeout", "120s")
+    let mut w = worker(model.path())
+        .flag("queue-capacity", "5")
+        .flag("max-steps", "1000")
+        .flag("drain-timeout", "120s")
         .start();
     let bodies: Vec<String> =
         (0..5).map(|i| json!({"prompt": "drain me", "steps": 60, "size": "64x64", "seed": i}).to_string()).collect();
-    let clients: Vec<_> = bodies.iter().map(|b| common::send(w.addr, "POST", "/generate", b).unwrap()).collect();
+    let clients: Vec<_> = bodies.iter().map(|b| http::send_json(w.addr, "/generate", b).unwrap()).collect();
     eventually(LONG, "all five accepted", || {
         let m = w.metrics();
         let total = edge_testkit::sample(&m, "edge_inference_queue_depth")?
             + edge_testkit::sample(&m, "edge_inference_in_flight")?;
         (total == 5.0).then_some(())
     });
-    w.signal("TERM");
+    w.sigterm();
     // Intake stops: a new request is refused (connection closed or 503), never queued.
-    eventually(LONG, "intake to stop", || match request(w.addr, "POST", "/generate", &bodies[0]) {
+    eventually(LONG, "intake to stop", || match http::post_response(w.addr, "/generate", &bodies[0], LONG) {
         Ok(r) if r.status == 503 => Some(()),
         Err(_) => Some(()),
         // Sent before the signal was handled: accepted and served, which is fine.
         Ok(_) => None,
     });
-    let handles: Vec<_> = clients.into_iter().map(|c| std::thread::spawn(move || common::receive(c))).collect();
+    let handles: Vec<_> = clients.into_iter().map(|c| std::thread::spawn(move || http::receive(c))).collect();
     for (i, h) in handles.into_iter().enumerate() {
         let r = h.join().unwrap().unwrap_or_else(|e| panic!("request {i} lost: {e}"));
         assert_eq!(r.status, 200, "request {i}: {}", r.text());
         assert_eq!(decode_png(&r.body).0, 64);
     }
-    let status = w.wait(LONG);
+    let status = w.wait();
     assert!(status.success(), "exit {status}; log:\n{}", w.log());
     assert!(w.log().contains("drained"), "{}", w.log());
 }
@@ -182,8 +184,8 @@ fn sigterm_under_load_loses_no_accepted_request() {
 fn a_broken_model_dir_fails_at_start_naming_the_path() {
     let model = tiny_model();
     std::fs::remove_file(model.path().join("unet/diffusion_pytorch_model.safetensors")).unwrap();
-    let mut w = WorkerBuilder::new(model.path()).spawn();
-    let status = w.wait(LONG);
+    let mut w = worker(model.path()).spawn();
+    let status = w.wait();
     assert!(!status.success());
     let log = w.log();
     assert!(log.contains(&model.path().join("unet").display().to_string()) && log.contains("no weights file"), "{log}");
@@ -192,8 +194,8 @@ fn a_broken_model_dir_fails_at_start_naming_the_path() {
 #[test]
 fn metrics_speak_the_format_their_content_type_names() {
     let model = tiny_model();
-    let w = WorkerBuilder::new(model.path()).start();
-    let plain = request(w.addr, "GET", "/metrics", "").unwrap();
+    let w = worker(model.path()).start();
+    let plain = http::get_response(w.addr, "/metrics").unwrap();
     assert_eq!(plain.header("content-type"), Some(edge_telemetry::exposition::TEXT_CONTENT_TYPE));
     let text = plain.text();
     assert!(!text.contains("# EOF") && text.contains("# TYPE edge_inference_images_generated_total counter"), "{text}");
@@ -204,7 +206,7 @@ fn metrics_speak_the_format_their_content_type_names() {
 #[test]
 fn a_body_over_the_limit_gets_413_in_the_error_shape_and_is_counted() {
     let model = tiny_model();
-    let w = WorkerBuilder::new(model.path()).start();
+    let w = worker(model.path()).start();
     // /v1/images/generations carries no images, so it keeps the 64 KiB limit.
     let prompt = "x".repeat(70 * 1024);
     let r = w.post("/v1/images/generations", &json!({"prompt": prompt}));

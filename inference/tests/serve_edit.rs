@@ -5,10 +5,12 @@
 mod common;
 
 use base64::Engine as _;
-use common::{WorkerBuilder, receive, send_bytes, tiny_model};
+use common::{tiny_model, worker};
 use edge_inference::http::multipart::{self, Part};
 use edge_inference::imageio::{self, OutputFormat, UploadLimits};
 use edge_inference::model::pipeline::Image;
+use edge_testkit::http::{self, Request};
+use edge_testkit::http::{Response, ResponseExt};
 use serde_json::json;
 
 const LIMITS: UploadLimits = UploadLimits { max_bytes: 1 << 24, max_side: 1024, max_pixels: 1 << 20 };
@@ -36,9 +38,16 @@ fn form(fields: &[(&str, &str)], files: Vec<(&str, Vec<u8>)>) -> Vec<u8> {
     multipart::encode("edgeboundary", &parts)
 }
 
-fn post_form(w: &common::Worker, body: &[u8]) -> common::Response {
+fn post_form(w: &edge_testkit::Worker, body: &[u8]) -> Response {
     let ct = "multipart/form-data; boundary=edgeboundary";
-    receive(send_bytes(w.addr, "POST", "/v1/images/edits", ct, body).unwrap()).unwrap()
+    post_bytes(w, ct, body)
+}
+
+fn post_bytes(w: &edge_testkit::Worker, content_type: &str, body: &[u8]) -> Response {
+    let host = w.addr.to_string();
+    let request =
+        Request { method: "POST", body: Some((content_type, body)), ..Request::get(&host, "/v1/images/edits") };
+    http::exchange(w.addr, &request, edge_testkit::process::GENERATION_PATIENCE).unwrap()
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -48,7 +57,7 @@ fn b64(bytes: &[u8]) -> String {
 #[test]
 fn edits_answer_in_the_openai_shape_reproducibly_in_every_format() {
     let model = tiny_model();
-    let w = WorkerBuilder::new(model.path()).start();
+    let w = worker(model.path()).start();
     let fields = [("prompt", "a red car"), ("n", "2"), ("seed", "3"), ("steps", "4"), ("strength", "0.5")];
     let body = form(&fields, vec![("image", png(64, 64)), ("mask", mask(64, 64))]);
     let a = post_form(&w, &body);
@@ -89,7 +98,7 @@ fn edits_answer_in_the_openai_shape_reproducibly_in_every_format() {
 #[test]
 fn a_bad_edit_is_a_400_naming_the_field() {
     let model = tiny_model();
-    let w = WorkerBuilder::new(model.path()).start();
+    let w = worker(model.path()).start();
     let prompt = [("prompt", "a red car")];
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (form(&prompt, vec![("image", b"not an image".to_vec())]), "image"),
@@ -106,7 +115,7 @@ fn a_bad_edit_is_a_400_naming_the_field() {
         assert_eq!(v["error"]["param"], field, "{v}");
         assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
     }
-    let ct = receive(send_bytes(w.addr, "POST", "/v1/images/edits", "application/json", b"{}").unwrap()).unwrap();
+    let ct = post_bytes(&w, "application/json", b"{}");
     assert_eq!((ct.status, ct.json()["error"]["param"].as_str()), (400, Some("body")), "{}", ct.text());
     let r = w.post("/generate", &json!({"prompt": "a red car", "init_image": "@@"}));
     assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some("init_image")));

@@ -19,8 +19,9 @@ pub use crate::class::WorkerClass;
 use crate::trigger::{MetricKind, Trigger};
 
 mod usage;
+use usage::add_gpu;
 pub use usage::{Mean, NodeUsage};
-use usage::{add_gpu, memory_percent};
+use view::memory_percent;
 
 /// The workers of one class on one node, summed.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

@@ -21,8 +21,8 @@ fn pull(scaler: &Scaler, query: &str) -> http::Response {
 }
 
 fn inventory(r: &http::Response) -> Inventory {
-    assert_eq!(r.status, 200, "{}", r.body);
-    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body))
+    assert_eq!(r.status, 200, "{}", r.text());
+    serde_json::from_str(&r.text()).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
 }
 
 async fn value(
@@ -81,10 +81,10 @@ async fn a_device_pull_at_zero_wakes_its_class_once_until_a_worker_serves_it() {
         ("?accelerator=nvidia&device=a%20b", "device", "not a device id"),
     ] {
         let r = pull(&scaler, query);
-        assert_eq!(r.status, 400, "{query}: {}", r.body);
-        let err: InventoryError = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(r.status, 400, "{query}: {}", r.text());
+        let err: InventoryError = serde_json::from_str(&r.text()).unwrap();
         assert_eq!(err.param, param, "{query}");
-        assert!(err.error.contains(needle), "{query}: {}", r.body);
+        assert!(err.error.contains(needle), "{query}: {}", r.text());
     }
 
     // The woken worker starts and reports ready: the inventory lists it, the demand clears.

@@ -9,7 +9,9 @@
 //! - [`accelerator`]: the accelerator types we scale on.
 //! - [`labels`]: Kubernetes label syntax, for reports and selectors alike.
 //! - [`catalogue`]: every metric name the project exposes, in one place.
-//! - [`http1`]: the one small JSON POST its processes send each other.
+//! - [`http1`]: the one HTTP/1.1 client (its processes' calls, the CLI, the tests).
+//! - [`loopback`]: free loopback ports for the child processes a caller starts.
+//! - [`prometheus_server`]: a real Prometheus beside them (the benchmark, the tests).
 //! - [`exposition`]: which text format a `/metrics` scrape gets.
 //! - [`view`]: what exporters and the scaler read from a snapshot, computed once.
 
@@ -20,6 +22,8 @@ pub mod exposition;
 pub mod http1;
 pub mod inventory;
 pub mod labels;
+pub mod loopback;
+pub mod prometheus_server;
 pub mod report;
 pub mod view;
 

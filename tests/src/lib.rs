@@ -1,10 +1,10 @@
 //! Helpers shared by the end-to-end tests: where the repository and the
-//! external tools are, a real Prometheus server to query, and KEDA's client.
+//! external tools are, the chart and dashboards as data, and KEDA's client
+//! (the Prometheus launcher is `edge_testkit::prometheus`).
 
 pub mod chart;
 pub mod dashboard;
 pub mod keda;
-pub mod prometheus;
 pub mod tools;
 
 use std::path::PathBuf;
@@ -21,28 +21,4 @@ pub fn inventory(scaler: &edge_testkit::Scaler) -> Vec<(String, u32)> {
     assert_eq!(status, 200, "{body}");
     let inventory: Inventory = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
     inventory.endpoints.into_iter().map(|e| (e.url, e.queue_depth)).collect()
-}
-
-/// Percent-encodes a query-string value (RFC 3986 unreserved characters kept).
-pub fn url_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn url_encode_escapes_promql() {
-        assert_eq!(url_encode(r#"sum by (a) (m{x=~"y.*"})"#), "sum%20by%20%28a%29%20%28m%7Bx%3D~%22y.%2A%22%7D%29");
-        assert_eq!(url_encode("a-b_c.d~"), "a-b_c.d~");
-    }
 }

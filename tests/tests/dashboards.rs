@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use edge_e2e::dashboard::{metric_names, panel_queries, parse_label_values, substitute, variable_queries};
-use edge_e2e::prometheus::{Prometheus, serve_exposition};
-use edge_e2e::{repo_root, url_encode};
+use edge_e2e::repo_root;
 use edge_telemetry::catalogue::{dcgm, edge, neuron};
+use edge_telemetry::prometheus_server::url_encode;
+use edge_testkit::prometheus::{Prometheus, serve_exposition};
 use edge_testkit::{Agent, AgentBuilder, artifact, eventually};
 use serde_json::Value;
 

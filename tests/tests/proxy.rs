@@ -86,7 +86,7 @@ fn a_burst_through_the_proxy_wakes_the_scaler_and_a_dead_upstream_leaves_the_inv
     });
     let full = http::post_response(proxy.addr, "/v1/images/generations", r#"{"prompt": "one too many"}"#, PATIENCE)
         .expect("POST past capacity");
-    assert_eq!(full.status, 429, "{}", full.body);
+    assert_eq!(full.status, 429, "{}", full.text());
     let queue = format!(
         "{}{{accelerator=\"neuron\",namespace=\"{NS}\",deployment=\"sd-neuron\"",
         edge::WORKER_QUEUE_DEPTH.name
@@ -94,14 +94,14 @@ fn a_burst_through_the_proxy_wakes_the_scaler_and_a_dead_upstream_leaves_the_inv
     eventually(PATIENCE, "the queue rising at the agent", || (sample(&agent.metrics(), &queue)? >= 2.0).then_some(()));
     let retry: u64 = full.header("retry-after").expect("Retry-After").parse().expect("seconds");
     assert!(retry >= 1, "{retry}");
-    assert!(full.body.contains("rate_limit_error"), "{}", full.body);
+    assert!(full.text().contains("rate_limit_error"), "{}", full.text());
     eventually(PATIENCE, "a true on the neuron StreamIsActive", || (!pushes.received().is_empty()).then_some(()));
     assert!(keda.is_active(&neuron).unwrap(), "IsActive agrees with the push");
 
     for (i, r) in accepted.into_iter().enumerate() {
         let r = r.join().expect("request thread");
-        assert_eq!(r.status, 200, "request {i}: {}", r.body);
-        let v: serde_json::Value = serde_json::from_str(&r.body).expect("A1111 JSON");
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        let v: serde_json::Value = serde_json::from_str(&r.text()).expect("A1111 JSON");
         assert_eq!(v["images"].as_array().map(Vec::len), Some(1), "request {i}: {v}");
     }
     assert_eq!(upstream.stats()["max_active"], 1, "--concurrency 1 let more through");
@@ -118,15 +118,15 @@ fn a_burst_through_the_proxy_wakes_the_scaler_and_a_dead_upstream_leaves_the_inv
     // The upstream dies: 502 naming it, endpoint withdrawn, readiness off.
     drop(upstream);
     let r = http::post_response(proxy.addr, "/sdapi/v1/txt2img", &txt2img(9), PATIENCE).unwrap();
-    assert_eq!(r.status, 502, "{}", r.body);
-    let message: serde_json::Value = serde_json::from_str(&r.body).expect("error JSON");
+    assert_eq!(r.status, 502, "{}", r.text());
+    let message: serde_json::Value = serde_json::from_str(&r.text()).expect("error JSON");
     assert_eq!(message["error"]["type"], "upstream_error", "{message}");
     let text = message["error"]["message"].as_str().unwrap();
     assert!(text.contains(&upstream_builder.url()), "the error names the upstream: {text}");
     eventually(PATIENCE, "the endpoint withdrawn from the inventory", || inventory(&scaler).is_empty().then_some(()));
     assert_eq!(http::get(proxy.addr, "/readyz").unwrap().0, 503);
     let again = http::post_response(proxy.addr, "/sdapi/v1/txt2img", &txt2img(10), PATIENCE).unwrap();
-    assert_eq!(again.status, 502, "still down until the health URL answers: {}", again.body);
+    assert_eq!(again.status, 502, "still down until the health URL answers: {}", again.text());
 
     // Restarted on the same port: its health URL answers, the endpoint comes back.
     let upstream = upstream_builder.start();
@@ -135,8 +135,8 @@ fn a_burst_through_the_proxy_wakes_the_scaler_and_a_dead_upstream_leaves_the_inv
     });
     let r =
         http::post_response(proxy.addr, "/v1/images/generations", r#"{"prompt": "back", "n": 2}"#, PATIENCE).unwrap();
-    assert_eq!(r.status, 200, "{}", r.body);
-    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
     assert_eq!(v["data"].as_array().map(Vec::len), Some(2), "{v}");
     assert_eq!(upstream.stats()["served"], 1);
     let m = proxy.metrics();

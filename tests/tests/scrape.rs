@@ -8,9 +8,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use edge_e2e::prometheus::Prometheus;
 use edge_telemetry::catalogue::{edge, inference, scaler};
 use edge_telemetry::exposition::{OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
+use edge_testkit::prometheus::Prometheus;
 use edge_testkit::{AgentBuilder, ScalerBuilder, WorkerBuilder, artifact, eventually, http, promtool};
 
 /// What Prometheus 2.x sends on a scrape.
@@ -28,12 +28,12 @@ fn check_exposition(job: &str, addr: SocketAddr) {
         assert_eq!(r.header("content-type"), Some(want), "{job} {accept:?}");
         let openmetrics = want == OPENMETRICS_CONTENT_TYPE;
         assert_eq!(
-            r.body.trim_end().ends_with("# EOF"),
+            r.text().trim_end().ends_with("# EOF"),
             openmetrics,
             "{job} {accept:?}: the body is what the header says"
         );
         if !openmetrics {
-            let problems = promtool::problems(&r.body);
+            let problems = promtool::problems(&r.text());
             assert!(problems.is_empty(), "{job}: promtool check metrics: {problems:?}");
         }
     }

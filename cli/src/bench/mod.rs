@@ -64,8 +64,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     report(&args, &ours, &usual, &version)
 }
 
-fn free_port() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+fn free_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], edge_telemetry::loopback::free_port()))
 }
 
 /// The PromQL a KEDA `prometheus` trigger would run for this Deployment.
@@ -86,7 +86,7 @@ async fn measure(
     children: &mut Vec<Child>,
 ) -> anyhow::Result<Samples> {
     let (agent_addr, report_addr, scaler_addr, metrics_addr, prom_addr) =
-        (free_port()?, free_port()?, free_port()?, free_port()?, free_port()?);
+        (free_port(), free_port(), free_port(), free_port(), free_port());
     let agent_args = vec![
         format!("--listen={agent_addr}"),
         format!("--report-listen={report_addr}"),

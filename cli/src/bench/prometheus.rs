@@ -1,12 +1,15 @@
 //! A real Prometheus server (Debian's `prometheus` on PATH) scraping the
 //! agent once a second, with a temp config and storage, queried over its HTTP
-//! API the way KEDA's Prometheus scaler does (an instant query).
+//! API the way KEDA's Prometheus scaler does (an instant query). Its command
+//! line, config and answers are [`edge_telemetry::prometheus_server`]'s, as
+//! in the end-to-end tests; here it runs under the CLI's supervisor.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use edge_telemetry::prometheus_server;
 
 use crate::children::Child;
 use crate::http;
@@ -21,9 +24,7 @@ pub struct Prometheus {
 
 /// The `prometheus` binary on PATH.
 pub fn binary() -> anyhow::Result<PathBuf> {
-    std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join("prometheus")).find(|p| p.is_file()))
-        .context("prometheus is not on PATH: install Debian's prometheus package (scripts/install-test-deps does)")
+    Ok(prometheus_server::binary()?)
 }
 
 /// Starts Prometheus on `addr` scraping `target` every second, and waits
@@ -36,20 +37,7 @@ pub async fn start(addr: SocketAddr, target: SocketAddr, dir: &Path) -> anyhow::
         .await
         .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or_default().to_owned())
         .unwrap_or_default();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: edge-agent\n    static_configs:\n      - targets: ['{target}']\n"
-        ),
-    )
-    .with_context(|| format!("cannot write {}", config.display()))?;
-    let args = vec![
-        format!("--config.file={}", config.display()),
-        format!("--storage.tsdb.path={}", dir.join("data").display()),
-        format!("--web.listen-address={addr}"),
-        "--log.level=warn".to_owned(),
-    ];
+    let args = prometheus_server::prepare(dir, addr, &[("edge-agent", target)])?;
     let mut child = Child::spawn("prometheus", &bin, &args, &[], dir)?;
     child.wait_ready(addr, "/-/ready", Duration::from_secs(60)).await?;
     let prometheus = Prometheus { child, version };
@@ -66,33 +54,7 @@ pub async fn start(addr: SocketAddr, target: SocketAddr, dir: &Path) -> anyhow::
 /// Runs an instant query against the Prometheus at `addr`; the number of
 /// series in the answer.
 pub async fn query(addr: SocketAddr, expr: &str) -> anyhow::Result<usize> {
-    let path = format!("/api/v1/query?query={}", url_encode(expr));
-    let reply = http::get(addr, &path, Duration::from_secs(5)).await?;
-    let json: serde_json::Value =
-        serde_json::from_slice(&reply.body).with_context(|| format!("Prometheus answered {}", reply.text()))?;
-    if json["status"] != "success" {
-        bail!("Prometheus query {expr:?} failed: {}", json["error"]);
-    }
-    Ok(json["data"]["result"].as_array().map_or(0, Vec::len))
-}
-
-/// Percent-encodes a query-string value.
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn promql_is_encoded() {
-        assert_eq!(super::url_encode(r#"sum(m{a="b"}) > 0"#), "sum%28m%7Ba%3D%22b%22%7D%29%20%3E%200");
-    }
+    let reply = http::get(addr, &prometheus_server::query_path(expr), Duration::from_secs(5)).await?;
+    let result = prometheus_server::query_result(reply.status, &reply.body);
+    Ok(result.with_context(|| format!("query {expr:?}"))?.len())
 }

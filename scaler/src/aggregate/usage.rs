@@ -60,13 +60,6 @@ impl NodeUsage {
         }
     }
 }
-pub(super) fn memory_percent(used: Option<u64>, total: Option<u64>) -> Option<f64> {
-    match (used, total) {
-        (Some(used), Some(total)) if total > 0 => Some(100.0 * used as f64 / total as f64),
-        _ => None,
-    }
-}
-
 pub(super) fn add_gpu(usage: &mut NodeUsage, util: Option<f64>, memory: Option<f64>) {
     if let Some(u) = util {
         usage.gpu_utilization.add(u);

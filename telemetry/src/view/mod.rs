@@ -3,8 +3,10 @@
 
 pub mod collectors;
 pub mod node;
+pub mod usage;
 pub mod workers;
 
 pub use collectors::CollectorName;
 pub use node::node_accelerator;
+pub use usage::{mean_of, memory_percent};
 pub use workers::{WorkerTotals, worker_totals};

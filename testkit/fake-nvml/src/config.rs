@@ -28,12 +28,12 @@
 //! between two samples of that GPU instance (`nvmlGpmMigSampleGet`). A GPU
 //! without `mig` answers `nvmlDeviceGetMigMode` with `NOT_SUPPORTED`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::code::{self, Return};
 
 /// The whole fake machine.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// What `nvmlSystemGetDriverVersion` answers.
@@ -48,7 +48,7 @@ fn default_driver_version() -> String {
 }
 
 /// One GPU's answers.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GpuConfig {
     /// Fell off the bus: every query answers `GPU_IS_LOST`.
@@ -105,7 +105,7 @@ pub struct GpuConfig {
 pub const MAX_MIG_DEVICES: u32 = 7;
 
 /// One MIG device's answers.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MigConfig {
     /// `nvmlDeviceGetUUID` on the MIG handle.
@@ -128,7 +128,7 @@ pub struct MigConfig {
 }
 
 /// `nvmlUtilization_t`.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Utilization {
     /// Percent of time a kernel ran.
@@ -138,7 +138,7 @@ pub struct Utilization {
 }
 
 /// `nvmlMemory_v2_t` without its version.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Memory {
     /// Framebuffer size.
@@ -164,11 +164,22 @@ pub enum Field<T> {
     Error(String),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(untagged)]
 enum RawField<T> {
     Value(T),
     Error { error: String },
+}
+
+impl<T: Serialize> Serialize for Field<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Field::Value(v) => Some(RawField::Value(v)),
+            Field::NotSupported => None,
+            Field::Error(error) => Some(RawField::Error { error: error.clone() }),
+        }
+        .serialize(s)
+    }
 }
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Field<T> {
@@ -182,6 +193,14 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Field<T> {
 }
 
 impl<T> Field<T> {
+    /// The value, if the query answers one.
+    pub fn value(&self) -> Option<&T> {
+        match self {
+            Field::Value(v) => Some(v),
+            _ => None,
+        }
+    }
+
     /// The value, or the return code the query answers.
     pub fn get(&self) -> Result<&T, Return> {
         match self {
@@ -331,6 +350,20 @@ mod tests {
         assert!(e.contains("gpus[0].mig[0].memory: unknown error"), "{e}");
         let e = Config::parse(r#"{"gpus":[{"mig":[{"uuid":"MIG-1"}]}]}"#).unwrap_err();
         assert!(e.contains("gpu_instance_id"), "{e}");
+    }
+
+    #[test]
+    fn a_config_written_back_reads_the_same() {
+        let text = r#"{"driver_version":"1","gpus":[{"uuid":"GPU-a","power_usage_mw":null,
+            "pcie_replay_counter":{"error":"NO_PERMISSION"},"mig":[{"gpu_instance_id":7,"graphics_util":1.5}]}]}"#;
+        let c = Config::parse(text).unwrap();
+        let again = Config::parse(&serde_json::to_string(&c).unwrap()).unwrap();
+        let g = again.gpu(0).unwrap();
+        assert_eq!(
+            (g.uuid.value(), g.power_usage_mw.get(), g.pcie_replay_counter.get()),
+            (Some(&"GPU-a".to_owned()), Err(code::NOT_SUPPORTED), Err(4))
+        );
+        assert_eq!(g.mig.as_ref().unwrap()[0].graphics_util.value(), Some(&1.5));
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Writes the config file of the fake NVML library (`testkit/fake-nvml`,
-//! whose `config` module defines the format), so a test says "two GPUs, the
-//! second one lost" instead of spelling out JSON.
+//! Writes the config file of the fake NVML library with that library's own
+//! types (`fake_nvml::config`, the one definition of the format), so a test
+//! says "two GPUs, the second one lost" instead of spelling out JSON, and a
+//! misspelt key fails where the test sets it.
 //!
 //! ```no_run
 //! let dir = tempfile::tempdir().unwrap();
@@ -15,10 +16,11 @@
 
 use std::path::Path;
 
-use serde_json::{Map, Value, json};
+use fake_nvml::config::{Config as Machine, Field, GpuConfig, Memory, MigConfig, Utilization};
+use serde_json::Value;
 
 /// The environment variable the fake library reads its config path from.
-pub const CONFIG_ENV: &str = "FAKE_NVML_CONFIG";
+pub use fake_nvml::state::CONFIG_ENV;
 
 /// The fake machine: its GPUs in NVML index order.
 #[derive(Debug, Clone, Default)]
@@ -27,10 +29,10 @@ pub struct Config {
     pub gpus: Vec<Gpu>,
 }
 
-/// One GPU's answers, keyed as in the fake's config format.
+/// One GPU's answers.
 #[derive(Debug, Clone)]
 pub struct Gpu {
-    fields: Map<String, Value>,
+    config: GpuConfig,
 }
 
 impl Config {
@@ -47,8 +49,11 @@ impl Config {
     /// Writes the file atomically (a new file renamed over the old one), so
     /// the library never reads half a file and sees the change at once.
     pub fn write(&self, path: &Path) {
-        let gpus: Vec<Value> = self.gpus.iter().map(|g| Value::Object(g.fields.clone())).collect();
-        let text = serde_json::to_string_pretty(&json!({ "gpus": gpus })).expect("serialise fake NVML config");
+        let machine = Machine {
+            driver_version: "550.54.15".to_owned(),
+            gpus: self.gpus.iter().map(|g| g.config.clone()).collect(),
+        };
+        let text = serde_json::to_string_pretty(&machine).expect("serialise fake NVML config");
         let dir = path.parent().expect("config path has a parent directory");
         let tmp = tempfile::NamedTempFile::new_in(dir).expect("temp file next to the config");
         std::fs::write(tmp.path(), text).expect("write fake NVML config");
@@ -65,34 +70,42 @@ impl Gpu {
         let total = 23_028 * MIB;
         let used = (1_024 + i) * MIB;
         let reserved = 300 * MIB;
-        let value = json!({
-            "uuid": format!("GPU-00000000-0000-0000-0000-{index:012x}"),
-            "name": "NVIDIA A10G",
-            "pci_bus_id": format!("00000000:{:02X}:00.0", 0x10 + index),
-            "minor_number": index,
-            "utilization": { "gpu": 10 + index, "memory": 5 + index },
-            "encoder_utilization": 1 + index,
-            "decoder_utilization": 2 + index,
-            "memory": { "total": total, "reserved": reserved, "used": used, "free": total - reserved - used },
-            "power_usage_mw": 60_500 + 1_000 * index,
-            "temperature_gpu_c": 40 + index,
-            "sm_clock_mhz": 1_710 - index,
-            "memory_clock_mhz": 6_251 - index,
-            "total_energy_mj": 1_000_000 * (i + 1),
-            "pcie_replay_counter": index,
-        });
-        let Value::Object(fields) = value else { unreachable!("json! of an object literal") };
-        Self { fields }
+        let config = GpuConfig {
+            lost: false,
+            uuid: Field::Value(format!("GPU-00000000-0000-0000-0000-{index:012x}")),
+            name: Field::Value("NVIDIA A10G".to_owned()),
+            pci_bus_id: Field::Value(format!("00000000:{:02X}:00.0", 0x10 + index)),
+            minor_number: Field::Value(index),
+            utilization: Field::Value(Utilization { gpu: 10 + index, memory: 5 + index }),
+            encoder_utilization: Field::Value(1 + index),
+            decoder_utilization: Field::Value(2 + index),
+            memory: Field::Value(Memory { total, reserved, used, free: total - reserved - used }),
+            power_usage_mw: Field::Value(60_500 + 1_000 * index),
+            temperature_gpu_c: Field::Value(40 + index),
+            sm_clock_mhz: Field::Value(1_710 - index),
+            memory_clock_mhz: Field::Value(6_251 - index),
+            total_energy_mj: Field::Value(1_000_000 * (i + 1)),
+            pcie_replay_counter: Field::Value(index),
+            mig: None,
+        };
+        Self { config }
     }
 
     /// The UUID this GPU reports (empty if unset).
     pub fn uuid(&self) -> &str {
-        self.fields.get("uuid").and_then(Value::as_str).unwrap_or_default()
+        self.config.uuid.value().map_or("", String::as_str)
     }
 
-    /// Sets `key` (e.g. `power_usage_mw`, `utilization`) to `value`.
+    /// Sets `key` (e.g. `power_usage_mw`, `utilization`) to `value`, as the
+    /// config file would spell it; panics naming the key when the format has
+    /// no such key or the value does not fit it.
     pub fn set(&mut self, key: &str, value: impl Into<Value>) -> &mut Self {
-        self.fields.insert(key.to_owned(), value.into());
+        let Value::Object(mut fields) = serde_json::to_value(&self.config).expect("serialise a GPU") else {
+            unreachable!("a GPU serialises to an object")
+        };
+        fields.insert(key.to_owned(), value.into());
+        self.config =
+            serde_json::from_value(Value::Object(fields)).unwrap_or_else(|e| panic!("fake NVML GPU key {key:?}: {e}"));
         self
     }
 
@@ -103,7 +116,7 @@ impl Gpu {
 
     /// Makes the query behind `key` answer `NVML_ERROR_<name>`.
     pub fn error(&mut self, key: &str, name: &str) -> &mut Self {
-        self.set(key, json!({ "error": name }))
+        self.set(key, serde_json::json!({ "error": name }))
     }
 
     /// Puts the GPU in MIG mode with `profiles.len()` MIG devices: device
@@ -113,21 +126,21 @@ impl Gpu {
     /// measured, so it answers `NOT_SUPPORTED`.
     pub fn mig(&mut self, profiles: &[&str]) -> &mut Self {
         const GIB: u64 = 1024 * 1024 * 1024;
-        let devices: Vec<Value> = profiles
+        let devices = profiles
             .iter()
             .enumerate()
-            .map(|(k, p)| {
-                json!({
-                    "uuid": self.mig_uuid(k),
-                    "name": format!("NVIDIA A100-SXM4-40GB MIG {p}"),
-                    "gpu_instance_id": 7 + k,
-                    "compute_instance_id": 0,
-                    "memory": { "total": 5 * GIB, "used": GIB, "free": 4 * GIB },
-                    "graphics_util": 25.0 * (k as f64 + 1.0),
-                })
+            .map(|(k, p)| MigConfig {
+                uuid: Field::Value(self.mig_uuid(k)),
+                name: Field::Value(format!("NVIDIA A100-SXM4-40GB MIG {p}")),
+                gpu_instance_id: 7 + k as u32,
+                compute_instance_id: 0,
+                memory: Field::Value(Memory { total: 5 * GIB, reserved: 0, used: GIB, free: 4 * GIB }),
+                graphics_util: Field::Value(25.0 * (k as f64 + 1.0)),
             })
             .collect();
-        self.set("mig", devices).unsupported("utilization")
+        self.config.mig = Some(devices);
+        self.config.utilization = Field::NotSupported;
+        self
     }
 
     /// The UUID of this GPU's MIG device `k` (see [`Gpu::mig`]).
@@ -137,11 +150,40 @@ impl Gpu {
 
     /// The GPU falls off the bus: every query answers `GPU_IS_LOST`.
     pub fn lost(&mut self) -> &mut Self {
-        self.set("lost", true)
+        self.config.lost = true;
+        self
     }
 
     /// The GPU answers again.
     pub fn found(&mut self) -> &mut Self {
-        self.set("lost", false)
+        self.config.lost = false;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_the_harness_writes_the_library_reads() {
+        let mut c = Config::with_gpus(2);
+        c.gpu(0).unsupported("power_usage_mw").error("temperature_gpu_c", "GPU_IS_LOST");
+        c.gpu(1).set("utilization", serde_json::json!({"gpu": 77, "memory": 33})).mig(&["1g.5gb"]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nvml.json");
+        c.write(&path);
+        let read = Machine::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let (g0, g1) = (read.gpu(0).unwrap(), read.gpu(1).unwrap());
+        assert_eq!(g0.power_usage_mw.get(), Err(fake_nvml::code::NOT_SUPPORTED));
+        assert_eq!(g0.temperature_gpu_c.get(), Err(fake_nvml::code::GPU_IS_LOST));
+        assert_eq!(g1.utilization, Field::NotSupported, "MIG mode turns GPU utilisation off");
+        assert_eq!(g1.mig.as_ref().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    #[should_panic(expected = "fake NVML GPU key \"powr_usage\"")]
+    fn a_misspelt_key_fails_where_it_is_set() {
+        Config::with_gpus(1).gpu(0).set("powr_usage", 1);
     }
 }

@@ -1,5 +1,7 @@
-//! A tiny blocking HTTP/1.1 client for tests: one request per connection,
-//! over TCP or a Unix socket, no dependencies to mock anything.
+//! Blocking HTTP for tests: the project's one HTTP/1.1 client
+//! ([`edge_telemetry::http1`]) over std TCP and Unix sockets, one request
+//! per connection; and [`KeepAlive`], one held connection for latency
+//! benchmarks.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -7,27 +9,65 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
+pub use edge_telemetry::http1::{Answer as Response, Request};
+use edge_telemetry::http1::{Http1Error, receive_blocking};
+
+/// How long a plain call waits for its answer.
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// More than any answer a test reads (a batch of PNGs).
+const MAX_ANSWER: u64 = 1 << 30;
+
+/// What tests read from an answer beyond status, headers and bytes.
+pub trait ResponseExt {
+    /// The body as JSON; panics with the body when it is not.
+    fn json(&self) -> serde_json::Value;
+    /// A metric's `dur` from the `Server-Timing` header, in milliseconds.
+    fn server_timing(&self, name: &str) -> Option<f64>;
+}
+
+impl ResponseExt for Response {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    fn server_timing(&self, name: &str) -> Option<f64> {
+        self.header("server-timing")?
+            .split(',')
+            .find_map(|part| part.trim().strip_prefix(name)?.strip_prefix(";dur=")?.parse().ok())
+    }
+}
+
+/// Sends `request` on a fresh connection to `addr` and reads the answer,
+/// waiting up to `timeout` for it.
+pub fn exchange(addr: SocketAddr, request: &Request, timeout: Duration) -> std::io::Result<Response> {
+    receive(send(addr, request, timeout)?)
+}
+
+/// Writes `request` on a fresh connection and returns the open stream (for
+/// requests that overlap: read each answer later with [`receive`], or drop
+/// the stream to hang up).
+pub fn send(addr: SocketAddr, request: &Request, timeout: Duration) -> std::io::Result<TcpStream> {
+    let mut stream = connect(addr)?;
+    stream.set_read_timeout(Some(timeout))?;
+    request.write_blocking(&mut stream)?;
+    Ok(stream)
+}
+
+/// [`send`] of a JSON `POST` that may wait long for its answer (an image
+/// generation queued behind others).
+pub fn send_json(addr: SocketAddr, path: &str, body: &str) -> std::io::Result<TcpStream> {
+    let host = addr.to_string();
+    send(addr, &Request::post_json(&host, path, body.as_bytes()), crate::process::GENERATION_PATIENCE)
+}
+
+/// Reads the whole answer from a stream [`send`] returned.
+pub fn receive(stream: impl Read) -> std::io::Result<Response> {
+    receive_blocking(stream, MAX_ANSWER).map_err(io_error)
+}
+
 /// `GET path`; returns status and body.
 pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    request(connect(addr)?, &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"))
-}
-
-/// A whole answer: status, header lines and body.
-#[derive(Debug, Clone)]
-pub struct Response {
-    /// The status code.
-    pub status: u16,
-    /// `(name, value)` per header line, names as sent.
-    pub headers: Vec<(String, String)>,
-    /// The body, de-chunked.
-    pub body: String,
-}
-
-impl Response {
-    /// The first header named `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
+    get_response(addr, path).map(status_and_text)
 }
 
 /// `GET path`; the whole answer, headers included.
@@ -37,54 +77,23 @@ pub fn get_response(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
 
 /// [`get_response`] with extra header lines (each `Name: value`).
 pub fn get_response_with(addr: SocketAddr, path: &str, headers: &[&str]) -> std::io::Result<Response> {
-    let mut stream = connect(addr)?;
-    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
-    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n").as_bytes())?;
-    read_response(stream)
-}
-
-/// `POST path` with a JSON body, waiting up to `timeout`; the whole answer,
-/// headers included (a 429's `Retry-After`).
-pub fn post_response(addr: SocketAddr, path: &str, body: &str, timeout: Duration) -> std::io::Result<Response> {
-    let mut stream = connect(addr)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.write_all(post(path, &addr.to_string(), body).as_bytes())?;
-    read_response(stream)
-}
-
-fn read_response(mut stream: TcpStream) -> std::io::Result<Response> {
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("no HTTP status in {head:?}")))?;
-    let headers: Vec<(String, String)> =
-        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())).collect();
-    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v == "chunked");
-    Ok(Response { status, headers, body: if chunked { dechunk(body) } else { body.to_owned() } })
-}
-
-/// `GET path` with extra header lines (each `Name: value`).
-pub fn get_with(addr: SocketAddr, path: &str, headers: &[&str]) -> std::io::Result<(u16, String)> {
-    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
-    request(connect(addr)?, &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"))
+    let host = addr.to_string();
+    exchange(addr, &Request { headers, ..Request::get(&host, path) }, TIMEOUT)
 }
 
 /// `POST path` with a JSON body.
 pub fn post_json(addr: SocketAddr, path: &str, body: &str) -> std::io::Result<(u16, String)> {
-    request(connect(addr)?, &post(path, &addr.to_string(), body))
+    post_json_timeout(addr, path, body, TIMEOUT)
 }
 
 /// `POST path` with a JSON body over a Unix socket.
 pub fn post_json_unix(socket: &Path, path: &str, body: &str) -> std::io::Result<(u16, String)> {
     let stream = UnixStream::connect(socket)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    request(stream, &post(path, "localhost", body))
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    Request::post_json("localhost", path, body.as_bytes())
+        .send_blocking(stream, MAX_ANSWER)
+        .map(status_and_text)
+        .map_err(io_error)
 }
 
 /// `POST path` with a JSON body, waiting up to `timeout` for the answer (a
@@ -95,50 +104,31 @@ pub fn post_json_timeout(
     body: &str,
     timeout: Duration,
 ) -> std::io::Result<(u16, String)> {
-    let stream = connect(addr)?;
-    stream.set_read_timeout(Some(timeout))?;
-    request(stream, &post(path, &addr.to_string(), body))
+    post_response(addr, path, body, timeout).map(status_and_text)
+}
+
+/// `POST path` with a JSON body, waiting up to `timeout`; the whole answer,
+/// headers included (a 429's `Retry-After`).
+pub fn post_response(addr: SocketAddr, path: &str, body: &str, timeout: Duration) -> std::io::Result<Response> {
+    let host = addr.to_string();
+    exchange(addr, &Request::post_json(&host, path, body.as_bytes()), timeout)
 }
 
 fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
     let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_read_timeout(Some(TIMEOUT))?;
     Ok(stream)
 }
 
-fn post(path: &str, host: &str, body: &str) -> String {
-    format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
+fn status_and_text(r: Response) -> (u16, String) {
+    (r.status, r.text())
 }
 
-fn request(mut stream: impl Read + Write, req: &str) -> std::io::Result<(u16, String)> {
-    stream.write_all(req.as_bytes())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("no HTTP status in {head:?}")))?;
-    let chunked = head.lines().any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
-    Ok((status, if chunked { dechunk(body) } else { body.to_owned() }))
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
+fn io_error(e: Http1Error) -> std::io::Error {
+    match e {
+        Http1Error::Io(e) => e,
+        other => std::io::Error::other(other.to_string()),
     }
-    out
 }
 
 /// One kept-alive HTTP/1.1 connection, as a Prometheus scraper holds it, for

@@ -12,13 +12,15 @@ pub mod fake_nvml;
 pub mod fuzz;
 pub mod http;
 pub mod process;
+pub mod prometheus;
 pub mod promtool;
 
+pub use edge_telemetry::loopback::free_port;
 pub use process::{Proxy, Scaler, ScalerBuilder, SdUpstream, SdUpstreamBuilder, Worker, WorkerBuilder};
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -52,48 +54,6 @@ pub fn artifact(file_name: &str) -> PathBuf {
 /// The fake NVML library (`testkit/fake-nvml`).
 pub fn fake_nvml_library() -> PathBuf {
     artifact("libfake_nvml.so")
-}
-
-/// A loopback port that was free a moment ago and that no other caller in
-/// this process will be handed.
-///
-/// Why not just bind port 0: the kernel hands out the same ephemeral range to
-/// `bind(0)` and to every outgoing connection, so a port seen free here can be
-/// taken by another test's client socket (or another `bind(0)`) before the
-/// child process we start binds it. Ports are therefore drawn below the
-/// ephemeral range, from a per-process counter (no two tests in one binary get
-/// the same port) that starts at an offset from the pid (cargo runs test
-/// binaries one after another, but two runs may overlap).
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-
-    let Some((low, high)) = quiet_port_range() else {
-        return kernel_port();
-    };
-    let span = high - low;
-    let start = std::process::id() % span;
-    for _ in 0..span {
-        let port = low + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
-        let port = u16::try_from(port).expect("port range below 65536");
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    kernel_port()
-}
-
-/// Ports no kernel ephemeral allocation can take: from 10000 up to the start
-/// of `ip_local_port_range` (32768 by default on Linux).
-fn quiet_port_range() -> Option<(u32, u32)> {
-    const LOW: u32 = 10_000;
-    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
-    let ephemeral_low: u32 = range.split_whitespace().next()?.parse().ok()?;
-    (ephemeral_low >= LOW + 1_000).then_some((LOW, ephemeral_low))
-}
-
-fn kernel_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind 127.0.0.1:0").port()
 }
 
 /// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout`
@@ -311,19 +271,4 @@ pub fn sample(exposition: &str, series: &str) -> Option<f64> {
         .find(|l| l.starts_with(series) && matches!(l.as_bytes().get(series.len()), Some(b' ' | b'{' | b',' | b'}')))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn free_ports_are_distinct_and_outside_the_ephemeral_range() {
-        let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
-        let unique: std::collections::BTreeSet<_> = ports.iter().collect();
-        assert_eq!(unique.len(), ports.len(), "a port handed out twice: {ports:?}");
-        if let Some((low, high)) = quiet_port_range() {
-            assert!(ports.iter().all(|&p| (low..high).contains(&u32::from(p))), "{ports:?} outside {low}..{high}");
-        }
-    }
 }

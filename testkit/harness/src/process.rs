@@ -16,6 +16,9 @@ use crate::{free_port, http};
 
 /// How long a child may take to start or stop on a loaded machine.
 const PATIENCE: Duration = Duration::from_secs(60);
+/// How long an image generation may wait for its answer (queued behind
+/// others on a loaded machine).
+pub const GENERATION_PATIENCE: Duration = Duration::from_secs(120);
 
 /// `flag` and `env` for a builder with `flags` and `env` fields.
 macro_rules! flag_and_env {
@@ -221,22 +224,30 @@ impl WorkerBuilder {
 
     flag_and_env!();
 
-    fn spawn(&self) -> Proc {
+    fn proc(&self) -> Proc {
         Proc::spawn("edge-inference", command(&self.bin, &[self.subcommand], &self.flags, &self.env))
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.flags["listen"].parse().expect("--listen is an address")
     }
 
     /// Starts it and waits until it is up: a worker's `/readyz` answers 200
     /// (model loaded, warm-up step done), a proxy's `/healthz`.
     pub fn start(self) -> Worker {
-        let addr: SocketAddr = self.flags["listen"].parse().expect("--listen is an address");
-        let mut proc = self.spawn();
-        proc.wait_ready(|| matches!(http::get(addr, self.ready_path), Ok((200, _))));
-        Worker { proc, addr }
+        let mut worker = self.spawn();
+        worker.proc.wait_ready(|| matches!(http::get(worker.addr, self.ready_path), Ok((200, _))));
+        worker
+    }
+
+    /// Starts it without waiting (a test of how it fails to start).
+    pub fn spawn(&self) -> Worker {
+        Worker { proc: self.proc(), addr: self.addr() }
     }
 
     /// Runs it to its exit (a bad flag), returning its status and log.
     pub fn run_to_exit(self) -> (ExitStatus, String) {
-        let mut proc = self.spawn();
+        let mut proc = self.proc();
         let status = proc.wait();
         (status, proc.log())
     }
@@ -265,6 +276,17 @@ impl Worker {
         let (status, body) = http::get(self.addr, "/metrics").expect("GET /metrics");
         assert_eq!(status, 200, "GET /metrics: {body}");
         body
+    }
+
+    /// The value of one series of its `/metrics` (see [`crate::sample`]).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        crate::sample(&self.metrics(), series)
+    }
+
+    /// `POST path` with a JSON body, waiting up to [`GENERATION_PATIENCE`].
+    pub fn post(&self, path: &str, body: &serde_json::Value) -> http::Response {
+        http::post_response(self.addr, path, &body.to_string(), GENERATION_PATIENCE)
+            .unwrap_or_else(|e| panic!("POST {path}: {e}; log:\n{}", self.log()))
     }
 
     /// Sends SIGTERM and waits for the exit status (the worker drains first).

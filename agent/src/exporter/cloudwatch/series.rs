@@ -117,19 +117,13 @@ fn gpus(out: &mut Out, snapshot: &NodeSnapshot, node_dims: &[(&'static str, Stri
     if snapshot.gpus.is_empty() {
         return;
     }
-    let (mut util_sum, mut util_n, mut used_sum, mut total_sum) = (0.0, 0u32, 0u64, 0u64);
+    let (mut util_sum, mut util_n, mut mem_utils) = (0.0, 0u32, Vec::with_capacity(snapshot.gpus.len()));
     for g in &snapshot.gpus {
         let device = g.minor_number.unwrap_or(g.index);
         let extras = device_dims((cw::DIM_GPU_DEVICE, format!("nvidia{device}")), &g.pods, with_pods);
         let util = g.gpu_utilization_percent.map(f64::from);
-        let mem_util = match (g.framebuffer_used_bytes, g.framebuffer_total_bytes) {
-            (Some(u), Some(t)) if t > 0 => {
-                used_sum += u;
-                total_sum += t;
-                Some(u as f64 / t as f64 * 100.0)
-            }
-            _ => None,
-        };
+        let mem_util = view::memory_percent(g.framebuffer_used_bytes, g.framebuffer_total_bytes);
+        mem_utils.push(mem_util);
         if let Some(u) = util {
             util_sum += u;
             util_n += 1;
@@ -144,12 +138,7 @@ fn gpus(out: &mut Out, snapshot: &NodeSnapshot, node_dims: &[(&'static str, Stri
         }
     }
     out.opt(cw::NODE_GPU_UTILIZATION, node_dims, &[], (util_n > 0).then(|| util_sum / f64::from(util_n)));
-    out.opt(
-        cw::NODE_GPU_MEMORY_UTILIZATION,
-        node_dims,
-        &[],
-        (total_sum > 0).then(|| used_sum as f64 / total_sum as f64 * 100.0),
-    );
+    out.opt(cw::NODE_GPU_MEMORY_UTILIZATION, node_dims, &[], view::mean_of(mem_utils));
     out.opt(cw::NODE_GPU_LIMIT, node_dims, &[], Some(snapshot.gpus.len() as f64));
 }
 

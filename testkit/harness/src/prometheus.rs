@@ -1,12 +1,15 @@
 //! A real Prometheus server (Debian's package) scraping loopback targets,
-//! queried through its HTTP API.
+//! queried through its HTTP API; its command line, config and query answers
+//! are [`edge_telemetry::prometheus_server`]'s, as in the CLI's benchmark.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use edge_testkit::{eventually, free_port, http};
+use edge_telemetry::prometheus_server;
 use serde_json::Value;
+
+use crate::{eventually, free_port, http};
 
 /// A running `prometheus`; killed on drop.
 pub struct Prometheus {
@@ -20,19 +23,12 @@ impl Prometheus {
     /// until it answers `/-/ready`.
     pub fn start(targets: &[(&str, SocketAddr)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = String::from("global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n");
-        for (job, addr) in targets {
-            config.push_str(&format!("  - job_name: {job}\n    static_configs:\n      - targets: ['{addr}']\n"));
-        }
-        let config_path = dir.path().join("prometheus.yml");
-        std::fs::write(&config_path, config).expect("write prometheus.yml");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
+        let args = prometheus_server::prepare(dir.path(), addr, targets).expect("prometheus config");
+        let bin = prometheus_server::binary().unwrap_or_else(|e| panic!("{e}"));
         let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
-        let child = Command::new(crate::tools::on_path("prometheus"))
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address={addr}"))
-            .arg("--log.level=warn")
+        let child = Command::new(bin)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -61,17 +57,9 @@ impl Prometheus {
     /// Runs an instant query; `Ok` holds the result vector (possibly empty),
     /// `Err` Prometheus's error (e.g. a PromQL parse error).
     pub fn query(&self, expr: &str) -> Result<Vec<Value>, String> {
-        let path = format!("/api/v1/query?query={}", crate::url_encode(expr));
-        let (status, body) = http::get(self.addr, &path).map_err(|e| format!("GET {path}: {e}"))?;
-        let json: Value = serde_json::from_str(&body).map_err(|e| format!("HTTP {status}, not JSON ({e}): {body}"))?;
-        if json["status"] != "success" {
-            return Err(format!("{}: {}", json["errorType"], json["error"]));
-        }
-        match &json["data"]["result"] {
-            Value::Array(v) => Ok(v.clone()),
-            // Scalars and strings: one value.
-            other => Ok(vec![other.clone()]),
-        }
+        let path = prometheus_server::query_path(expr);
+        let r = http::get_response(self.addr, &path).map_err(|e| format!("GET {path}: {e}"))?;
+        prometheus_server::query_result(r.status, &r.body).map_err(|e| e.to_string())
     }
 
     /// Waits until every scrape target is up.
