@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use candle_core::DType;
 use clap::Args;
 use edge_telemetry::{AcceleratorType, WorkerReport};
 
@@ -29,9 +30,9 @@ pub struct ModelArgs {
     /// refuse to start when the build lacks the feature or no such GPU is visible.
     #[arg(long, env = "EDGE_INFERENCE_DEVICE", default_value = "auto", value_parser = DeviceRequest::parse)]
     pub device: DeviceRequest,
-    /// Weight type: f32 or f16 (default: f32 on cpu, f16 on a GPU).
-    #[arg(long, env = "EDGE_INFERENCE_DTYPE", value_parser = ["f32", "f16", "bf16"])]
-    pub dtype: Option<String>,
+    /// Weight type: f32, f16 or bf16 (default: f32 on cpu, f16 on a GPU).
+    #[arg(long, env = "EDGE_INFERENCE_DTYPE", value_parser = parse_dtype)]
+    pub dtype: Option<DType>,
     /// Run this sampler instead of the one scheduler_config.json names.
     #[arg(long, env = "EDGE_INFERENCE_SCHEDULER", value_parser = parse_sampler)]
     pub scheduler: Option<SamplerKind>,
@@ -140,8 +141,8 @@ pub struct LimitArgs {
     /// Image size when a request names none, WIDTHxHEIGHT (default: the model's trained size,
     /// unet sample_size x the VAE factor: 512 for SD 1.5 and the Turbos, 768 for SD 2.1, 1024
     /// for SDXL).
-    #[arg(long, env = "EDGE_INFERENCE_DEFAULT_SIZE")]
-    pub default_size: Option<String>,
+    #[arg(long, env = "EDGE_INFERENCE_DEFAULT_SIZE", value_parser = parse_size_flag)]
+    pub default_size: Option<(usize, usize)>,
 }
 
 /// `generate` flags.
@@ -174,28 +175,29 @@ pub struct GenerateArgs {
 }
 
 /// `k=v,k=v` into a map, checked as the agent checks a report's labels.
-pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
+pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let refuse = |reason: String| ConfigError::Labels { reason };
     let mut out = BTreeMap::new();
     if s.trim().is_empty() {
         return Ok(out);
     }
     for item in s.split(',').map(str::trim) {
         let Some((key, value)) = item.split_once('=') else {
-            return Err(format!("{item:?} is not KEY=VALUE; expected e.g. app=sd,tier=gold"));
+            return Err(refuse(format!("{item:?} is not KEY=VALUE; expected e.g. app=sd,tier=gold")));
         };
         let (key, value) = (key.trim(), value.trim());
         if out.insert(key.to_owned(), value.to_owned()).is_some() {
-            return Err(format!("label {key:?} is given twice"));
+            return Err(refuse(format!("label {key:?} is given twice")));
         }
     }
-    edge_telemetry::report::check_labels(&out).map_err(|e| e.to_string())?;
+    edge_telemetry::report::check_labels(&out).map_err(|e| refuse(e.to_string()))?;
     Ok(out)
 }
 
 /// Checks an advertised URL as the agent checks a report's `endpoint`, after
 /// putting an IPv6 host in brackets: in Kubernetes the URL is built from the
 /// downward API's `status.hostIP`, a bare address on IPv6 clusters.
-pub fn parse_advertise_url(s: &str) -> Result<String, String> {
+pub fn parse_advertise_url(s: &str) -> Result<String, ConfigError> {
     let s = s.trim();
     if s.is_empty() {
         return Ok(String::new());
@@ -212,12 +214,26 @@ pub fn parse_advertise_url(s: &str) -> Result<String, String> {
         }
         None => s.to_owned(),
     };
-    edge_telemetry::report::check_endpoint(&url)?;
+    edge_telemetry::report::check_endpoint(&url).map_err(|reason| ConfigError::AdvertiseUrl { reason })?;
     Ok(url)
 }
 
-fn parse_sampler(s: &str) -> Result<SamplerKind, String> {
-    SamplerKind::parse(s).ok_or_else(|| format!("{s:?} is not a sampler; allowed: {}", SamplerKind::ALLOWED))
+fn parse_sampler(s: &str) -> Result<SamplerKind, ConfigError> {
+    SamplerKind::parse(s).ok_or_else(|| ConfigError::Sampler { value: s.to_owned(), allowed: SamplerKind::ALLOWED })
+}
+
+fn parse_dtype(s: &str) -> Result<DType, ConfigError> {
+    match s {
+        "f32" => Ok(DType::F32),
+        "f16" => Ok(DType::F16),
+        "bf16" => Ok(DType::BF16),
+        _ => Err(ConfigError::Dtype { value: s.to_owned() }),
+    }
+}
+
+/// `--default-size`: WIDTHxHEIGHT; the bounds are checked with the others.
+fn parse_size_flag(s: &str) -> Result<(usize, usize), ConfigError> {
+    parse_size(s).ok_or_else(|| ConfigError::DefaultSizeShape { value: s.to_owned() })
 }
 
 /// `WIDTHxHEIGHT`.
@@ -227,11 +243,25 @@ pub fn parse_size(s: &str) -> Option<(usize, usize)> {
 }
 
 impl LimitArgs {
+    /// Checks the flags against each other before a model is read, taking
+    /// every model's size multiple to be at least SD's 8 (the VAE factor):
+    /// a bad flag fails at start, not after minutes of loading.
+    pub fn validate(self) -> Result<LimitSettings, ConfigError> {
+        let any_model = crate::model::Recommended {
+            steps: 1,
+            guidance: 0.0,
+            size: (self.min_side, self.min_side),
+            why: "flag check",
+        };
+        self.limits(8, &any_model)?;
+        Ok(LimitSettings(self))
+    }
+
     /// Checks the flags against each other and the model's size multiple;
     /// `model` supplies the defaults the flags leave unset (kept within the bounds).
-    pub fn limits(&self, multiple: usize, model: &crate::model::Recommended) -> Result<Limits, ConfigError> {
-        let default_size = match &self.default_size {
-            Some(s) => parse_size(s).ok_or_else(|| ConfigError::DefaultSizeShape { value: s.clone() })?,
+    fn limits(&self, multiple: usize, model: &crate::model::Recommended) -> Result<Limits, ConfigError> {
+        let default_size = match self.default_size {
+            Some(size) => size,
             None => {
                 let fit = |side: usize| side.clamp(self.min_side, self.max_side.max(self.min_side));
                 (fit(model.size.0), fit(model.size.1))
@@ -312,7 +342,52 @@ impl ReportArgs {
     }
 }
 
+/// Request bounds checked at start; the model read later supplies its
+/// size multiple and the defaults the flags leave unset.
+#[derive(Debug, Clone)]
+pub struct LimitSettings(LimitArgs);
+
+impl LimitSettings {
+    /// The limits for the model that was read ([`LimitArgs::limits`]).
+    pub fn for_model(&self, multiple: usize, model: &crate::model::Recommended) -> Result<Limits, ConfigError> {
+        self.0.limits(multiple, model)
+    }
+}
+
+/// `serve`'s flags once checked: what the worker runs with.
+#[derive(Debug)]
+pub struct ServeSettings {
+    /// See [`ServeArgs::model`].
+    pub model: ModelArgs,
+    /// See [`ServeArgs::queue`].
+    pub queue: QueueArgs,
+    /// See [`ServeArgs::report`].
+    pub report: ReportArgs,
+    /// Bounds checked against each other; the model is checked when read.
+    pub limits: LimitSettings,
+    /// See [`ServeArgs::simulated_accelerator`].
+    pub simulated_accelerator: Option<AcceleratorType>,
+}
+
 impl ServeArgs {
+    /// Checks every flag that needs no device or model: the request bounds,
+    /// and the report identity as the agent would check it (the reported
+    /// type is checked against the device once it is open).
+    pub fn validate(self) -> Result<ServeSettings, ConfigError> {
+        let limits = self.limits.validate()?;
+        let provisional = self.report.accelerator.or(self.simulated_accelerator).unwrap_or(AcceleratorType::Cpu);
+        self.report.template(Some(provisional), self.queue.queue_capacity)?;
+        Ok(ServeSettings {
+            model: self.model,
+            queue: self.queue,
+            report: self.report,
+            limits,
+            simulated_accelerator: self.simulated_accelerator,
+        })
+    }
+}
+
+impl ServeSettings {
     /// The identity part of every report. The accelerator type is the one of the device the
     /// worker computes on ([`crate::model::device::accelerator_of`]); `--accelerator`, when
     /// given (the chart sets it), must agree. `None`: nothing to report (no `--agent`, on a

@@ -61,9 +61,10 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Bench(args) => edge_inference::bench::run(*args),
         Command::Serve(args) => {
+            let settings = args.validate()?;
             let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_default();
             tracing::info!(threads = %threads, "candle CPU threads");
-            runtime()?.block_on(edge_inference::serve::run(*args))
+            runtime()?.block_on(edge_inference::serve::run(settings))
         }
         Command::Proxy(args) => runtime()?.block_on(edge_inference::proxy::run(*args)),
     }

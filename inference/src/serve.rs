@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::Context;
 use candle_core::DType;
 
-use crate::config::{ModelArgs, ServeArgs};
+use crate::config::{ModelArgs, ServeSettings};
 use crate::daemon::Daemon;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
@@ -22,13 +22,7 @@ use crate::queue::Queue;
 pub fn load_options(args: &ModelArgs) -> anyhow::Result<LoadOptions> {
     let device = model::device::open(args.device)?;
     tracing::info!(device = %model::device::name(&device), asked = %args.device, "compute device");
-    let dtype = match args.dtype.as_deref() {
-        Some("f16") => DType::F16,
-        Some("bf16") => DType::BF16,
-        Some(_) => DType::F32,
-        None if device.is_cpu() => DType::F32,
-        None => DType::F16,
-    };
+    let dtype = args.dtype.unwrap_or(if device.is_cpu() { DType::F32 } else { DType::F16 });
     // flash-attn's kernels exist only in a `flash-attn` build, on CUDA, for half types.
     let flash_attn = cfg!(feature = "flash-attn") && device.is_cuda() && dtype != DType::F32;
     Ok(LoadOptions { device, dtype, sampler: args.scheduler, flash_attn })
@@ -36,18 +30,9 @@ pub fn load_options(args: &ModelArgs) -> anyhow::Result<LoadOptions> {
 
 /// Runs the worker until it is told to stop and has drained. Returns an
 /// error when loading fails or the drain does not finish in time.
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub async fn run(args: ServeSettings) -> anyhow::Result<()> {
     let options = load_options(&args.model)?;
-    let template = args.report_template(&options.device).map_err(anyhow::Error::msg)?;
-    // Bounds are checked against the VAE factor once the model is read; until
-    // then the flags are checked against SD's 8 so a bad flag fails at once.
-    let placeholder = model::Recommended {
-        steps: 1,
-        guidance: 0.0,
-        size: (args.limits.min_side, args.limits.min_side),
-        why: "flag check",
-    };
-    args.limits.limits(8, &placeholder).map_err(anyhow::Error::msg)?;
+    let template = args.report_template(&options.device)?;
 
     let queue = Queue::new(args.queue.queue_capacity, args.queue.concurrency);
     let metrics = Arc::new(Metrics::new());
@@ -65,7 +50,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!(note = %note, "model");
     }
     let recommended = loaded.recommended();
-    let limits = args.limits.limits(loaded.size_multiple(), &recommended).map_err(anyhow::Error::msg)?;
+    let limits = args.limits.for_model(loaded.size_multiple(), &recommended)?;
     tracing::info!(
         steps = limits.default_steps,
         guidance = limits.default_guidance,

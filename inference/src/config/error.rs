@@ -41,6 +41,18 @@ pub enum ConfigError {
     /// The device is none of the agent's types, and `--agent` asks for reports.
     #[error("{0}")]
     Device(String),
+    /// `--labels` is no Kubernetes label list (clap names the flag).
+    #[error("{reason}")]
+    Labels { reason: String },
+    /// `--advertise-url` is no URL the agent accepts (clap names the flag).
+    #[error("{reason}")]
+    AdvertiseUrl { reason: String },
+    /// `--scheduler` names no sampler.
+    #[error("{value:?} is not a sampler; allowed: {allowed}")]
+    Sampler { value: String, allowed: &'static str },
+    /// `--dtype` names no weight type.
+    #[error("{value:?} is not a weight type; allowed: f32, f16, bf16")]
+    Dtype { value: String },
     /// A report field the agent would refuse, named by its flag.
     #[error("{flag}: {reason}")]
     Report { flag: &'static str, reason: String },
