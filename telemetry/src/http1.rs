@@ -78,8 +78,15 @@ impl<'a> Request<'a> {
     }
 
     /// The request line and headers, ending in the blank line; the body
-    /// follows it as is.
+    /// follows it as is. The connection closes after the answer, which the
+    /// answer's reader takes as its end.
     pub fn head(&self) -> String {
+        self.head_with_connection("close")
+    }
+
+    /// [`Request::head`] with another `Connection` header (`keep-alive`, for
+    /// a client that frames answers by their `Content-Length`).
+    pub fn head_with_connection(&self, connection: &str) -> String {
         let mut head = format!("{} {} HTTP/1.1\r\nHost: {}\r\n", self.method, self.path, self.host);
         if let Some((content_type, body)) = self.body {
             head.push_str(&format!("Content-Type: {content_type}\r\nContent-Length: {}\r\n", body.len()));
@@ -88,7 +95,7 @@ impl<'a> Request<'a> {
             head.push_str(line);
             head.push_str("\r\n");
         }
-        head.push_str("Connection: close\r\n\r\n");
+        head.push_str(&format!("Connection: {connection}\r\n\r\n"));
         head
     }
 

@@ -149,23 +149,21 @@ impl KeepAlive {
     /// `GET path` with optional extra header lines; returns status and body.
     /// The response must carry a Content-Length (axum's do for full bodies).
     pub fn get(&mut self, path: &str, headers: &[&str]) -> std::io::Result<(u16, String)> {
-        let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
-        self.exchange(&format!("GET {path} HTTP/1.1\r\nHost: {}\r\n{extra}\r\n", self.host))
+        let host = self.host.clone();
+        self.exchange(&Request { headers, ..Request::get(&host, path) })
     }
 
     /// `POST path` with a JSON body; returns status and body (Content-Length framed).
     pub fn post_json(&mut self, path: &str, body: &str) -> std::io::Result<(u16, String)> {
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.host,
-            body.len()
-        );
-        self.exchange(&head)
+        let host = self.host.clone();
+        self.exchange(&Request::post_json(&host, path, body.as_bytes()))
     }
 
-    fn exchange(&mut self, req: &str) -> std::io::Result<(u16, String)> {
+    fn exchange(&mut self, request: &Request) -> std::io::Result<(u16, String)> {
         use std::io::BufRead;
-        self.stream.get_mut().write_all(req.as_bytes())?;
+        let stream = self.stream.get_mut();
+        stream.write_all(request.head_with_connection("keep-alive").as_bytes())?;
+        stream.write_all(request.body.map_or(&[], |(_, body)| body))?;
         let mut status_line = String::new();
         self.stream.read_line(&mut status_line)?;
         let status = status_line
@@ -191,5 +189,51 @@ impl KeepAlive {
         let mut body = vec![0; length];
         self.stream.read_exact(&mut body)?;
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpListener;
+
+    #[test]
+    fn keep_alive_sends_both_requests_on_one_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut heads = Vec::new();
+            for answer in ["one", "second"] {
+                let mut head = String::new();
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if let Some(v) = line.strip_prefix("Content-Length: ") {
+                        length = v.trim().parse().unwrap();
+                    }
+                    head.push_str(&line);
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                heads.push((head, String::from_utf8(body).unwrap()));
+                let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{answer}", answer.len());
+                (&stream).write_all(reply.as_bytes()).unwrap();
+            }
+            heads
+        });
+        let mut conn = KeepAlive::connect(addr).unwrap();
+        assert_eq!(conn.get("/a", &["Accept: text/plain"]).unwrap(), (200, "one".to_owned()));
+        assert_eq!(conn.post_json("/b", "{}").unwrap(), (200, "second".to_owned()));
+        let heads = server.join().unwrap();
+        assert!(heads[0].0.starts_with("GET /a HTTP/1.1\r\n"), "{heads:?}");
+        assert!(heads[0].0.contains("Accept: text/plain\r\nConnection: keep-alive\r\n"), "{heads:?}");
+        assert!(heads[1].0.starts_with("POST /b HTTP/1.1\r\n") && heads[1].1 == "{}", "{heads:?}");
     }
 }
