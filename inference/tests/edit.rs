@@ -54,7 +54,7 @@ fn edit(model: &Model, p: &Params, e: &EditInput) -> (Image, usize) {
     (out, steps)
 }
 
-const SAMPLERS: [SamplerKind; 3] = [SamplerKind::Ddim, SamplerKind::Euler, SamplerKind::EulerAncestral];
+const SAMPLERS: [SamplerKind; 5] = SamplerKind::ALL;
 
 #[test]
 fn img2img_is_seeded_runs_steps_times_strength_and_at_strength_1_is_text_to_image() {

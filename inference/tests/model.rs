@@ -81,7 +81,7 @@ fn the_tiny_model_is_the_same_every_time_it_is_written() {
 #[test]
 fn every_sampler_runs_and_guidance_off_is_single_pass() {
     let dir = tiny();
-    for kind in [SamplerKind::Ddim, SamplerKind::Euler, SamplerKind::EulerAncestral] {
+    for kind in SamplerKind::ALL {
         let options = LoadOptions { sampler: Some(kind), ..LoadOptions::default() };
         let model = Model::load(dir.path(), &options).unwrap();
         let mut p = params(5, 64, 64);

@@ -50,8 +50,9 @@ impl Model {
         mut on_step: impl FnMut(StepInfo) -> ControlFlow<()>,
     ) -> Result<Image, GenerateError> {
         let context = self.context(p)?;
-        let sampler = self.scheduler.build(p.steps);
-        let total = sampler.timesteps().len();
+        let mut sampler = self.scheduler.build(p.steps);
+        let timesteps = sampler.timesteps().to_vec();
+        let total = timesteps.len();
         let start = total - steps_run(total, e.strength).max(1);
         let mut rng = NoiseRng::new(p.seed);
         let mut enc_rng = NoiseRng::new(p.seed ^ ENCODER_STREAM);
@@ -84,7 +85,7 @@ impl Model {
             _ => None,
         };
 
-        for (i, &t) in sampler.timesteps().iter().enumerate().skip(start) {
+        for (i, &t) in timesteps.iter().enumerate().skip(start) {
             let started = Instant::now();
             let out = self.predict(&sampler, &latents, i, t, &context, p.guidance_scale, extra.as_ref())?;
             latents = sampler.step(&out, i, &latents, &mut rng)?;

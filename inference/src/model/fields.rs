@@ -42,7 +42,8 @@ impl Fields {
     /// Parses `text` as the content of `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Self, FieldError> {
         let err = |reason: String| FieldError { path: path.into(), field: "<file>".into(), reason };
-        match serde_json::from_str(text).map_err(|e| err(format!("not valid JSON: {e}")))? {
+        let text = python_non_finite_as_null(text);
+        match serde_json::from_str(&text).map_err(|e| err(format!("not valid JSON: {e}")))? {
             Value::Object(obj) => Ok(Self { path: path.into(), obj }),
             _ => Err(err("must be a JSON object".into())),
         }
@@ -144,6 +145,36 @@ pub fn per_block<T: Clone + DeserializeOwned>(
     }
 }
 
+/// Python's `json.dumps`, which diffusers saves its configs with, writes
+/// `Infinity`, `-Infinity` and `NaN`, which JSON has not (DPM-Solver's
+/// `lambda_min_clipped` is `-Infinity` by default); outside strings they
+/// are read as `null`.
+fn python_non_finite_as_null(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains("Infinity") && !text.contains("NaN") {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if !in_string && let Some(token) = ["-Infinity", "Infinity", "NaN"].into_iter().find(|t| rest.starts_with(t)) {
+            out.push_str("null");
+            rest = &rest[token.len()..];
+            continue;
+        }
+        if in_string && escaped {
+            escaped = false;
+        } else if in_string && c == '\\' {
+            escaped = true;
+        } else if c == '"' {
+            in_string = !in_string;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out.into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,5 +199,15 @@ mod tests {
         assert_eq!(per_block::<usize>(&mut f, "list", 2, None).unwrap(), Some(vec![5, 10]));
         assert!(per_block::<usize>(&mut f, "bad", 2, None).unwrap_err().to_string().contains("3 entries"));
         assert_eq!(per_block::<usize>(&mut f, "absent", 2, Some(1)).unwrap(), Some(vec![1, 1]));
+    }
+
+    #[test]
+    fn python_non_finite_numbers_read_as_null_outside_strings() {
+        let text = r#"{"a": -Infinity, "b": "NaN and -Infinity stay", "c": [Infinity, NaN], "d": "\"NaN"}"#;
+        let f = Fields::parse(Path::new("x.json"), text).unwrap();
+        assert_eq!(f.obj["a"], Value::Null);
+        assert_eq!(f.obj["b"], "NaN and -Infinity stay");
+        assert_eq!(f.obj["c"], serde_json::json!([null, null]));
+        assert_eq!(f.obj["d"], "\"NaN");
     }
 }

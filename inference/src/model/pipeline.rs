@@ -162,15 +162,16 @@ impl Model {
             None => None,
         };
 
-        let sampler = self.scheduler.build(p.steps);
+        let mut sampler = self.scheduler.build(p.steps);
         let mut rngs: Vec<NoiseRng> = ps.iter().map(|q| NoiseRng::new(q.seed)).collect();
         let scale = self.size_multiple();
         let shape = [1, self.vae_spec.config.latent_channels, p.height / scale, p.width / scale];
         let noise = rngs.iter_mut().map(|r| r.randn(&shape, &self.device)).collect::<candle_core::Result<Vec<_>>>()?;
         let mut latents = (Tensor::cat(&noise, 0)? * sampler.init_noise_sigma())?;
 
-        let total = sampler.timesteps().len();
-        for (i, &t) in sampler.timesteps().iter().enumerate() {
+        let timesteps = sampler.timesteps().to_vec();
+        let total = timesteps.len();
+        for (i, &t) in timesteps.iter().enumerate() {
             let started = Instant::now();
             let input = if guided { Tensor::cat(&[&latents, &latents], 0)? } else { latents.clone() };
             let input = sampler.scale_model_input(&input, i)?.to_dtype(self.dtype)?;

@@ -1,4 +1,5 @@
-//! Samplers: DDIM, Euler and Euler Ancestral, configured from the checkout's
+//! Samplers: DDIM, Euler, Euler Ancestral, DPM-Solver++ 2M (Karras sigmas
+//! or not) and LCM, configured from the checkout's
 //! `scheduler/scheduler_config.json` (prediction type, betas, timestep
 //! spacing), with every random draw from our seeded [`NoiseRng`].
 //!
@@ -6,18 +7,14 @@
 //! device and its presets fix DDIM with v-prediction, which is wrong for
 //! SD-Turbo (Euler, epsilon, trailing); hence these.
 
+mod config;
 pub mod schedule;
-
-use std::path::Path;
 
 use candle_core::{Result, Tensor};
 
-type ReadResult<T> = std::result::Result<T, FieldError>;
-use serde_json::json;
-
-use super::fields::{FieldError, Fields};
 use super::rng::NoiseRng;
-use schedule::{BetaSchedule, Spacing};
+pub use config::SchedulerConfig;
+use schedule::Spacing;
 
 /// Which sampler runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,11 +25,20 @@ pub enum SamplerKind {
     Euler,
     /// Euler Ancestral: fresh noise at every step.
     EulerAncestral,
+    /// DPM-Solver++ 2M (k-diffusion's `sample_dpmpp_2m`), deterministic,
+    /// second order from the second step on.
+    DpmSolver2m,
+    /// Latent Consistency Models: a denoised estimate each step, renoised
+    /// to the next step's level.
+    Lcm,
 }
 
 impl SamplerKind {
+    /// Every sampler, in the order [`SamplerKind::ALLOWED`] names them.
+    pub const ALL: [SamplerKind; 5] = [Self::Ddim, Self::Euler, Self::EulerAncestral, Self::DpmSolver2m, Self::Lcm];
+
     /// Allowed spellings for the `--scheduler` override.
-    pub const ALLOWED: &'static str = "ddim, euler, euler-ancestral";
+    pub const ALLOWED: &'static str = "ddim, euler, euler-ancestral, dpm++-2m, lcm";
 
     /// Parses a `--scheduler` value.
     pub fn parse(s: &str) -> Option<Self> {
@@ -40,8 +46,16 @@ impl SamplerKind {
             "ddim" => Some(Self::Ddim),
             "euler" => Some(Self::Euler),
             "euler-ancestral" | "euler_ancestral" => Some(Self::EulerAncestral),
+            "dpm++-2m" | "dpmpp-2m" | "dpmpp_2m" => Some(Self::DpmSolver2m),
+            "lcm" => Some(Self::Lcm),
             _ => None,
         }
+    }
+
+    /// Runs on latents scaled by sigma (k-diffusion's form) rather than
+    /// variance-preserving ones.
+    pub fn in_sigma_space(self) -> bool {
+        matches!(self, Self::Euler | Self::EulerAncestral | Self::DpmSolver2m)
     }
 }
 
@@ -56,137 +70,6 @@ pub enum Prediction {
     Sample,
 }
 
-/// Everything read from `scheduler_config.json`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SchedulerConfig {
-    /// The sampler.
-    pub kind: SamplerKind,
-    /// What the model predicts.
-    pub prediction: Prediction,
-    /// Beta schedule.
-    pub beta_schedule: BetaSchedule,
-    /// First beta.
-    pub beta_start: f64,
-    /// Last beta.
-    pub beta_end: f64,
-    /// Training timesteps (T).
-    pub train_steps: usize,
-    /// Inference timestep spacing.
-    pub spacing: Spacing,
-    /// Added to leading-spaced timesteps.
-    pub steps_offset: usize,
-    /// DDIM: the final step's alpha is 1 (else alphas_cumprod[0]).
-    pub set_alpha_to_one: bool,
-    /// DDIM: clamp the predicted clean sample to this range.
-    pub clip_sample: Option<f64>,
-}
-
-impl SchedulerConfig {
-    /// Parses `scheduler/scheduler_config.json`. diffusers' per-class
-    /// defaults apply to absent fields. SD 1.5 ships `PNDMScheduler`, which we
-    /// run as DDIM with the same betas (the `serve` log says so).
-    pub fn read(path: &Path) -> ReadResult<(Self, Option<String>)> {
-        let mut f = Fields::read(path)?;
-        let class: String = f.req("_class_name", "a scheduler class name")?;
-        let (kind, default_spacing, note) = match class.as_str() {
-            "DDIMScheduler" => (SamplerKind::Ddim, Spacing::Leading, None),
-            "PNDMScheduler" => {
-                (SamplerKind::Ddim, Spacing::Leading, Some("PNDMScheduler is not implemented; running DDIM".to_owned()))
-            }
-            "EulerDiscreteScheduler" => (SamplerKind::Euler, Spacing::Linspace, None),
-            "EulerAncestralDiscreteScheduler" => (SamplerKind::EulerAncestral, Spacing::Linspace, None),
-            other => {
-                return Err(f.error(
-                    "_class_name",
-                    format!(
-                        "{other:?} is not supported; supported: DDIMScheduler, EulerDiscreteScheduler, \
-                         EulerAncestralDiscreteScheduler, PNDMScheduler (run as DDIM)"
-                    ),
-                ));
-            }
-        };
-        let prediction = match f.or("prediction_type", "a string", "epsilon".to_owned())?.as_str() {
-            "epsilon" => Prediction::Epsilon,
-            "v_prediction" => Prediction::V,
-            "sample" if kind == SamplerKind::Ddim => Prediction::Sample,
-            other => {
-                let allowed =
-                    if kind == SamplerKind::Ddim { "epsilon, v_prediction, sample" } else { "epsilon, v_prediction" };
-                return Err(f.error("prediction_type", format!("{other:?} is not supported; supported: {allowed}")));
-            }
-        };
-        let beta_schedule = match f.or("beta_schedule", "a string", "linear".to_owned())?.as_str() {
-            "linear" => BetaSchedule::Linear,
-            "scaled_linear" => BetaSchedule::ScaledLinear,
-            "squaredcos_cap_v2" => BetaSchedule::SquaredCosCapV2,
-            other => {
-                return Err(f.error(
-                    "beta_schedule",
-                    format!("{other:?} is not supported; supported: linear, scaled_linear, squaredcos_cap_v2"),
-                ));
-            }
-        };
-        let spacing = match f.opt::<String>("timestep_spacing", "a string")?.as_deref() {
-            None => default_spacing,
-            Some("linspace") => Spacing::Linspace,
-            Some("leading") => Spacing::Leading,
-            Some("trailing") => Spacing::Trailing,
-            Some(other) => {
-                return Err(f.error(
-                    "timestep_spacing",
-                    format!("{other:?} is not supported; supported: linspace, leading, trailing"),
-                ));
-            }
-        };
-        let train_steps: usize = f.or("num_train_timesteps", "an integer", 1000)?;
-        if !(1..=100_000).contains(&train_steps) {
-            return Err(f.error("num_train_timesteps", format!("{train_steps} is outside 1..=100000")));
-        }
-        let ddim = kind == SamplerKind::Ddim;
-        let clip = f.or("clip_sample", "true or false", ddim && class == "DDIMScheduler")?;
-        let clip_range: f64 = f.or("clip_sample_range", "a number", 1.0)?;
-        let config = Self {
-            kind,
-            prediction,
-            beta_schedule,
-            beta_start: f.or("beta_start", "a number", 0.0001)?,
-            beta_end: f.or("beta_end", "a number", 0.02)?,
-            train_steps,
-            spacing,
-            steps_offset: f.or("steps_offset", "an integer", 0)?,
-            set_alpha_to_one: f.or("set_alpha_to_one", "true or false", class == "DDIMScheduler")?,
-            clip_sample: (clip && ddim).then_some(clip_range),
-        };
-        for off in
-            ["thresholding", "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "rescale_betas_zero_snr"]
-        {
-            f.only(off, &[json!(false)])?;
-        }
-        f.only("interpolation_type", &[json!("linear")])?;
-        f.only("timestep_type", &[json!("discrete")])?;
-        f.only("final_sigmas_type", &[json!("zero")])?;
-        for absent in ["trained_betas", "sigma_min", "sigma_max"] {
-            f.only(absent, &[])?;
-        }
-        // Settings of samplers we do not run, or of thresholding (refused above).
-        f.ignore(&["skip_prk_steps", "sample_max_value", "dynamic_thresholding_ratio", "eta"]);
-        f.finish()?;
-        Ok((config, note))
-    }
-
-    /// A sampler for one `steps`-step generation.
-    pub fn build(&self, steps: usize) -> Sampler {
-        let alphas_cumprod =
-            schedule::alphas_cumprod(self.beta_schedule, self.beta_start, self.beta_end, self.train_steps);
-        let integer = self.kind == SamplerKind::Ddim;
-        let timesteps = schedule::timesteps(self.spacing, self.train_steps, steps, self.steps_offset, integer);
-        let all_sigmas: Vec<f64> = alphas_cumprod.iter().map(|a| ((1.0 - a) / a).sqrt()).collect();
-        let mut sigmas: Vec<f64> = timesteps.iter().map(|t| schedule::interp(*t, &all_sigmas)).collect();
-        sigmas.push(0.0);
-        Sampler { config: self.clone(), steps: steps.max(1), timesteps, sigmas, alphas_cumprod }
-    }
-}
-
 /// One generation's sampler state.
 #[derive(Debug, Clone)]
 pub struct Sampler {
@@ -195,6 +78,8 @@ pub struct Sampler {
     timesteps: Vec<f64>,
     sigmas: Vec<f64>,
     alphas_cumprod: Vec<f64>,
+    /// DPM-Solver++ 2M: the last step's denoised estimate and its sigma.
+    previous: Option<(Tensor, f64)>,
 }
 
 impl Sampler {
@@ -206,7 +91,7 @@ impl Sampler {
     /// Standard deviation of the initial latent noise.
     pub fn init_noise_sigma(&self) -> f64 {
         match self.config.kind {
-            SamplerKind::Ddim => 1.0,
+            SamplerKind::Ddim | SamplerKind::Lcm => 1.0,
             _ => {
                 let max = self.sigmas.iter().copied().fold(0.0, f64::max);
                 match self.config.spacing {
@@ -220,22 +105,24 @@ impl Sampler {
     /// Scales the latents before they enter the UNet at step `i`.
     pub fn scale_model_input(&self, sample: &Tensor, i: usize) -> Result<Tensor> {
         match self.config.kind {
-            SamplerKind::Ddim => Ok(sample.clone()),
+            SamplerKind::Ddim | SamplerKind::Lcm => Ok(sample.clone()),
             _ => sample / (self.sigmas[i].powi(2) + 1.0).sqrt(),
         }
     }
 
     /// The latents after step `i`, given the (guided) model output.
-    pub fn step(&self, output: &Tensor, i: usize, sample: &Tensor, rng: &mut NoiseRng) -> Result<Tensor> {
+    pub fn step(&mut self, output: &Tensor, i: usize, sample: &Tensor, rng: &mut NoiseRng) -> Result<Tensor> {
         self.step_batch(output, i, sample, std::slice::from_mut(rng))
     }
 
     /// [`Sampler::step`] for a batch of images, image `b` drawing its noise from `rngs[b]`
     /// (so an image's noise is its own seed's whatever it is batched with).
-    pub fn step_batch(&self, output: &Tensor, i: usize, sample: &Tensor, rngs: &mut [NoiseRng]) -> Result<Tensor> {
+    pub fn step_batch(&mut self, output: &Tensor, i: usize, sample: &Tensor, rngs: &mut [NoiseRng]) -> Result<Tensor> {
         match self.config.kind {
             SamplerKind::Ddim => self.ddim(output, i, sample),
             SamplerKind::Euler | SamplerKind::EulerAncestral => self.euler(output, i, sample, rngs),
+            SamplerKind::DpmSolver2m => self.dpm_2m(output, i, sample),
+            SamplerKind::Lcm => self.lcm(output, i, sample, rngs),
         }
     }
 
@@ -244,11 +131,13 @@ impl Sampler {
     /// kept region of a plain-UNet inpainting is reset to after each step.
     pub fn add_noise(&self, original: &Tensor, noise: &Tensor, i: usize) -> Result<Tensor> {
         match self.config.kind {
-            SamplerKind::Ddim => {
+            SamplerKind::Ddim | SamplerKind::Lcm => {
                 let a = self.alphas_cumprod[self.timesteps[i] as usize];
                 (original * a.sqrt())? + (noise * (1.0 - a).sqrt())?
             }
-            SamplerKind::Euler | SamplerKind::EulerAncestral => original + (noise * self.sigmas[i])?,
+            SamplerKind::Euler | SamplerKind::EulerAncestral | SamplerKind::DpmSolver2m => {
+                original + (noise * self.sigmas[i])?
+            }
         }
     }
 
@@ -278,13 +167,19 @@ impl Sampler {
         (x0 * a_prev.sqrt())? + (eps * (1.0 - a_prev).sqrt())?
     }
 
+    /// The clean sample the model's output implies at noise level `sigma`
+    /// (sigma-space latents).
+    fn denoised(&self, output: &Tensor, sample: &Tensor, sigma: f64) -> Result<Tensor> {
+        match self.config.prediction {
+            Prediction::Epsilon => sample - (output * sigma)?,
+            Prediction::V => (output * (-sigma / (sigma * sigma + 1.0).sqrt()))? + (sample / (sigma * sigma + 1.0))?,
+            Prediction::Sample => Ok(output.clone()),
+        }
+    }
+
     fn euler(&self, output: &Tensor, i: usize, sample: &Tensor, rngs: &mut [NoiseRng]) -> Result<Tensor> {
         let (sigma, next) = (self.sigmas[i], self.sigmas[i + 1]);
-        let x0 = match self.config.prediction {
-            Prediction::Epsilon => (sample - (output * sigma)?)?,
-            Prediction::V => ((output * (-sigma / (sigma * sigma + 1.0).sqrt()))? + (sample / (sigma * sigma + 1.0))?)?,
-            Prediction::Sample => output.clone(),
-        };
+        let x0 = self.denoised(output, sample, sigma)?;
         let derivative = ((sample - &x0)? / sigma)?;
         if self.config.kind == SamplerKind::Euler {
             return sample + (derivative * (next - sigma))?;
@@ -297,6 +192,58 @@ impl Sampler {
         }
         let noise = batch_noise(rngs, sample)?;
         moved + (noise * up)?
+    }
+}
+
+impl Sampler {
+    /// k-diffusion's `sample_dpmpp_2m`: in log-sigma time t = -ln sigma, step
+    /// h = t_next - t; x ← (sigma_next / sigma) x - expm1(-h) D, where D is
+    /// the denoised estimate, corrected with the previous step's from the
+    /// second step on. The last step (to sigma 0) is first order: x = D, as
+    /// diffusers' `final_sigmas_type: zero` has it.
+    fn dpm_2m(&mut self, output: &Tensor, i: usize, sample: &Tensor) -> Result<Tensor> {
+        let (sigma, next) = (self.sigmas[i], self.sigmas[i + 1]);
+        let denoised = self.denoised(output, sample, sigma)?;
+        let previous = self.previous.replace((denoised.clone(), sigma));
+        if next == 0.0 {
+            return Ok(denoised);
+        }
+        let (t, t_next) = (-sigma.ln(), -next.ln());
+        let h = t_next - t;
+        let d = match previous {
+            Some((old, old_sigma)) => {
+                let r = (t + old_sigma.ln()) / h;
+                ((&denoised * (1.0 + 1.0 / (2.0 * r)))? - (old * (1.0 / (2.0 * r)))?)?
+            }
+            None => denoised,
+        };
+        (sample * (next / sigma))? - (d * (-h).exp_m1())?
+    }
+
+    /// diffusers' `LCMScheduler.step`: the consistency function's denoised
+    /// estimate (boundary-condition scalings c_skip, c_out), renoised to the
+    /// next timestep's level from the image's own generator; the last step
+    /// returns the estimate.
+    fn lcm(&self, output: &Tensor, i: usize, sample: &Tensor, rngs: &mut [NoiseRng]) -> Result<Tensor> {
+        const SIGMA_DATA: f64 = 0.5;
+        let t = self.timesteps[i];
+        let a_t = self.alphas_cumprod[t as usize];
+        let b_t = 1.0 - a_t;
+        let scaled = t * self.config.lcm_timestep_scaling;
+        let c_skip = SIGMA_DATA * SIGMA_DATA / (scaled * scaled + SIGMA_DATA * SIGMA_DATA);
+        let c_out = scaled / (scaled * scaled + SIGMA_DATA * SIGMA_DATA).sqrt();
+        let x0 = match self.config.prediction {
+            Prediction::Epsilon => ((sample - (output * b_t.sqrt())?)? / a_t.sqrt())?,
+            Prediction::V => ((sample * a_t.sqrt())? - (output * b_t.sqrt())?)?,
+            Prediction::Sample => output.clone(),
+        };
+        let denoised = ((x0 * c_out)? + (sample * c_skip)?)?;
+        let Some(&next) = self.timesteps.get(i + 1) else {
+            return Ok(denoised);
+        };
+        let a_prev = self.alphas_cumprod[next as usize];
+        let noise = batch_noise(rngs, sample)?;
+        (denoised * a_prev.sqrt())? + (noise * (1.0 - a_prev).sqrt())?
     }
 }
 

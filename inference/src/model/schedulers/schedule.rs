@@ -70,6 +70,58 @@ pub fn timesteps(spacing: Spacing, train_steps: usize, steps: usize, offset: usi
     ts.into_iter().map(|x| x.clamp(0.0, t - 1.0)).collect()
 }
 
+/// DPM-Solver++'s timesteps (diffusers' `DPMSolverMultistepScheduler`):
+/// n + 1 points spread over the training steps, the lowest dropped.
+pub fn multistep_timesteps(spacing: Spacing, train_steps: usize, steps: usize, offset: usize) -> Vec<f64> {
+    let t = train_steps as f64;
+    let n = steps.max(1);
+    let ts: Vec<f64> = match spacing {
+        Spacing::Linspace => (1..=n).rev().map(|i| ((t - 1.0) * i as f64 / n as f64).round()).collect(),
+        Spacing::Leading => {
+            let ratio = (train_steps / (n + 1)) as f64;
+            (1..=n).rev().map(|i| (i as f64 * ratio).round() + offset as f64).collect()
+        }
+        Spacing::Trailing => return timesteps(spacing, train_steps, steps, offset, true),
+    };
+    ts.into_iter().map(|x| x.clamp(0.0, t - 1.0)).collect()
+}
+
+/// Karras et al. (2022)'s noise levels, `sigma_max` down to `sigma_min` in
+/// `steps` points, rho = 7 (diffusers' `_convert_to_karras`).
+pub fn karras_sigmas(sigma_min: f64, sigma_max: f64, steps: usize) -> Vec<f64> {
+    const RHO: f64 = 7.0;
+    let (min_inv, max_inv) = (sigma_min.powf(1.0 / RHO), sigma_max.powf(1.0 / RHO));
+    let n = steps.max(1);
+    (0..n)
+        .map(|i| if n == 1 { 0.0 } else { i as f64 / (n - 1) as f64 })
+        .map(|ramp| (max_inv + ramp * (min_inv - max_inv)).powf(RHO))
+        .collect()
+}
+
+/// The (fractional) training timestep whose noise level is `sigma`,
+/// interpolating in log sigma as diffusers' `_sigma_to_t` does; `all_sigmas`
+/// is per training timestep, increasing.
+pub fn sigma_to_t(sigma: f64, all_sigmas: &[f64]) -> f64 {
+    let log_sigma = sigma.max(1e-10).ln();
+    let logs: Vec<f64> = all_sigmas.iter().map(|s| s.ln()).collect();
+    if logs.len() < 2 {
+        return 0.0;
+    }
+    let low = logs.iter().rposition(|l| *l <= log_sigma).unwrap_or(0).min(logs.len() - 2);
+    let w = ((logs[low] - log_sigma) / (logs[low] - logs[low + 1])).clamp(0.0, 1.0);
+    (1.0 - w) * low as f64 + w * (low + 1) as f64
+}
+
+/// LCM's timesteps (diffusers' `LCMScheduler`): `steps` of the
+/// distillation's `original_steps` evenly spaced ones, highest first; at
+/// most `original_steps` of them.
+pub fn lcm_timesteps(train_steps: usize, original_steps: usize, steps: usize) -> Vec<f64> {
+    let k = train_steps / original_steps;
+    let origin: Vec<usize> = (1..=original_steps).rev().map(|i| i * k - 1).collect();
+    let n = steps.clamp(1, original_steps);
+    (0..n).map(|i| origin[i * origin.len() / n] as f64).collect()
+}
+
 /// Linear interpolation of `ys` (given at 0, 1, 2, …) at `x`.
 pub fn interp(x: f64, ys: &[f64]) -> f64 {
     let last = ys.len() - 1;
@@ -108,6 +160,33 @@ mod tests {
         assert!(cos.windows(2).all(|w| w[1] < w[0]));
         let lin = alphas_cumprod(BetaSchedule::Linear, 0.0001, 0.02, 1000);
         assert!((lin[0] - 0.9999).abs() < 1e-12);
+    }
+
+    #[test]
+    fn multistep_karras_and_lcm_timesteps_match_diffusers() {
+        // DPMSolverMultistepScheduler, 1000 training steps, 20 steps, linspace.
+        let ts = multistep_timesteps(Spacing::Linspace, 1000, 20, 0);
+        assert_eq!((ts.len(), ts[0], ts[1], ts[19]), (20, 999.0, 949.0, 50.0));
+        assert_eq!(multistep_timesteps(Spacing::Leading, 1000, 4, 1), [801.0, 601.0, 401.0, 201.0]);
+        // LCMScheduler's published 4-step schedule.
+        assert_eq!(lcm_timesteps(1000, 50, 4), [999.0, 759.0, 499.0, 259.0]);
+        assert_eq!(lcm_timesteps(1000, 50, 1), [999.0]);
+        assert_eq!(lcm_timesteps(1000, 50, 80).len(), 50, "never more than the distillation's steps");
+        // Karras: the endpoints, and decreasing.
+        let k = karras_sigmas(0.0292, 14.6146, 10);
+        assert!((k[0] - 14.6146).abs() < 1e-9 && (k[9] - 0.0292).abs() < 1e-9, "{k:?}");
+        assert!(k.windows(2).all(|w| w[0] > w[1]), "{k:?}");
+    }
+
+    #[test]
+    fn sigma_to_t_inverts_the_schedule() {
+        let ac = alphas_cumprod(BetaSchedule::ScaledLinear, 0.00085, 0.012, 1000);
+        let sigmas: Vec<f64> = ac.iter().map(|a| ((1.0 - a) / a).sqrt()).collect();
+        for t in [0usize, 1, 250, 999] {
+            assert!((sigma_to_t(sigmas[t], &sigmas) - t as f64).abs() < 1e-9, "{t}");
+        }
+        let between = sigma_to_t((sigmas[500] * sigmas[501]).sqrt(), &sigmas);
+        assert!((between - 500.5).abs() < 1e-9, "log-linear between two steps: {between}");
     }
 
     #[test]
