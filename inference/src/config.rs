@@ -17,7 +17,10 @@ use crate::report::AgentAddr;
 use crate::validation::Limits;
 
 mod error;
+mod parse;
 pub use error::ConfigError;
+pub use parse::{parse_advertise_url, parse_labels, parse_size};
+use parse::{parse_dtype, parse_sampler, parse_size_flag};
 
 /// Model loading flags shared by `serve` and `generate`.
 #[derive(Debug, Args, Clone)]
@@ -172,74 +175,6 @@ pub struct GenerateArgs {
     /// Output PNG file.
     #[arg(long)]
     pub out: PathBuf,
-}
-
-/// `k=v,k=v` into a map, checked as the agent checks a report's labels.
-pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, ConfigError> {
-    let refuse = |reason: String| ConfigError::Labels { reason };
-    let mut out = BTreeMap::new();
-    if s.trim().is_empty() {
-        return Ok(out);
-    }
-    for item in s.split(',').map(str::trim) {
-        let Some((key, value)) = item.split_once('=') else {
-            return Err(refuse(format!("{item:?} is not KEY=VALUE; expected e.g. app=sd,tier=gold")));
-        };
-        let (key, value) = (key.trim(), value.trim());
-        if out.insert(key.to_owned(), value.to_owned()).is_some() {
-            return Err(refuse(format!("label {key:?} is given twice")));
-        }
-    }
-    edge_telemetry::report::check_labels(&out).map_err(|e| refuse(e.to_string()))?;
-    Ok(out)
-}
-
-/// Checks an advertised URL as the agent checks a report's `endpoint`, after
-/// putting an IPv6 host in brackets: in Kubernetes the URL is built from the
-/// downward API's `status.hostIP`, a bare address on IPv6 clusters.
-pub fn parse_advertise_url(s: &str) -> Result<String, ConfigError> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Ok(String::new());
-    }
-    let url = match s.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
-            match authority.rsplit_once(':') {
-                Some((host, port)) if host.contains(':') && !host.starts_with('[') => {
-                    format!("{scheme}://[{host}]:{port}{path}")
-                }
-                _ => s.to_owned(),
-            }
-        }
-        None => s.to_owned(),
-    };
-    edge_telemetry::report::check_endpoint(&url).map_err(|reason| ConfigError::AdvertiseUrl { reason })?;
-    Ok(url)
-}
-
-fn parse_sampler(s: &str) -> Result<SamplerKind, ConfigError> {
-    SamplerKind::parse(s).ok_or_else(|| ConfigError::Sampler { value: s.to_owned(), allowed: SamplerKind::ALLOWED })
-}
-
-fn parse_dtype(s: &str) -> Result<DType, ConfigError> {
-    match s {
-        "f32" => Ok(DType::F32),
-        "f16" => Ok(DType::F16),
-        "bf16" => Ok(DType::BF16),
-        _ => Err(ConfigError::Dtype { value: s.to_owned() }),
-    }
-}
-
-/// `--default-size`: WIDTHxHEIGHT; the bounds are checked with the others.
-fn parse_size_flag(s: &str) -> Result<(usize, usize), ConfigError> {
-    parse_size(s).ok_or_else(|| ConfigError::DefaultSizeShape { value: s.to_owned() })
-}
-
-/// `WIDTHxHEIGHT`.
-pub fn parse_size(s: &str) -> Option<(usize, usize)> {
-    let (w, h) = s.split_once(['x', 'X'])?;
-    Some((w.trim().parse().ok()?, h.trim().parse().ok()?))
 }
 
 impl LimitArgs {
