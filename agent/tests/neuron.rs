@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use edge_testkit::{Agent, AgentBuilder, eventually};
+use edge_testkit::{Agent, AgentBuilder, eventually, sample_with};
 use serde_json::Value;
 
 const FAKE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/neuron-monitor/fake-neuron-monitor");
@@ -47,18 +47,8 @@ impl Run {
     }
 }
 
-/// The value of the sample `name{…}` whose labels include all of `labels`.
-fn value(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    metrics.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (series, v) = l.rsplit_once(' ')?;
-        let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
-        let wanted = n == name && labels.iter().all(|(k, val)| rest.contains(&format!("{k}=\"{val}\"")));
-        wanted.then(|| v.parse().ok()).flatten()
-    })
-}
-
 fn neuron(metrics: &str, name: &str) -> Option<f64> {
-    value(metrics, name, &[("collector", "neuron")])
+    sample_with(metrics, name, &[("collector", "neuron")])
 }
 
 /// Per fixture line: (runtime tag, core index, utilisation ratio) of every core.
@@ -91,8 +81,11 @@ fn every_line_reaches_metrics(run: &Run, fixture_name: &str, mut each: impl FnMu
         each(&metrics);
         for (i, cores) in lines.iter().enumerate() {
             seen[i] |= cores.iter().all(|(tag, index, ratio)| {
-                let got =
-                    value(&metrics, "neuroncore_utilization_ratio", &[("runtime_tag", tag), ("neuroncore", index)]);
+                let got = sample_with(
+                    &metrics,
+                    "neuroncore_utilization_ratio",
+                    &[("runtime_tag", tag), ("neuroncore", index)],
+                );
                 got.is_some_and(|g| (g - ratio).abs() < 1e-9)
             });
         }
@@ -107,7 +100,7 @@ fn every_inf2_xlarge_report_reaches_metrics_and_counters_accumulate() {
     let mut last_completed = 0.0;
     every_line_reaches_metrics(&run, "inf2.xlarge.jsonl", |m| {
         let labels = [("runtime_tag", "2817"), ("status_type", "completed")];
-        if let Some(c) = value(m, "execution_status_total", &labels) {
+        if let Some(c) = sample_with(m, "execution_status_total", &labels) {
             assert!(c >= last_completed, "completed went down from {last_completed} to {c}");
             last_completed = c;
         }
@@ -115,19 +108,20 @@ fn every_inf2_xlarge_report_reaches_metrics_and_counters_accumulate() {
     // Cumulative: at least one full pass of the fixture (0+412+731+1016+1042+533).
     eventually(WAIT, "a full pass of completed executions", || {
         let m = run.agent.metrics();
-        let c = value(&m, "execution_status_total", &[("runtime_tag", "2817"), ("status_type", "completed")])?;
+        let c = sample_with(&m, "execution_status_total", &[("runtime_tag", "2817"), ("status_type", "completed")])?;
         (c >= 3734.0).then_some(())
     });
     let m = run.agent.metrics();
     let rt = [("instance_id", "i-0a1b2c3d4e5f60718"), ("availability_zone", "us-east-2b"), ("runtime_tag", "2817")];
     assert!(
-        value(&m, "neuron_runtime_memory_used_bytes", &[rt[0], rt[2], ("memory_location", "neuron_device")]).is_some()
+        sample_with(&m, "neuron_runtime_memory_used_bytes", &[rt[0], rt[2], ("memory_location", "neuron_device")])
+            .is_some()
     );
-    assert!(value(&m, "neuron_runtime_vcpu_usage_ratio", &[rt[1], rt[2], ("usage_type", "system")]).is_some());
+    assert!(sample_with(&m, "neuron_runtime_vcpu_usage_ratio", &[rt[1], rt[2], ("usage_type", "system")]).is_some());
     let per_core = [rt[2], ("memory_location", "None"), ("neuroncore", "1")];
-    assert_eq!(value(&m, "neuroncore_memory_usage_constants", &per_core), Some(1_342_177_280.0), "{m}");
+    assert_eq!(sample_with(&m, "neuroncore_memory_usage_constants", &per_core), Some(1_342_177_280.0), "{m}");
     let ecc = [("event_type", "sram_ecc_uncorrected"), ("neuron_device_index", "0")];
-    assert_eq!(value(&m, "hardware_ecc_events_total", &ecc), Some(0.0));
+    assert_eq!(sample_with(&m, "hardware_ecc_events_total", &ecc), Some(0.0));
     assert_eq!(neuron(&m, "edge_collector_up"), Some(1.0), "{m}");
     assert_eq!(neuron(&m, "edge_collector_errors_total"), Some(0.0), "the real fixture has no problems");
 
@@ -148,9 +142,9 @@ fn every_inf2_48xlarge_report_reaches_metrics() {
     assert_eq!(cores, 20, "{m}");
     let devices = m.lines().filter(|l| l.starts_with("hardware_ecc_events_total{")).count();
     assert_eq!(devices, 12 * 4, "four event types per device");
-    let p99 = value(&m, "execution_latency_seconds", &[("runtime_tag", "embedder"), ("percentile", "p99")]);
+    let p99 = sample_with(&m, "execution_latency_seconds", &[("runtime_tag", "embedder"), ("percentile", "p99")]);
     assert!(p99.is_some_and(|v| v > 0.009 && v < 0.012), "embedder p99 {p99:?}");
-    assert!(value(&m, "neuroncore_utilization_ratio", &[("instance_type", "inf2.48xlarge")]).is_some());
+    assert!(sample_with(&m, "neuroncore_utilization_ratio", &[("instance_type", "inf2.48xlarge")]).is_some());
 }
 
 #[test]
@@ -160,7 +154,7 @@ fn a_child_that_dies_is_restarted_and_its_data_resumes() {
     let run = Run::start(FAKE, "inf2.xlarge.jsonl", &env);
     eventually(WAIT, "three runs' executions", || {
         let m = run.agent.metrics();
-        let c = value(&m, "execution_status_total", &[("runtime_tag", "2817"), ("status_type", "completed")])?;
+        let c = sample_with(&m, "execution_status_total", &[("runtime_tag", "2817"), ("status_type", "completed")])?;
         (c >= 3.0 * 412.0).then_some(())
     });
     assert!(run.starts().len() >= 3, "{:?}", run.starts());
@@ -178,7 +172,7 @@ fn garbage_lines_are_counted_and_skipped() {
     let m = eventually(WAIT, "garbage counted next to good data", || {
         let m = run.agent.metrics();
         let errors = neuron(&m, "edge_collector_errors_total")?;
-        let cores = value(&m, "neuroncore_utilization_ratio", &[("neuroncore", "1")]);
+        let cores = sample_with(&m, "neuroncore_utilization_ratio", &[("neuroncore", "1")]);
         (errors >= 5.0 && cores.is_some()).then_some(m)
     });
     assert_eq!(neuron(&m, "edge_collector_up"), Some(1.0), "bad lines do not fail the collector: {m}");
@@ -190,8 +184,8 @@ fn runtime_errors_and_failed_groups_keep_the_rest() {
     let run = Run::start(FAKE, "faults.jsonl", &[("FAKE_NEURON_INTERVAL_MS", "100")]);
     let m = eventually(WAIT, "errors and ECC events of the fault fixture", || {
         let m = run.agent.metrics();
-        let hw = value(&m, "execution_errors_total", &[("runtime_tag", "2817"), ("error_type", "hardware")])?;
-        let ecc = value(&m, "hardware_ecc_events_total", &[("event_type", "mem_ecc_corrected")])?;
+        let hw = sample_with(&m, "execution_errors_total", &[("runtime_tag", "2817"), ("error_type", "hardware")])?;
+        let ecc = sample_with(&m, "hardware_ecc_events_total", &[("event_type", "mem_ecc_corrected")])?;
         // Each pass: one runtime error + four failed or missing groups.
         let errors = neuron(&m, "edge_collector_errors_total")?;
         (hw >= 2.0 && ecc >= 4.0 && errors >= 5.0).then_some(m)

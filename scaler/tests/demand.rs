@@ -22,7 +22,7 @@ fn pull(scaler: &Scaler, query: &str) -> http::Response {
 
 fn inventory(r: &http::Response) -> Inventory {
     assert_eq!(r.status, 200, "{}", r.text());
-    serde_json::from_str(&r.text()).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
 }
 
 async fn value(
@@ -82,7 +82,7 @@ async fn a_device_pull_at_zero_wakes_its_class_once_until_a_worker_serves_it() {
     ] {
         let r = pull(&scaler, query);
         assert_eq!(r.status, 400, "{query}: {}", r.text());
-        let err: InventoryError = serde_json::from_str(&r.text()).unwrap();
+        let err: InventoryError = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(err.param, param, "{query}");
         assert!(err.error.contains(needle), "{query}: {}", r.text());
     }

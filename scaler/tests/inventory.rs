@@ -95,7 +95,7 @@ fn one_address_pulling_too_fast_gets_429_and_a_long_query_400() {
     assert_eq!(answers.iter().map(|r| r.status).collect::<Vec<_>>(), [200, 200, 429], "{answers:?}");
     let limited = &answers[2];
     assert_eq!(limited.header("retry-after"), Some("1"), "{limited:?}");
-    let err: InventoryError = serde_json::from_str(&limited.text()).unwrap();
+    let err: InventoryError = serde_json::from_slice(&limited.body).unwrap();
     assert_eq!(err.param, "");
     assert!(err.error.starts_with("too many pulls from 127.0.0.1"), "{}", err.error);
     let m = scaler.metrics();

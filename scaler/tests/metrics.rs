@@ -19,15 +19,17 @@ fn metrics_speak_the_format_their_content_type_names() {
 
     let plain = http::get_response(scaler.metrics_addr, "/metrics").expect("GET /metrics");
     assert_eq!(plain.header("content-type"), Some(TEXT_CONTENT_TYPE));
-    assert!(plain.text().contains("# TYPE edge_scaler_snapshots_total counter\n"), "{}", plain.text());
-    assert!(!plain.text().contains("# EOF"), "{}", plain.text());
-    let problems = edge_testkit::promtool::problems(&plain.text());
-    assert!(problems.is_empty(), "promtool found problems:\n{}\n\nin:\n{}", problems.join("\n"), plain.text());
+    let text = plain.text();
+    assert!(text.contains("# TYPE edge_scaler_snapshots_total counter\n"), "{text}");
+    assert!(!text.contains("# EOF"), "{text}");
+    let problems = edge_testkit::promtool::problems(&text);
+    assert!(problems.is_empty(), "promtool found problems:\n{}\n\nin:\n{text}", problems.join("\n"));
 
     // What Prometheus asks for by default.
     let accept = "Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
     let om = http::get_response_with(scaler.metrics_addr, "/metrics", &[accept]).expect("GET /metrics");
     assert_eq!((om.status, om.header("content-type")), (200, Some(OPENMETRICS_CONTENT_TYPE)));
-    assert!(om.text().ends_with("# EOF\n"), "{}", om.text());
-    assert!(om.text().contains("# TYPE edge_scaler_snapshots counter\n"), "{}", om.text());
+    let text = om.text();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    assert!(text.contains("# TYPE edge_scaler_snapshots counter\n"), "{text}");
 }

@@ -2,6 +2,7 @@
 //! series read back and checked against what was fed in.
 
 use super::*;
+use edge_testkit::sample_with;
 
 /// The device test's cluster: its own, so no series of another test can match
 /// (moto ignores the namespace in `GetMetricData` when dimensions are given).
@@ -143,16 +144,6 @@ fn neuron_report(line: &str) -> BTreeMap<u32, (f64, f64)> {
 /// The node-level NeuronCore utilisation: the mean over cores, summed in index order as the agent does.
 fn neuron_mean(cores: &BTreeMap<u32, (f64, f64)>) -> f64 {
     cores.values().map(|(u, _)| u).sum::<f64>() / cores.len() as f64
-}
-
-/// The value of the first sample `name{…}` on /metrics whose labels include all of `labels`.
-fn labelled(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    metrics.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (series, v) = l.rsplit_once(' ')?;
-        let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
-        let wanted = n == name && labels.iter().all(|(k, val)| rest.contains(&format!("{k}=\"{val}\"")));
-        wanted.then(|| v.parse().ok()).flatten()
-    })
 }
 
 /// Polls `agent`'s /metrics until its CloudWatch sampler has run at least
@@ -385,9 +376,9 @@ fn feed(d: &Devices, front: &Front, namespace: &str) -> Fed {
 
         let gpu_state = |m: &str, gpu0: GpuLoad, queue: u32| {
             let gpu = [("gpu", "0")];
-            labelled(m, "DCGM_FI_DEV_GPU_UTIL", &gpu) == Some(gpu0.util())
-                && labelled(m, "DCGM_FI_DEV_FB_USED", &gpu) == Some(gpu0.used_mib as f64)
-                && labelled(m, "edge_worker_queue_depth", &[("deployment", d.gpu_worker.deployment)])
+            sample_with(m, "DCGM_FI_DEV_GPU_UTIL", &gpu) == Some(gpu0.util())
+                && sample_with(m, "DCGM_FI_DEV_FB_USED", &gpu) == Some(gpu0.used_mib as f64)
+                && sample_with(m, "edge_worker_queue_depth", &[("deployment", d.gpu_worker.deployment)])
                     == Some(f64::from(queue))
         };
         hold(&gpu_agent, "the GPU node's low phase in CloudWatch samples", |m| gpu_state(m, d.gpu0_low, gpu_queue_low));
@@ -399,10 +390,10 @@ fn feed(d: &Devices, front: &Front, namespace: &str) -> Fed {
         });
 
         let neuron_state = |m: &str, report: &BTreeMap<u32, (f64, f64)>| {
-            let worker = labelled(m, "edge_worker_queue_depth", &[("deployment", d.neuron_worker.deployment)]);
+            let worker = sample_with(m, "edge_worker_queue_depth", &[("deployment", d.neuron_worker.deployment)]);
             worker == Some(f64::from(d.neuron_queue))
                 && report.iter().all(|(core, (util, _))| {
-                    let got = labelled(m, "neuroncore_utilization_ratio", &[("neuroncore", &core.to_string())]);
+                    let got = sample_with(m, "neuroncore_utilization_ratio", &[("neuroncore", &core.to_string())]);
                     got.is_some_and(|g| (g - util / 100.0).abs() < 1e-9)
                 })
         };

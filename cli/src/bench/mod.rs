@@ -52,7 +52,7 @@ pub struct BenchArgs {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let agent_bin = paths::sibling("edge-agent")?;
     let scaler_bin = paths::sibling("edge-scaler")?;
-    prometheus::binary()?;
+    edge_telemetry::prometheus_server::binary()?;
     let dir = std::env::temp_dir().join(format!("edge-diffusion-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut children = Vec::new();

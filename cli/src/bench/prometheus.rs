@@ -5,7 +5,7 @@
 //! in the end-to-end tests; here it runs under the CLI's supervisor.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -22,15 +22,10 @@ pub struct Prometheus {
     pub version: String,
 }
 
-/// The `prometheus` binary on PATH.
-pub fn binary() -> anyhow::Result<PathBuf> {
-    Ok(prometheus_server::binary()?)
-}
-
 /// Starts Prometheus on `addr` scraping `target` every second, and waits
 /// until it has scraped it once.
 pub async fn start(addr: SocketAddr, target: SocketAddr, dir: &Path) -> anyhow::Result<Prometheus> {
-    let bin = binary()?;
+    let bin = prometheus_server::binary()?;
     let version = tokio::process::Command::new(&bin)
         .arg("--version")
         .output()

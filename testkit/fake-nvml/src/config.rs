@@ -43,7 +43,8 @@ pub struct Config {
     pub gpus: Vec<GpuConfig>,
 }
 
-fn default_driver_version() -> String {
+/// What the driver version is when a config names none.
+pub fn default_driver_version() -> String {
     "550.54.15".to_owned()
 }
 

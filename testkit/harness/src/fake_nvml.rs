@@ -50,7 +50,7 @@ impl Config {
     /// the library never reads half a file and sees the change at once.
     pub fn write(&self, path: &Path) {
         let machine = Machine {
-            driver_version: "550.54.15".to_owned(),
+            driver_version: fake_nvml::config::default_driver_version(),
             gpus: self.gpus.iter().map(|g| g.config.clone()).collect(),
         };
         let text = serde_json::to_string_pretty(&machine).expect("serialise fake NVML config");

@@ -272,3 +272,14 @@ pub fn sample(exposition: &str, series: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// The value of the first sample `name{…}` whose label set includes every
+/// `(key, value)` of `labels`, in any order, from a text exposition.
+pub fn sample_with(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    exposition.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, v) = l.rsplit_once(' ')?;
+        let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
+        let wanted = n == name && labels.iter().all(|(k, val)| rest.contains(&format!("{k}=\"{val}\"")));
+        wanted.then(|| v.parse().ok()).flatten()
+    })
+}

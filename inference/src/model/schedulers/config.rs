@@ -30,7 +30,7 @@ pub struct SchedulerConfig {
     pub spacing: Spacing,
     /// Added to leading-spaced timesteps.
     pub steps_offset: usize,
-    /// DDIM and LCM: the final step's alpha is 1 (else alphas_cumprod[0]).
+    /// DDIM: the final step's alpha is 1 (else alphas_cumprod[0]).
     pub set_alpha_to_one: bool,
     /// DDIM: clamp the predicted clean sample to this range.
     pub clip_sample: Option<f64>,
@@ -129,11 +129,7 @@ impl SchedulerConfig {
             train_steps,
             spacing,
             steps_offset: f.or("steps_offset", "an integer", 0)?,
-            set_alpha_to_one: f.or(
-                "set_alpha_to_one",
-                "true or false",
-                class == "DDIMScheduler" || kind == SamplerKind::Lcm,
-            )?,
+            set_alpha_to_one: f.or("set_alpha_to_one", "true or false", class == "DDIMScheduler")?,
             clip_sample: (clip && ddim).then_some(clip_range),
             karras_sigmas,
             lcm_original_steps,
@@ -181,10 +177,11 @@ impl SchedulerConfig {
             SamplerKind::Lcm => (schedule::lcm_timesteps(self.train_steps, self.lcm_original_steps, steps), vec![]),
             kind if self.karras_sigmas && kind.in_sigma_space() => {
                 let sigmas = schedule::karras_sigmas(all_sigmas[0], all_sigmas[all_sigmas.len() - 1], steps);
-                let round = self.kind == SamplerKind::DpmSolver2m;
+                let round = kind == SamplerKind::DpmSolver2m;
+                let log_sigmas: Vec<f64> = all_sigmas.iter().map(|s| s.ln()).collect();
                 let ts = sigmas
                     .iter()
-                    .map(|s| schedule::sigma_to_t(*s, &all_sigmas))
+                    .map(|s| schedule::sigma_to_t(*s, &log_sigmas))
                     .map(|t| if round { t.round() } else { t });
                 (ts.collect(), sigmas)
             }

@@ -99,16 +99,16 @@ pub fn karras_sigmas(sigma_min: f64, sigma_max: f64, steps: usize) -> Vec<f64> {
 }
 
 /// The (fractional) training timestep whose noise level is `sigma`,
-/// interpolating in log sigma as diffusers' `_sigma_to_t` does; `all_sigmas`
-/// is per training timestep, increasing.
-pub fn sigma_to_t(sigma: f64, all_sigmas: &[f64]) -> f64 {
-    let log_sigma = sigma.max(1e-10).ln();
-    let logs: Vec<f64> = all_sigmas.iter().map(|s| s.ln()).collect();
-    if logs.len() < 2 {
+/// interpolating in log sigma as diffusers' `_sigma_to_t` does;
+/// `log_sigmas` is ln sigma per training timestep, increasing.
+pub fn sigma_to_t(sigma: f64, log_sigmas: &[f64]) -> f64 {
+    if log_sigmas.len() < 2 {
         return 0.0;
     }
-    let low = logs.iter().rposition(|l| *l <= log_sigma).unwrap_or(0).min(logs.len() - 2);
-    let w = ((logs[low] - log_sigma) / (logs[low] - logs[low + 1])).clamp(0.0, 1.0);
+    let log_sigma = sigma.max(1e-10).ln();
+    let low = log_sigmas.iter().rposition(|l| *l <= log_sigma).unwrap_or(0).min(log_sigmas.len() - 2);
+    let (l0, l1) = (log_sigmas[low], log_sigmas[low + 1]);
+    let w = ((l0 - log_sigma) / (l0 - l1)).clamp(0.0, 1.0);
     (1.0 - w) * low as f64 + w * (low + 1) as f64
 }
 
@@ -182,10 +182,11 @@ mod tests {
     fn sigma_to_t_inverts_the_schedule() {
         let ac = alphas_cumprod(BetaSchedule::ScaledLinear, 0.00085, 0.012, 1000);
         let sigmas: Vec<f64> = ac.iter().map(|a| ((1.0 - a) / a).sqrt()).collect();
+        let logs: Vec<f64> = sigmas.iter().map(|s| s.ln()).collect();
         for t in [0usize, 1, 250, 999] {
-            assert!((sigma_to_t(sigmas[t], &sigmas) - t as f64).abs() < 1e-9, "{t}");
+            assert!((sigma_to_t(sigmas[t], &logs) - t as f64).abs() < 1e-9, "{t}");
         }
-        let between = sigma_to_t((sigmas[500] * sigmas[501]).sqrt(), &sigmas);
+        let between = sigma_to_t((sigmas[500] * sigmas[501]).sqrt(), &logs);
         assert!((between - 500.5).abs() < 1e-9, "log-linear between two steps: {between}");
     }
 

@@ -99,19 +99,21 @@ fn an_oracle_denoiser_recovers_the_clean_sample() {
 }
 
 #[test]
-fn ancestral_noise_follows_the_seed() {
+fn ancestral_and_lcm_noise_follow_the_seed() {
     let dev = Device::Cpu;
-    let mut c = config(TURBO);
-    c.kind = SamplerKind::EulerAncestral;
-    let s = c.build(4);
-    let sample = Tensor::ones(8, candle_core::DType::F32, &dev).unwrap();
-    let output = Tensor::zeros(8, candle_core::DType::F32, &dev).unwrap();
-    let run = |seed| -> Vec<f32> {
-        let mut rng = NoiseRng::new(seed);
-        s.clone().step(&output, 0, &sample, &mut rng).unwrap().to_vec1().unwrap()
-    };
-    assert_eq!(run(1), run(1));
-    assert_ne!(run(1), run(2));
+    let mut ancestral = config(TURBO);
+    ancestral.kind = SamplerKind::EulerAncestral;
+    for c in [ancestral, config(LCM)] {
+        let s = c.build(4);
+        let sample = Tensor::ones(8, candle_core::DType::F32, &dev).unwrap();
+        let output = Tensor::zeros(8, candle_core::DType::F32, &dev).unwrap();
+        let run = |seed| -> Vec<f32> {
+            let mut rng = NoiseRng::new(seed);
+            s.clone().step(&output, 0, &sample, &mut rng).unwrap().to_vec1().unwrap()
+        };
+        assert_eq!(run(1), run(1), "{:?}", c.kind);
+        assert_ne!(run(1), run(2), "{:?}", c.kind);
+    }
 }
 
 /// A DPM-Solver++ 2M Karras config as diffusers saves it (Python's JSON:
@@ -198,16 +200,4 @@ fn an_oracle_denoiser_recovers_the_clean_sample_over_several_steps() {
             assert!(diff < 1e-3, "{name} {:?} {prediction:?}: off by {diff}", c.kind);
         }
     }
-}
-
-#[test]
-fn lcm_noise_follows_the_seed() {
-    let s = config(LCM).build(4);
-    let sample = Tensor::ones(8, candle_core::DType::F32, &Device::Cpu).unwrap();
-    let output = Tensor::zeros(8, candle_core::DType::F32, &Device::Cpu).unwrap();
-    let run = |seed| -> Vec<f32> {
-        s.clone().step(&output, 0, &sample, &mut NoiseRng::new(seed)).unwrap().to_vec1().unwrap()
-    };
-    assert_eq!(run(1), run(1));
-    assert_ne!(run(1), run(2));
 }
