@@ -1,5 +1,6 @@
-//! Runs a validated job on the model, off the async runtime, holding the
-//! request's runner permit until the computation has really stopped.
+//! Runs validated jobs on the model, off the async runtime, holding the
+//! requests' runner until the computation has really stopped: one job alone
+//! ([`run`]) or a batch of them ([`spawn_batch`], formed by [`crate::batch`]).
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::imageio::OutputFormat;
 use crate::metrics::Metrics;
 use crate::model::Model;
-use crate::model::pipeline::{GenerateError, StepInfo};
+use crate::model::pipeline::{GenerateError, Params, StepInfo};
 use crate::queue::Running;
 use crate::validation::Job;
 
@@ -27,8 +28,11 @@ pub struct Generated {
 pub struct Output {
     /// The images, in request order.
     pub images: Vec<Generated>,
-    /// Time inside the model (text encoding, steps, decode, encoding).
+    /// Time inside the model (text encoding, steps, decode, encoding; a
+    /// batch's, for a request that ran in one).
     pub model_time: Duration,
+    /// Time it waited for a runner.
+    pub waited: Duration,
     /// How the images are encoded.
     pub format: OutputFormat,
 }
@@ -70,8 +74,9 @@ pub async fn run(
     cancel: Arc<AtomicBool>,
 ) -> Result<Output, GenerateError> {
     let task = tokio::task::spawn_blocking(move || {
-        // Moved in so the runner stays taken until the model is done.
-        let _running = running;
+        // `running` is moved in: the runner stays taken until the model is done.
+        let waited = running.waited();
+        metrics.queue_wait_seconds.observe(waited.as_secs_f64());
         let started = Instant::now();
         let mut images = Vec::with_capacity(job.n);
         for i in 0..job.n {
@@ -80,6 +85,8 @@ pub async fn run(
                 metrics.step_seconds.observe(step.elapsed.as_secs_f64());
                 if cancel.load(Ordering::Relaxed) { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
             };
+            // Counted when it starts, as a batch is.
+            metrics.batch_images.observe(1.0);
             let image = match &job.edit {
                 Some(edit) => model.edit(&params, edit, on_step)?,
                 None => model.generate(&params, on_step)?,
@@ -87,7 +94,85 @@ pub async fn run(
             images.push(Generated { seed: params.seed, bytes: job.format.encode(&image) });
             metrics.image(job.edit.is_some());
         }
-        Ok(Output { images, model_time: started.elapsed(), format: job.format })
+        Ok(Output { images, model_time: started.elapsed(), format: job.format, waited })
     });
     task.await.unwrap_or_else(|e| Err(GenerateError::Model(candle_core::Error::Msg(format!("generation failed: {e}")))))
+}
+
+/// A request taken into a batch: running on the batch's runner, its answer
+/// sent when the batch is done.
+pub struct Member {
+    /// Its place in the queue, now running.
+    pub running: Running,
+    /// What it asked for (text to image).
+    pub job: Job,
+    /// Set when its client went away.
+    pub cancel: Arc<AtomicBool>,
+    /// Where its answer goes.
+    pub answer: tokio::sync::oneshot::Sender<Result<Output, GenerateError>>,
+}
+
+/// Generates every image of `members` on a blocking thread, `max_images`
+/// per batch (members share a shape: [`crate::batch`]), and sends each
+/// member its own images. The thread owns the members, so the batch
+/// finishes for the others when one member's client goes away; it stops
+/// only when all of them have.
+pub fn spawn_batch(model: Arc<Model>, metrics: Arc<Metrics>, members: Vec<Member>, max_images: usize) {
+    tokio::task::spawn_blocking(move || run_batch(&model, &metrics, members, max_images));
+}
+
+fn run_batch(model: &Model, metrics: &Metrics, members: Vec<Member>, max_images: usize) {
+    for m in &members {
+        metrics.queue_wait_seconds.observe(m.running.waited().as_secs_f64());
+    }
+    let started = Instant::now();
+    let params: Vec<Params> = members.iter().flat_map(|m| (0..m.job.n).map(|i| m.job.image(i))).collect();
+    let everyone_left = || members.iter().all(|m| m.cancel.load(Ordering::Relaxed));
+    let mut images = Vec::with_capacity(params.len());
+    let mut failed = None;
+    for chunk in params.chunks(max_images.max(1)) {
+        metrics.batch_images.observe(chunk.len() as f64);
+        let done = model.generate_batch(chunk, |step: StepInfo| {
+            metrics.step_seconds.observe(step.elapsed.as_secs_f64());
+            if everyone_left() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        });
+        match done {
+            Ok(done) => images.extend(done),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    let model_time = started.elapsed();
+    let mut made = params.iter().zip(images);
+    for m in members {
+        let answer = match &failed {
+            Some(e) => Err(again(e)),
+            None => {
+                let images: Vec<Generated> = made
+                    .by_ref()
+                    .take(m.job.n)
+                    .map(|(p, image)| {
+                        metrics.image(false);
+                        Generated { seed: p.seed, bytes: m.job.format.encode(&image) }
+                    })
+                    .collect();
+                Ok(Output { images, model_time, format: m.job.format, waited: m.running.waited() })
+            }
+        };
+        let Member { running, answer: to, .. } = m;
+        // Finished before it is answered, so the queue's counts are true when the client reads them.
+        drop(running);
+        // Err: the client went away; nothing to tell.
+        let _ = to.send(answer);
+    }
+}
+
+/// A batch's failure, told to each of its requests.
+fn again(e: &GenerateError) -> GenerateError {
+    match e {
+        GenerateError::Cancelled => GenerateError::Cancelled,
+        GenerateError::Model(e) => GenerateError::Model(candle_core::Error::Msg(e.to_string())),
+    }
 }

@@ -4,13 +4,15 @@
 //! - [`model`]: loading a diffusers-layout checkout, generating and editing images.
 //! - [`imageio`]: decoding uploads and encoding results (PNG, JPEG, WebP).
 //! - [`queue`]: admission and ordering (permits, no unbounded channel).
-//! - [`http`]: the API, probes and `/metrics`; [`engine`] runs jobs.
+//! - [`http`]: the API, probes and `/metrics`; [`engine`] runs jobs, [`batch`] batches
+//!   same-shape ones that wait together.
 //! - [`report`]: queue reports to the node agent.
 //! - [`tiny`]: writing small random models of each architecture in the diffusers layout.
 //! - [`random_model`]: full-size random models (real shapes, f16) for benchmarks.
 //! - [`proxy`]: the same queue and reports in front of any other SD server.
 //! - [`daemon`]: listener, reports and drain, shared by `serve` and `proxy`.
 
+pub mod batch;
 pub mod bench;
 pub mod cli;
 pub mod config;

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub queue_wait_seconds: Histogram,
     /// One denoising step.
     pub step_seconds: Histogram,
+    /// Images per batch.
+    pub batch_images: Histogram,
 }
 
 impl Default for Metrics {
@@ -44,8 +46,8 @@ impl Metrics {
         Self::build(true)
     }
 
-    /// The proxy's families: the worker's without images and denoising
-    /// steps, which only the upstream server could count (a series it cannot
+    /// The proxy's families: the worker's without images, denoising steps
+    /// and batches, which only the upstream server could count (a series it cannot
     /// know is left out, not reported as 0).
     pub fn for_proxy() -> Self {
         Self::build(false)
@@ -76,14 +78,16 @@ impl Metrics {
         let request_seconds = histogram(&mut registry, cat::REQUEST_DURATION_SECONDS);
         let queue_wait_seconds = histogram(&mut registry, cat::QUEUE_WAIT_SECONDS);
         let step_seconds = Histogram::new(cat::STEP_DURATION_SECONDS.buckets.iter().copied());
+        let batch_images = Histogram::new(cat::BATCH_IMAGES.buckets.iter().copied());
         if model {
             // Both kinds from the start, so a rate over either exists at 0.
             for kind in ["generate", "edit"] {
                 let _ = images.get_or_create(&vec![(cat::LABEL_KIND, kind.to_owned())]);
             }
             registry.register(cat::IMAGES_GENERATED.name, cat::IMAGES_GENERATED.help, images.clone());
-            let h = cat::STEP_DURATION_SECONDS;
-            registry.register(h.name, h.help, step_seconds.clone());
+            for (h, m) in [(cat::STEP_DURATION_SECONDS, &step_seconds), (cat::BATCH_IMAGES, &batch_images)] {
+                registry.register(h.name, h.help, m.clone());
+            }
         }
         Self {
             registry,
@@ -98,6 +102,7 @@ impl Metrics {
             request_seconds,
             queue_wait_seconds,
             step_seconds,
+            batch_images,
         }
     }
 
@@ -155,7 +160,7 @@ mod tests {
     #[test]
     fn the_proxy_leaves_out_what_only_the_model_knows() {
         let text = Metrics::for_proxy().render(Counts::default(), 1, false);
-        for name in [cat::IMAGES_GENERATED.name, cat::STEP_DURATION_SECONDS.name] {
+        for name in [cat::IMAGES_GENERATED.name, cat::STEP_DURATION_SECONDS.name, cat::BATCH_IMAGES.name] {
             assert!(!text.contains(name), "{name} in the proxy's metrics:\n{text}");
         }
         assert!(text.contains(&format!("# TYPE {} ", cat::QUEUE_DEPTH.name)), "{text}");

@@ -207,6 +207,18 @@ impl Queue {
     pub fn is_closed(&self) -> bool {
         self.state().closed
     }
+
+    /// Waits for a runner, in arrival order.
+    pub async fn runner(&self) -> Runner {
+        // The semaphore is never closed, so acquiring only waits.
+        Runner { _permit: self.inner.runners.clone().acquire_owned().await.ok() }
+    }
+}
+
+/// One of the queue's `concurrency` runners: what a request (or a batch of
+/// them) generates on. Dropping it hands it to the next in line.
+pub struct Runner {
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 /// An admitted request waiting for a runner. Dropping it frees the slot.
@@ -217,10 +229,20 @@ pub struct Ticket {
 }
 
 impl Ticket {
-    /// Waits for a runner (first come, first served).
-    pub async fn start(mut self) -> Running {
-        // The semaphore is never closed, so acquiring only waits.
-        let runner = self.queue.inner.runners.clone().acquire_owned().await.ok();
+    /// Waits for a runner (first come, first served) and starts on it.
+    pub async fn start(self) -> Running {
+        let runner = self.queue.runner().await;
+        self.start_on(Some(runner))
+    }
+
+    /// The queue it waits in.
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// Starts now: on `runner`, or with `None` on the runner of the batch it
+    /// joins (the batch's first request holds it for all of them).
+    pub fn start_on(mut self, runner: Option<Runner>) -> Running {
         let slot = self.slot.take();
         self.queue.update(|s| {
             s.queued -= 1;
@@ -249,7 +271,7 @@ impl Drop for Ticket {
 /// its latency.
 pub struct Running {
     _slot: Option<OwnedSemaphorePermit>,
-    _runner: Option<OwnedSemaphorePermit>,
+    _runner: Option<Runner>,
     queue: Queue,
     admitted: Instant,
     started: Instant,

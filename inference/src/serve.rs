@@ -34,10 +34,16 @@ pub async fn run(args: ServeSettings) -> anyhow::Result<()> {
     let options = load_options(&args.model)?;
     let template = args.report_template(&options.device)?;
 
+    let max_batch = args.max_batch(&options.device);
+    tracing::info!(
+        max_batch,
+        concurrency = args.queue.concurrency,
+        "batches of same-shape requests that wait together"
+    );
     let queue = Queue::new(args.queue.queue_capacity, args.queue.concurrency);
     let metrics = Arc::new(Metrics::new());
     // Serve the probes while the model loads.
-    let state = Arc::new(AppState::new(queue.clone(), metrics.clone()));
+    let state = Arc::new(AppState::new(queue.clone(), metrics.clone(), max_batch));
     let mut daemon = Daemon::start(&args.queue, http::router(state.clone()), queue).await?;
 
     let dir = args.model.model_dir.clone();

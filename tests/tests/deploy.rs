@@ -1092,10 +1092,14 @@ fn the_scaler_and_the_worker_accept_the_rendered_flags() {
             .collect();
     let proxy = &pod_specs(find(&objects, "Deployment", "edge-edge-diffusion-neuron"))[0]["containers"][0];
     assert_eq!(proxy["name"], "proxy");
+    // The nvidia profile sets what the others leave to the worker (--max-batch).
+    let nvidia_objects = rendered("nvidia");
+    let nvidia = &pod_specs(find(&nvidia_objects, "Deployment", "edge-edge-diffusion-nvidia"))[0]["containers"][0];
     for (bin, container, extra) in [
         ("edge-scaler", scaler, Vec::new()),
         ("edge-inference", worker, worker_env_flags),
         ("edge-inference", proxy, Vec::new()),
+        ("edge-inference", nvidia, Vec::new()),
     ] {
         let path = edge_testkit::artifact(bin);
         let probe = Command::new(&path).arg("--help").output().unwrap();
@@ -1252,6 +1256,25 @@ fn every_worker_runs_the_device_its_accelerator_and_image_mean() {
     ])
     .unwrap_err();
     assert!(err.contains("accelerators.neuron") && err.contains("no neuron backend"), "{err}");
+}
+
+/// `accelerators.<type>.maxBatch` reaches the worker as `--max-batch`; unset,
+/// no flag, and the worker picks by the device it opens (4 on a GPU, 1 on the CPU).
+#[test]
+fn a_max_batch_value_reaches_the_worker_and_unset_leaves_the_devices_default() {
+    for (profile, accelerator, want) in [("nvidia", "nvidia", Some("8")), ("cpu-only", "cpu", None)] {
+        let objects = rendered(profile);
+        let workers: Vec<_> =
+            inference_deployments(&objects).into_iter().filter(|d| identify(d).1 == accelerator).collect();
+        assert!(!workers.is_empty(), "{profile}: no {accelerator} workers");
+        for d in workers {
+            let (name, _, pod) = identify(d);
+            let worker = serve_container(pod).unwrap_or_else(|| panic!("{profile}/{name}: no worker"));
+            assert_eq!(flag(worker, "max-batch"), want, "{profile}/{name}");
+        }
+    }
+    let err = chart::template(&["--set", "model.s3.bucket=b", "--set", "accelerators.cpu.maxBatch=0"]).unwrap_err();
+    assert!(err.contains("maxBatch"), "{err}");
 }
 
 /// The nvidia Deployment's rendered flags and variables, given to the CPU-only

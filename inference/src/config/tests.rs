@@ -122,3 +122,14 @@ fn serve_flags_are_checked_before_any_model_is_read() {
     // A model whose factor the flags miss is refused when it is read.
     assert!(settings.limits.for_model(128, &model).unwrap_err().to_string().contains("multiples of 128"));
 }
+
+#[test]
+fn batches_hold_one_image_on_the_cpu_unless_the_flag_says_otherwise() {
+    let cpu = candle_core::Device::Cpu;
+    assert_eq!(serve_args(&[]).unwrap().validate().unwrap().max_batch(&cpu), 1);
+    assert_eq!(serve_args(&["--max-batch", "8"]).unwrap().validate().unwrap().max_batch(&cpu), 8);
+    for bad in ["0", "65", "many"] {
+        let err = serve_args(&["--max-batch", bad]).unwrap_err().to_string();
+        assert!(err.contains("--max-batch"), "{bad}: {err}");
+    }
+}

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use axum::Router;
 use axum::routing::{get, post};
 
+use crate::batch::Batcher;
 use crate::metrics::Metrics;
 use crate::model::Model;
 use crate::model::rng::NoiseRng;
@@ -28,6 +29,8 @@ pub const MAX_EDIT_BODY_BYTES: usize = 12 << 20;
 pub struct AppState {
     /// The bounded queue.
     pub queue: Queue,
+    /// Forms batches from what waits in the queue.
+    pub batcher: Batcher,
     /// The worker's metrics.
     pub metrics: Arc<Metrics>,
     /// The model and the request bounds that fit it; set once it is loaded
@@ -40,11 +43,13 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State for a worker whose model is not loaded yet.
-    pub fn new(queue: Queue, metrics: Arc<Metrics>) -> Self {
+    /// State for a worker whose model is not loaded yet; batches of at most
+    /// `max_batch` images.
+    pub fn new(queue: Queue, metrics: Arc<Metrics>, max_batch: usize) -> Self {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         Self {
             queue,
+            batcher: Batcher::new(max_batch),
             metrics,
             loaded: OnceLock::new(),
             ready: AtomicBool::new(false),

@@ -16,7 +16,7 @@ use base64::Engine as _;
 use super::AppState;
 use super::error::ApiError;
 use super::multipart;
-use crate::engine::{self, CancelOnDrop, Output};
+use crate::engine::{CancelOnDrop, Output};
 use crate::metrics::Metrics;
 use crate::validation::{self, Endpoint, Job, Limits, ValidationError};
 
@@ -146,13 +146,10 @@ async fn generate(
     let admitted = Instant::now();
     // Dropped with this future if the client goes away: stops the generation.
     let cancel = CancelOnDrop::new();
-    let running = ticket.start().await;
-    let waited = running.waited();
-    state.metrics.queue_wait_seconds.observe(waited.as_secs_f64());
-    let out = engine::run(model, state.metrics.clone(), running, job, cancel.flag()).await?;
+    let out = state.batcher.run(model, state.metrics.clone(), ticket, job, cancel.flag()).await?;
     state.metrics.request_seconds.observe(admitted.elapsed().as_secs_f64());
     let timing =
-        Timing { received, queue_ms: waited.as_secs_f64() * 1e3, model_ms: out.model_time.as_secs_f64() * 1e3 };
+        Timing { received, queue_ms: out.waited.as_secs_f64() * 1e3, model_ms: out.model_time.as_secs_f64() * 1e3 };
     Ok((out, timing))
 }
 

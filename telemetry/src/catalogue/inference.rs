@@ -53,10 +53,18 @@ pub const STEP_DURATION_SECONDS: Histogram = Histogram {
     help: "Time of one denoising step (UNet forward and sampler update)",
     buckets: &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
 };
+/// Images per UNet batch: text-to-image requests of one shape that waited
+/// together run as one batch (`--max-batch`); 1 when each runs alone.
+pub const BATCH_IMAGES: Histogram = Histogram {
+    name: "edge_inference_batch_images",
+    help: "Images generated together in one batch (one UNet call per step for all of them)",
+    buckets: &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
+};
 
 /// Every gauge and counter of the worker.
 pub const ALL: &[Metric] =
     &[QUEUE_DEPTH, IN_FLIGHT, CAPACITY, CONCURRENCY, READY, REJECTED, REQUESTS, IMAGES_GENERATED];
 
 /// Every histogram of the worker.
-pub const HISTOGRAMS: &[Histogram] = &[REQUEST_DURATION_SECONDS, QUEUE_WAIT_SECONDS, STEP_DURATION_SECONDS];
+pub const HISTOGRAMS: &[Histogram] =
+    &[REQUEST_DURATION_SECONDS, QUEUE_WAIT_SECONDS, STEP_DURATION_SECONDS, BATCH_IMAGES];

@@ -108,12 +108,14 @@ mod tests {
     }
 
     #[test]
-    fn histograms_are_unique_sorted_and_in_seconds() {
+    fn histograms_are_unique_sorted_and_in_base_units() {
         let gauges: Vec<&str> = all().iter().map(|m| m.name).collect();
         let mut seen = std::collections::HashSet::new();
         for h in inference::HISTOGRAMS {
             assert!(seen.insert(h.name) && !gauges.contains(&h.name), "duplicate metric {}", h.name);
-            assert!(h.name.starts_with("edge_inference_") && h.name.ends_with("_seconds"), "{}", h.name);
+            // Durations in seconds; a batch's size counts images.
+            let unit = h.name.ends_with("_seconds") || h.name.ends_with("_images");
+            assert!(h.name.starts_with("edge_inference_") && unit, "{}", h.name);
             assert!(h.buckets.windows(2).all(|w| w[0] < w[1]), "{} buckets not increasing", h.name);
             assert!(!h.help.is_empty(), "{} has no help", h.name);
         }

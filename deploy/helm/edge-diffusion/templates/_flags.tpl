@@ -132,6 +132,9 @@ flags); EDGE_* environment variables for what the downward API fills in.
 - --listen=0.0.0.0:{{ $v.inference.port }}
 - --agent={{ include "edge-diffusion.reportSocket" .root }}
 - --queue-capacity={{ .spec.queueCapacity }}
+{{- with .spec.maxBatch }}
+- --max-batch={{ . }}
+{{- end }}
 - --drain-timeout={{ $v.inference.drainTimeoutSeconds }}s
 {{- end }}
 
