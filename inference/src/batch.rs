@@ -6,8 +6,8 @@
 //! batch is what is already queued — so a lone request starts as soon as a
 //! runner is free, as it would unbatched.
 //!
-//! Edits and inpainting models run one image at a time ([`engine::run`]), as
-//! does every request at `--max-batch 1`.
+//! Every request goes through here: at `--max-batch 1`, an edit, or on an
+//! inpainting model, it leads a batch of itself, one image at a time.
 
 mod lobby;
 
@@ -63,12 +63,10 @@ impl Batcher {
         job: Job,
         cancel: Arc<AtomicBool>,
     ) -> Result<Output, GenerateError> {
-        if self.max_images == 1 || job.edit.is_some() || model.is_inpainting() {
-            let running = ticket.start().await;
-            return engine::run(model, metrics, running, job, cancel).await;
-        }
+        let alone = self.max_images == 1 || job.edit.is_some() || model.is_inpainting();
+        let per_batch = if alone { 1 } else { self.max_images };
         let queue = ticket.queue().clone();
-        let (shape, images) = (Shape::of(&job.params), job.n);
+        let (shape, images) = ((!alone).then(|| Shape::of(&job.params)), job.n);
         let (answer, mut answered) = oneshot::channel();
         let id = self.lobby().wait(shape, images, Waiting { ticket, job, cancel, answer });
         let _leave = Leave { batcher: self, id };
@@ -77,7 +75,7 @@ impl Batcher {
             answer = &mut answered => return outcome(answer),
             runner = queue.runner() => {
                 // Taken out under the lock, started outside it (starting updates the queue).
-                let taken = self.lobby().lead(id, self.max_images);
+                let taken = self.lobby().lead(id, per_batch);
                 // None: a batch ahead took this request along, and this runner goes to the next in line.
                 if let Some(taken) = taken {
                     let mut runner = Some(runner);
@@ -90,7 +88,7 @@ impl Batcher {
                             answer: w.answer,
                         })
                         .collect();
-                    engine::spawn_batch(model, metrics, members, self.max_images);
+                    engine::spawn_batch(model, metrics, members, per_batch);
                 }
             }
         }

@@ -1,6 +1,6 @@
 //! Runs validated jobs on the model, off the async runtime, holding the
-//! requests' runner until the computation has really stopped: one job alone
-//! ([`run`]) or a batch of them ([`spawn_batch`], formed by [`crate::batch`]).
+//! requests' runner until the computation has really stopped: a batch of
+//! them ([`spawn_batch`], formed by [`crate::batch`]; often a batch of one).
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -65,46 +65,12 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// Generates every image of `job` on a blocking thread.
-pub async fn run(
-    model: Arc<Model>,
-    metrics: Arc<Metrics>,
-    running: Running,
-    job: Job,
-    cancel: Arc<AtomicBool>,
-) -> Result<Output, GenerateError> {
-    let task = tokio::task::spawn_blocking(move || {
-        // `running` is moved in: the runner stays taken until the model is done.
-        let waited = running.waited();
-        metrics.queue_wait_seconds.observe(waited.as_secs_f64());
-        let started = Instant::now();
-        let mut images = Vec::with_capacity(job.n);
-        for i in 0..job.n {
-            let params = job.image(i);
-            let on_step = |step: StepInfo| {
-                metrics.step_seconds.observe(step.elapsed.as_secs_f64());
-                if cancel.load(Ordering::Relaxed) { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
-            };
-            // Counted when it starts, as a batch is.
-            metrics.batch_images.observe(1.0);
-            let image = match &job.edit {
-                Some(edit) => model.edit(&params, edit, on_step)?,
-                None => model.generate(&params, on_step)?,
-            };
-            images.push(Generated { seed: params.seed, bytes: job.format.encode(&image) });
-            metrics.image(job.edit.is_some());
-        }
-        Ok(Output { images, model_time: started.elapsed(), format: job.format, waited })
-    });
-    task.await.unwrap_or_else(|e| Err(GenerateError::Model(candle_core::Error::Msg(format!("generation failed: {e}")))))
-}
-
 /// A request taken into a batch: running on the batch's runner, its answer
 /// sent when the batch is done.
 pub struct Member {
     /// Its place in the queue, now running.
     pub running: Running,
-    /// What it asked for (text to image).
+    /// What it asked for.
     pub job: Job,
     /// Set when its client went away.
     pub cancel: Arc<AtomicBool>,
@@ -112,30 +78,37 @@ pub struct Member {
     pub answer: tokio::sync::oneshot::Sender<Result<Output, GenerateError>>,
 }
 
-/// Generates every image of `members` on a blocking thread, `max_images`
-/// per batch (members share a shape: [`crate::batch`]), and sends each
-/// member its own images. The thread owns the members, so the batch
-/// finishes for the others when one member's client goes away; it stops
-/// only when all of them have.
-pub fn spawn_batch(model: Arc<Model>, metrics: Arc<Metrics>, members: Vec<Member>, max_images: usize) {
-    tokio::task::spawn_blocking(move || run_batch(&model, &metrics, members, max_images));
+/// Generates every image of `members` on a blocking thread, at most
+/// `per_batch` in one UNet batch (members share a shape, and an edit is
+/// alone: [`crate::batch`]), and sends each member its own images. The
+/// thread owns the members, and with them the runner, until the model is
+/// done: the batch finishes for the others when one member's client goes
+/// away, and stops only when all of them have.
+pub fn spawn_batch(model: Arc<Model>, metrics: Arc<Metrics>, members: Vec<Member>, per_batch: usize) {
+    tokio::task::spawn_blocking(move || run_batch(&model, &metrics, members, per_batch));
 }
 
-fn run_batch(model: &Model, metrics: &Metrics, members: Vec<Member>, max_images: usize) {
+fn run_batch(model: &Model, metrics: &Metrics, members: Vec<Member>, per_batch: usize) {
     for m in &members {
         metrics.queue_wait_seconds.observe(m.running.waited().as_secs_f64());
     }
     let started = Instant::now();
+    // Only a request alone can be an edit.
+    let edit = members.first().and_then(|m| m.job.edit.clone());
     let params: Vec<Params> = members.iter().flat_map(|m| (0..m.job.n).map(|i| m.job.image(i))).collect();
     let everyone_left = || members.iter().all(|m| m.cancel.load(Ordering::Relaxed));
     let mut images = Vec::with_capacity(params.len());
     let mut failed = None;
-    for chunk in params.chunks(max_images.max(1)) {
+    for chunk in params.chunks(per_batch.max(1)) {
         metrics.batch_images.observe(chunk.len() as f64);
-        let done = model.generate_batch(chunk, |step: StepInfo| {
+        let on_step = |step: StepInfo| {
             metrics.step_seconds.observe(step.elapsed.as_secs_f64());
             if everyone_left() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
-        });
+        };
+        let done = match &edit {
+            Some(edit) => chunk.iter().map(|p| model.edit(p, edit, &on_step)).collect(),
+            None => model.generate_batch(chunk, &on_step),
+        };
         match done {
             Ok(done) => images.extend(done),
             Err(e) => {
@@ -154,7 +127,7 @@ fn run_batch(model: &Model, metrics: &Metrics, members: Vec<Member>, max_images:
                     .by_ref()
                     .take(m.job.n)
                     .map(|(p, image)| {
-                        metrics.image(false);
+                        metrics.image(edit.is_some());
                         Generated { seed: p.seed, bytes: m.job.format.encode(&image) }
                     })
                     .collect();

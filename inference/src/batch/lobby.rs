@@ -1,6 +1,7 @@
-//! Where batchable requests wait: plain data, in arrival order. The request
-//! that gets a runner leads: it takes itself and the requests of its shape
-//! that still wait, as many as fit in the batch.
+//! Where requests wait for a runner: plain data, in arrival order. The
+//! request that gets a runner leads: it takes itself and the requests of its
+//! shape that still wait, as many as fit in the batch. A request of no shape
+//! (an edit) is always alone.
 
 use crate::model::pipeline::Params;
 
@@ -23,7 +24,7 @@ impl Shape {
 
 struct Entry<T> {
     id: u64,
-    shape: Shape,
+    shape: Option<Shape>,
     images: usize,
     item: T,
 }
@@ -41,8 +42,9 @@ impl<T> Default for Lobby<T> {
 }
 
 impl<T> Lobby<T> {
-    /// Adds a request of `images` images; the id names it later.
-    pub fn wait(&mut self, shape: Shape, images: usize, item: T) -> u64 {
+    /// Adds a request of `images` images; the id names it later. `None`:
+    /// it batches with no other.
+    pub fn wait(&mut self, shape: Option<Shape>, images: usize, item: T) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         self.waiting.push(Entry { id, shape, images, item });
@@ -67,7 +69,7 @@ impl<T> Lobby<T> {
         let mut i = 0;
         while i < self.waiting.len() && images < max_images {
             let e = &self.waiting[i];
-            if e.shape == shape && images + e.images <= max_images {
+            if shape.is_some() && e.shape == shape && images + e.images <= max_images {
                 images += e.images;
                 taken.push(self.waiting.remove(i).item);
             } else {
@@ -94,8 +96,8 @@ impl<T> Lobby<T> {
 mod tests {
     use super::*;
 
-    fn shape(width: usize, steps: usize) -> Shape {
-        Shape { width, height: 64, steps, guidance_scale: 0.0 }
+    fn shape(width: usize, steps: usize) -> Option<Shape> {
+        Some(Shape { width, height: 64, steps, guidance_scale: 0.0 })
     }
 
     #[test]
@@ -140,8 +142,18 @@ mod tests {
     #[test]
     fn guidance_is_part_of_the_shape() {
         let mut lobby = Lobby::default();
-        let a = lobby.wait(Shape { guidance_scale: 7.5, ..shape(64, 4) }, 1, "guided");
+        let a = lobby.wait(shape(64, 4).map(|s| Shape { guidance_scale: 7.5, ..s }), 1, "guided");
         lobby.wait(shape(64, 4), 1, "unguided");
         assert_eq!(lobby.lead(a, 4), Some(vec!["guided"]));
+    }
+
+    #[test]
+    fn a_request_of_no_shape_batches_with_none() {
+        let mut lobby = Lobby::default();
+        let text = lobby.wait(shape(64, 4), 1, "text");
+        let edit = lobby.wait(None, 1, "edit");
+        lobby.wait(None, 1, "another edit");
+        assert_eq!(lobby.lead(text, 4), Some(vec!["text"]), "no edit rides along");
+        assert_eq!(lobby.lead(edit, 4), Some(vec!["edit"]), "nor with another edit");
     }
 }
